@@ -1,0 +1,102 @@
+"""A trained segmenter and its single-file checkpoint.
+
+A checkpoint holds the weights, the model config, the intensity normalisation,
+class names and voxel spacing. It is written with ``torch.save`` and read back
+with ``torch.load(weights_only=True)``, so loading a file never runs code from it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .config import ModelConfig, from_dict, to_dict
+from .io import atomic_write
+from .model import UNet3D
+from .normalize import Normalization
+
+FORMAT = "napari-sparseseg/1"
+
+
+@dataclass
+class Segmenter:
+    """A U-Net plus what is needed to apply it to a new volume."""
+
+    net: UNet3D
+    normalization: Normalization
+    class_names: tuple[str, ...]
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.net.config
+
+    @property
+    def n_classes(self) -> int:
+        return self.net.n_classes
+
+    @classmethod
+    def create(cls, config, n_classes, normalization, class_names=None, spacing=(1.0, 1.0, 1.0)):
+        """Build an untrained segmenter; default class names are 'background', 'class 1', ..."""
+        names = tuple(class_names or default_class_names(n_classes))
+        if len(names) != n_classes:
+            raise ValueError(f"Got {len(names)} class names for {n_classes} classes.")
+        return cls(UNet3D(config, n_classes), normalization, names, tuple(spacing))
+
+
+def default_class_names(n_classes: int) -> tuple[str, ...]:
+    return ("background",) + tuple(f"class {k}" for k in range(1, n_classes))
+
+
+def save(segmenter: Segmenter, path) -> Path:
+    """Write ``segmenter`` to ``path`` atomically (temp file + rename)."""
+    path = Path(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in segmenter.net.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "state_dict": state,
+        "model_config": to_dict(segmenter.config),
+        "n_classes": segmenter.n_classes,
+        "normalization": asdict(segmenter.normalization),
+        "class_names": list(segmenter.class_names),
+        "spacing": [float(s) for s in segmenter.spacing],
+    }
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load(path) -> Segmenter:
+    """Read a checkpoint written by :func:`save`; a wrong or corrupt file is a ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Model file {path} does not exist.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path} is not a readable napari-sparseseg model ({reason[:120]}).") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a napari-sparseseg model file (format {FORMAT} expected).")
+    return _from_payload(payload, path)
+
+
+def _from_payload(payload: dict, path: Path) -> Segmenter:
+    try:
+        config = from_dict(ModelConfig, payload["model_config"])
+        segmenter = Segmenter.create(
+            config,
+            int(payload["n_classes"]),
+            Normalization(**payload["normalization"]),
+            payload["class_names"],
+            payload["spacing"],
+        )
+        segmenter.net.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as err:
+        raise ValueError(f"{path} is a damaged napari-sparseseg model ({str(err)[:120]}).") from err
+    segmenter.net.eval()
+    return segmenter

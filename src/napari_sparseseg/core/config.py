@@ -1,0 +1,185 @@
+"""Frozen configuration dataclasses and named presets.
+
+Three configs describe a run: :class:`ModelConfig` (the network),
+:class:`TrainConfig` (how to learn from painted voxels) and :class:`InferConfig`
+(sliding-window prediction). Presets are plain instances; derive variants with
+:func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+Triple = tuple[int, int, int]
+
+NORMS = ("batch", "instance", "group")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the 3D U-Net.
+
+    Parameters
+    ----------
+    features : tuple of int
+        Output width of each encoder level, top to bottom; ``len(features)`` levels
+        means ``len(features) - 1`` down-steps.
+    norm : {'batch', 'instance', 'group'}
+        Normalisation before each ReLU.
+    pools : tuple of (int, int, int) or None
+        Pooling factor (z, y, x) of each down-step. ``None`` = chosen from the
+        voxel spacing with :func:`pools_for_spacing` when training starts.
+    paper_blocks : bool
+        Çiçek et al. 2016 blocks: the first convolution of an encoder level has
+        half the level's width and the up-convolution keeps its channel count.
+    """
+
+    features: tuple[int, ...] = (16, 32, 64)
+    norm: str = "instance"
+    pools: tuple[Triple, ...] | None = None
+    paper_blocks: bool = False
+    in_channels: int = 1
+
+    def __post_init__(self):
+        if len(self.features) < 2 or min(self.features) < 1:
+            raise ValueError(f"features needs at least two positive widths, got {self.features}.")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}.")
+        if self.pools is not None and len(self.pools) != len(self.features) - 1:
+            raise ValueError(
+                f"pools needs one factor per down-step ({len(self.features) - 1}), "
+                f"got {len(self.pools)}."
+            )
+
+    @property
+    def total_pool(self) -> Triple:
+        """Product of the pooling factors per axis (window sizes must be multiples)."""
+        pools = self.pools or ((2, 2, 2),) * (len(self.features) - 1)
+        return tuple(math.prod(p[a] for p in pools) for a in range(3))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How training samples patches and optimises.
+
+    ``max_time`` (seconds) and ``iterations`` are budgets: training stops at
+    whichever comes first (``None`` = no limit on that one; at least one is needed).
+    """
+
+    patch_size: Triple = (32, 64, 64)
+    batch_size: int = 2
+    iterations: int | None = 600
+    max_time: float | None = None
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-5
+    dice_weight: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    augment: bool = True
+    class_balance: bool = True
+
+    def __post_init__(self):
+        if self.iterations is None and self.max_time is None:
+            raise ValueError("Set an iteration budget, a time budget, or both.")
+        if self.iterations is not None and self.iterations < 1:
+            raise ValueError(f"iterations must be at least 1, got {self.iterations}.")
+        if self.max_time is not None and self.max_time <= 0:
+            raise ValueError(f"max_time must be positive seconds, got {self.max_time}.")
+        if not 0.0 <= self.dice_weight <= 1.0:
+            raise ValueError(f"dice_weight (alpha) must lie in [0, 1], got {self.dice_weight}.")
+        if self.batch_size < 1 or min(self.patch_size) < 1:
+            raise ValueError("batch_size and patch_size must be positive.")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Sliding-window prediction settings."""
+
+    window: Triple = (32, 64, 64)
+    overlap: float = 0.25
+    batch_size: int = 2
+    flip_tta: bool = False
+    device: str = "auto"
+
+    def __post_init__(self):
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must lie in [0, 1), got {self.overlap}.")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named bundle of model, training and inference settings."""
+
+    model: ModelConfig
+    train: TrainConfig
+    infer: InferConfig
+
+
+PRESETS: dict[str, Preset] = {
+    # Small and fast for a laptop CPU; see docs/benchmarks.md for the measurements.
+    "fast": Preset(ModelConfig(), TrainConfig(), InferConfig()),
+    # Çiçek et al. 2016: 32->64, 64->128, 128->256, 256->512, BN before ReLU, 3 down-steps.
+    "paper": Preset(
+        ModelConfig(features=(64, 128, 256, 512), norm="batch", paper_blocks=True),
+        TrainConfig(patch_size=(64, 128, 128), batch_size=1, learning_rate=1e-3),
+        InferConfig(window=(64, 128, 128), batch_size=1),
+    ),
+}
+DEFAULT_PRESET = "fast"
+
+
+def preset(name: str) -> Preset:
+    """Return the preset called ``name`` or raise a ValueError listing the choices."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return PRESETS[name]
+
+
+def pools_for_spacing(spacing, n_down: int) -> tuple[Triple, ...]:
+    """Pool an axis by 2 only while its spacing is under twice the finest one.
+
+    With spacing (4, 1, 1) this gives 1x2x2 pooling until in-plane resolution has
+    caught up with z, as nnU-Net does for anisotropic scans.
+    """
+    current = [float(s) for s in spacing]
+    pools = []
+    for _ in range(n_down):
+        finest = min(current)
+        step = tuple(2 if s < 2 * finest else 1 for s in current)
+        current = [s * f for s, f in zip(current, step)]
+        pools.append(step)
+    return tuple(pools)
+
+
+def to_dict(config) -> dict:
+    """Plain-dict form of a config (lists instead of tuples) for checkpoints."""
+    return asdict(config)
+
+
+def from_dict(cls, data: dict):
+    """Rebuild a config from :func:`to_dict` output, ignoring unknown keys."""
+    known = {f.name for f in fields(cls)}
+    kwargs = {k: _tuplify(v) for k, v in data.items() if k in known}
+    return cls(**kwargs)
+
+
+def _tuplify(value):
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    return value
+
+
+__all__ = [
+    "DEFAULT_PRESET",
+    "InferConfig",
+    "ModelConfig",
+    "PRESETS",
+    "Preset",
+    "TrainConfig",
+    "from_dict",
+    "pools_for_spacing",
+    "preset",
+    "replace",
+    "to_dict",
+]

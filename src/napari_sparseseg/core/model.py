@@ -1,0 +1,105 @@
+"""3D U-Net (Çiçek et al. 2016) with configurable width, depth, norm and pooling."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm3d(channels, affine=True)
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3x3x3 same-padded convolutions, each followed by norm and ReLU."""
+
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, norm: str):
+        super().__init__(
+            nn.Conv3d(in_ch, mid_ch, 3, padding=1),
+            _norm(norm, mid_ch),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(mid_ch, out_ch, 3, padding=1),
+            _norm(norm, out_ch),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UpBlock(nn.Module):
+    """Transposed-conv upsampling, concatenation with the skip, then a ConvBlock."""
+
+    def __init__(self, in_ch: int, up_ch: int, skip_ch: int, out_ch: int, pool, norm: str):
+        super().__init__()
+        self.up = nn.ConvTranspose3d(in_ch, up_ch, kernel_size=pool, stride=pool)
+        self.conv = ConvBlock(up_ch + skip_ch, out_ch, out_ch, norm)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([self.up(x), skip], dim=1))
+
+
+class UNet3D(nn.Module):
+    """3D U-Net returning raw logits.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Widths, norm, pooling per level; ``config.pools`` must be resolved (not None)
+        or every down-step pools 2x2x2.
+    n_classes : int
+        Number of output classes (background included).
+
+    Notes
+    -----
+    Input ``(B, in_channels, Z, Y, X)``; output ``(B, n_classes, Z, Y, X)``. Inputs whose
+    size is not a multiple of ``config.total_pool`` are padded inside and cropped back.
+    """
+
+    def __init__(self, config: ModelConfig, n_classes: int):
+        super().__init__()
+        feats = config.features
+        pools = config.pools or ((2, 2, 2),) * (len(feats) - 1)
+        self.config, self.n_classes, self.pools = config, n_classes, pools
+        self.encoders = nn.ModuleList()
+        in_ch = config.in_channels
+        for width in feats:
+            mid = width // 2 if config.paper_blocks else width
+            self.encoders.append(ConvBlock(in_ch, mid, width, config.norm))
+            in_ch = width
+        self.pool_layers = nn.ModuleList(nn.MaxPool3d(p, stride=p) for p in pools)
+        self.decoders = nn.ModuleList()
+        for level in reversed(range(len(feats) - 1)):
+            below, here = feats[level + 1], feats[level]
+            up_ch = below if config.paper_blocks else here
+            self.decoders.append(UpBlock(below, up_ch, here, here, pools[level], config.norm))
+        self.head = nn.Conv3d(feats[0], n_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        x = self._pad(x)
+        skips = []
+        for level, encode in enumerate(self.encoders):
+            x = encode(x)
+            if level < len(self.pool_layers):
+                skips.append(x)
+                x = self.pool_layers[level](x)
+        for decode in self.decoders:
+            x = decode(x, skips.pop())
+        logits = self.head(x)
+        return logits[:, :, : size[0], : size[1], : size[2]]
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        extra = [(-s) % t for s, t in zip(x.shape[2:], self.config.total_pool)]
+        if not any(extra):
+            return x
+        return F.pad(x, (0, extra[2], 0, extra[1], 0, extra[0]))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

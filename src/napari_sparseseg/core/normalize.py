@@ -1,0 +1,52 @@
+"""Robust intensity normalisation, computed from training images and stored with the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_MAX_SAMPLES = 2_000_000
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Clip to robust percentiles, then standardise with the clipped mean and std.
+
+    The same numbers are applied to every volume the model later predicts, as
+    nnU-Net does, so a model trained on one scan sees the next one on the same scale.
+    """
+
+    low: float
+    high: float
+    mean: float
+    std: float
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """Return a float32 copy of ``image`` clipped and standardised."""
+        out = np.clip(image, self.low, self.high).astype(np.float32, copy=False)
+        out -= np.float32(self.mean)
+        out /= np.float32(self.std)
+        return out
+
+
+def fit_normalization(images, percentiles=(0.5, 99.5), seed: int = 0) -> Normalization:
+    """Estimate :class:`Normalization` from one or more images.
+
+    At most two million voxels are sampled in total, so this stays cheap on
+    large volumes.
+    """
+    rng = np.random.default_rng(seed)
+    per_image = max(1, _MAX_SAMPLES // len(images))
+    samples = np.concatenate([_sample(np.asarray(im), per_image, rng) for im in images])
+    low, high = np.percentile(samples, percentiles)
+    clipped = np.clip(samples, low, high)
+    std = float(clipped.std())
+    return Normalization(float(low), float(high), float(clipped.mean()), std if std > 1e-8 else 1.0)
+
+
+def _sample(image: np.ndarray, n: int, rng) -> np.ndarray:
+    flat = image.reshape(-1)
+    if flat.size > n:
+        flat = flat[rng.integers(0, flat.size, n)]
+    return flat.astype(np.float64)

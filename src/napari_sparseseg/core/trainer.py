@@ -1,0 +1,201 @@
+"""Training from sparse annotations as a generator of progress events.
+
+:func:`train` yields a :class:`Progress` after every iteration so a caller (the CLI,
+the napari worker) can show progress and stop at once. :func:`fit` is the one-call
+form: it validates the data, builds or checks the segmenter and runs :func:`train`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from . import device as dev
+from .checkpoint import Segmenter
+from .config import ModelConfig, TrainConfig, pools_for_spacing
+from .loss import class_weights, sparse_loss
+from .normalize import fit_normalization
+from .sampling import PatchSampler, annotation_to_target, fit_patch
+from .validate import check_pair, count_classes
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One training step. ``done`` is set on the last event with the ``reason``."""
+
+    iteration: int
+    loss: float
+    elapsed: float
+    voxels_per_s: float
+    total_iterations: int | None = None
+    max_time: float | None = None
+    done: bool = False
+    reason: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """Share of the budget used, 0..1 (the larger of iterations and time)."""
+        parts = [0.0]
+        if self.total_iterations:
+            parts.append(self.iteration / self.total_iterations)
+        if self.max_time:
+            parts.append(self.elapsed / self.max_time)
+        return min(1.0, max(parts))
+
+
+def train(
+    segmenter: Segmenter,
+    images: Sequence[np.ndarray],
+    annotations: Sequence[np.ndarray],
+    config: TrainConfig,
+    stop: Callable[[], bool] | None = None,
+) -> Iterator[Progress]:
+    """Fine-tune ``segmenter`` in place on painted voxels, yielding every iteration.
+
+    Parameters
+    ----------
+    segmenter : Segmenter
+        Trained further from its current weights (the refine loop).
+    images, annotations : sequences of (Z, Y, X) arrays
+        Validated pairs; annotation 0 = unlabeled, 1 = background, k+1 = class k.
+    config : TrainConfig
+    stop : callable returning bool, optional
+        Polled before every iteration; training ends when it returns True.
+    """
+    device = dev.resolve_device(config.device)
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    sampler = _sampler(segmenter, images, annotations, config, rng)
+    weight = _weights(annotations, segmenter.n_classes, config, device)
+    net = dev.prepare(segmenter.net, device).train()
+    optim = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=_needs_scaler(device))
+    start, it, loss = time.perf_counter(), 0, float("nan")
+    voxels = config.batch_size * int(np.prod(sampler.patch))
+    while True:
+        stopped = stop is not None and stop()
+        reason = "stopped" if stopped else _budget_reached(config, it, time.perf_counter() - start)
+        if reason:
+            break
+        _set_lr(optim, config, it, time.perf_counter() - start)
+        x, y = sampler.sample(config.batch_size)
+        loss = _step(net, optim, scaler, x, y, weight, config.dice_weight, device)
+        it += 1
+        elapsed = time.perf_counter() - start
+        yield Progress(it, loss, elapsed, voxels * it / elapsed, config.iterations, config.max_time)
+    net.eval()
+    elapsed = time.perf_counter() - start
+    yield Progress(
+        it, loss, elapsed, voxels * it / max(elapsed, 1e-9), config.iterations, config.max_time,
+        done=True, reason=reason,
+    )
+
+
+def _sampler(segmenter, images, annotations, config, rng) -> PatchSampler:
+    norm = segmenter.normalization
+    patch = fit_patch(config.patch_size, np.max([im.shape for im in images], 0), segmenter.config.total_pool)
+    return PatchSampler(
+        [norm.apply(im) for im in images],
+        [annotation_to_target(a) for a in annotations],
+        patch,
+        segmenter.spacing,
+        rng,
+        augment=config.augment,
+        n_classes=segmenter.n_classes,
+    )
+
+
+def _weights(annotations, n_classes, config, device):
+    if not config.class_balance:
+        return None
+    return torch.from_numpy(class_weights(annotations, n_classes)).to(device)
+
+
+def _needs_scaler(device) -> bool:
+    return device.type == "cuda" and not torch.cuda.is_bf16_supported()
+
+
+def _budget_reached(config: TrainConfig, it: int, elapsed: float) -> str:
+    if config.iterations is not None and it >= config.iterations:
+        return "iterations"
+    if config.max_time is not None and elapsed >= config.max_time:
+        return "time"
+    return ""
+
+
+def _set_lr(optim, config: TrainConfig, it: int, elapsed: float) -> None:
+    """Polynomial decay over whichever budget is further used up."""
+    used = 0.0
+    if config.iterations:
+        used = it / config.iterations
+    if config.max_time:
+        used = max(used, elapsed / config.max_time)
+    lr = config.learning_rate * (1.0 - min(used, 0.95)) ** 0.9
+    for group in optim.param_groups:
+        group["lr"] = lr
+
+
+def _step(net, optim, scaler, x, y, weight, dice_weight, device) -> float:
+    fmt = dev.memory_format(device)
+    x = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
+    y = torch.from_numpy(y).to(device)
+    optim.zero_grad(set_to_none=True)
+    with dev.autocast(device):
+        logits = net(x)
+    loss = sparse_loss(logits, y, weight, dice_weight)
+    scaler.scale(loss).backward()
+    scaler.step(optim)
+    scaler.update()
+    return float(loss.detach())
+
+
+def fit(
+    images: Sequence[np.ndarray],
+    annotations: Sequence[np.ndarray],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    spacing=(1.0, 1.0, 1.0),
+    init: Segmenter | None = None,
+    class_names=None,
+    stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    names: Sequence[str] | None = None,
+) -> Segmenter:
+    """Validate the pairs, build (or check ``init``) and train; return the segmenter.
+
+    ``names`` label each pair in error messages (e.g. file names).
+    """
+    names = list(names or [f"pair {i + 1}" for i in range(len(images))])
+    pairs = [check_pair(im, an, f"{n} image", f"{n} annotations") for im, an, n in zip(images, annotations, names)]
+    images, annotations = [p[0] for p in pairs], [p[1] for p in pairs]
+    n_classes = count_classes(annotations, [f"{n} annotations" for n in names])
+    segmenter = init or new_segmenter(model_config, images, n_classes, spacing, class_names)
+    check_compatible(segmenter, n_classes)
+    for event in train(segmenter, images, annotations, train_config, stop):
+        if on_progress:
+            on_progress(event)
+    return segmenter
+
+
+def new_segmenter(model_config: ModelConfig, images, n_classes, spacing, class_names=None) -> Segmenter:
+    """An untrained segmenter with pooling chosen from ``spacing`` and fitted normalisation."""
+    if model_config.pools is None:
+        model_config = replace(model_config, pools=pools_for_spacing(spacing, len(model_config.features) - 1))
+    return Segmenter.create(model_config, n_classes, fit_normalization(images), class_names, spacing)
+
+
+def check_compatible(segmenter: Segmenter, n_classes: int, in_channels: int = 1) -> None:
+    """Raise if a loaded model cannot learn from these annotations."""
+    if n_classes > segmenter.n_classes:
+        raise ValueError(
+            f"The model predicts {segmenter.n_classes} classes but the annotations paint "
+            f"{n_classes}; train a new model instead of --init."
+        )
+    if segmenter.config.in_channels != in_channels:
+        raise ValueError(
+            f"The model expects {segmenter.config.in_channels} input channels but the image has {in_channels}."
+        )
