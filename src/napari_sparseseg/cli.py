@@ -165,7 +165,7 @@ def _run_demo(args) -> None:
     budget = replace(chosen.train, max_time=args.max_time, iterations=args.iterations, device=args.device)
     _say(f"demo: synthetic tubules {sample.image.shape}, painted slices: 2 per axis")
     segmenter = _fit([sample.image], [sample.annotation], chosen.model, budget, sample.spacing,
-                     sample.class_names, None, ["sample"])
+                     sample.class_names, None, [("sample", "sample annotations")])
     prediction = _predict(segmenter, sample.image, replace(chosen.infer, device=args.device))
     result = evaluate(prediction.labels, sample.truth, n_classes=3, mask=sample.annotation == 0,
                       class_names=sample.class_names)
@@ -203,7 +203,7 @@ def _train_from_args(args):
     image = io.read_volume(args.image)
     images = [image.data, *(io.read_volume(p).data for p, _ in args.pair)]
     annotations = [io.read_volume(args.annotations).data, *(io.read_volume(a).data for _, a in args.pair)]
-    names = [str(args.image), *(p for p, _ in args.pair)]
+    names = [(str(args.image), str(args.annotations)), *args.pair]
     init = checkpoint.load(args.init) if args.init else None
     config = _train_config(chosen.train, args)
     class_names = args.class_names.split(",") if args.class_names else None
@@ -243,7 +243,8 @@ def _write_prediction(args, segmenter, image: io.Volume) -> None:
                     flip_tta=args.tta)
     prediction = _predict(segmenter, image.data, infer)
     io.write_volume(args.output, prediction.labels, like=image)
-    _say(f"mask written to {args.output} (0 = background, k = {', '.join(segmenter.class_names[1:])})")
+    legend = ", ".join(f"{k} {name}" for k, name in enumerate(segmenter.class_names))
+    _say(f"mask written to {args.output} (values: {legend})")
     if args.probabilities:
         io.write_probabilities(args.probabilities, prediction.probabilities, like=image)
         _say(f"probabilities (0..255) written to {args.probabilities}")

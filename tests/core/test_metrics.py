@@ -174,3 +174,15 @@ def test_format_table_lists_classes_and_metrics():
         assert word in table
     assert "0.667" in table  # dice of class 1 with 3 decimals
     assert len({len(line) for line in table.splitlines()[:4]}) == 1  # aligned columns
+
+
+def test_confusion_counts_ignores_other_large_labels():
+    pred = np.array([70000, 1, 1, 0], dtype=np.uint32).reshape(1, 1, 4)
+    truth = np.array([1, 1, 0, 70000], dtype=np.uint32).reshape(1, 1, 4)
+    assert confusion_counts(pred, truth, 1) == (1, 1, 1, 1)
+
+
+def test_too_many_labels_is_a_clear_error():
+    labels = np.array([0, 5000], dtype=np.uint16).reshape(1, 1, 2)
+    with pytest.raises(ValueError, match="labels"):
+        evaluate(labels, labels)

@@ -78,8 +78,10 @@ def load(path) -> Segmenter:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"{path} is not a readable napari-sparseseg model ({reason[:120]}).") from err
+        raise ValueError(
+            f"{path} is not a napari-sparseseg model file (it cannot be read as a safe torch "
+            "checkpoint); give a model written by 'sparseseg train' or 'Save model'."
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a napari-sparseseg model file (format {FORMAT} expected).")
     return _from_payload(payload, path)

@@ -172,9 +172,9 @@ def _tuplify(value):
 
 __all__ = [
     "DEFAULT_PRESET",
+    "PRESETS",
     "InferConfig",
     "ModelConfig",
-    "PRESETS",
     "Preset",
     "TrainConfig",
     "from_dict",

@@ -14,6 +14,7 @@ import numpy as np
 METRIC_NAMES = ("dice", "jaccard", "sensitivity", "specificity", "f_beta", "volumetric_similarity")
 
 _CHUNK = 1 << 22  # voxels per bincount pass
+_MAX_CLASSES = 4096  # the confusion matrix is n × n
 
 
 def _as_labels(array, name: str) -> np.ndarray:
@@ -49,13 +50,21 @@ def _max_label(*arrays) -> int:
     return max((int(a.max()) for a in arrays if a.size), default=0)
 
 
-def _confusion(pred, truth, n: int, mask) -> np.ndarray:
-    """(n, n) int64 confusion matrix, rows = predicted label, columns = true label."""
+def _confusion(pred, truth, n: int, mask, label=None) -> np.ndarray:
+    """(n, n) int64 confusion matrix, rows = predicted label, columns = true label.
+
+    With ``label`` given, labels are first binarised to ``label`` (1) versus the rest (0).
+    """
+    if n > _MAX_CLASSES:
+        raise ValueError(f"found {n} labels, more than the {_MAX_CLASSES} per-class metrics allow.")
     counts = np.zeros(n * n, dtype=np.int64)
     for start in range(0, pred.size, _CHUNK):
         stop = start + _CHUNK
-        p = pred[start:stop].astype(np.int64)
-        t = truth[start:stop].astype(np.int64)
+        p, t = pred[start:stop], truth[start:stop]
+        if label is None:
+            p, t = p.astype(np.int64), t.astype(np.int64)
+        else:
+            p, t = (p == label).astype(np.int64), (t == label).astype(np.int64)
         if mask is not None:
             keep = mask[start:stop]
             p, t = p[keep], t[keep]
@@ -91,8 +100,7 @@ def confusion_counts(pred, truth, label, mask=None) -> tuple[int, int, int, int]
     if int(label) != label or label < 0:
         raise ValueError(f"label must be a non-negative integer, got {label!r}.")
     pred, truth, mask = _prepare(pred, truth, mask)
-    n = max(_max_label(pred, truth), int(label)) + 1
-    return _counts_for(_confusion(pred, truth, n, mask), int(label))
+    return _counts_for(_confusion(pred, truth, 2, mask, label=int(label)), 1)
 
 
 def _ratio(num: float, den: float) -> float:

@@ -31,7 +31,11 @@ class Sample:
 
 
 def _check_shape(shape) -> tuple[int, int, int]:
-    if len(shape) != 3 or any(int(s) != s or s < 1 for s in shape):
+    try:
+        valid = len(shape) == 3 and all(int(s) == s and s >= 1 for s in shape)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
         raise ValueError(f"shape must be three positive integers (z, y, x), got {shape!r}.")
     return tuple(int(s) for s in shape)
 
@@ -53,7 +57,7 @@ def _tube_path(rng, extent: np.ndarray, reach: float, step: float) -> np.ndarray
 
     coarse = curve(np.linspace(-1, 1, 512))
     length = float(np.linalg.norm(np.diff(coarse, axis=0), axis=1).sum())
-    return curve(np.linspace(-1, 1, int(math.ceil(length / step)) + 2))
+    return curve(np.linspace(-1, 1, math.ceil(length / step) + 2))
 
 
 def _tube_distance(points, coarse_shape, pad, k, fine_dz):

@@ -163,16 +163,17 @@ def fit(
     class_names=None,
     stop: Callable[[], bool] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
-    names: Sequence[str] | None = None,
+    names: Sequence[tuple[str, str]] | None = None,
 ) -> Segmenter:
     """Validate the pairs, build (or check ``init``) and train; return the segmenter.
 
-    ``names`` label each pair in error messages (e.g. file names).
+    ``names`` are (image, annotations) names per pair for error messages, e.g. file names.
     """
-    names = list(names or [f"pair {i + 1}" for i in range(len(images))])
-    pairs = [check_pair(im, an, f"{n} image", f"{n} annotations") for im, an, n in zip(images, annotations, names)]
+    names = list(names or [(f"image {i + 1}", f"annotations {i + 1}") for i in range(len(images))])
+    pairs = [check_pair(im, an, *n) for im, an, n in zip(images, annotations, names)]
     images, annotations = [p[0] for p in pairs], [p[1] for p in pairs]
-    n_classes = count_classes(annotations, [f"{n} annotations" for n in names])
+    n_classes = count_classes(annotations, [n[1] for n in names])
+    torch.manual_seed(train_config.seed)  # model initialisation is part of the reproducible run
     segmenter = init or new_segmenter(model_config, images, n_classes, spacing, class_names)
     check_compatible(segmenter, n_classes)
     for event in train(segmenter, images, annotations, train_config, stop):
@@ -197,5 +198,6 @@ def check_compatible(segmenter: Segmenter, n_classes: int, in_channels: int = 1)
         )
     if segmenter.config.in_channels != in_channels:
         raise ValueError(
-            f"The model expects {segmenter.config.in_channels} input channels but the image has {in_channels}."
+            f"The model expects {segmenter.config.in_channels} input channels "
+            f"but the image has {in_channels}."
         )

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny models and volumes so the suite stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_sparseseg.core.config import ModelConfig, TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    import torch
+
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_model() -> ModelConfig:
+    return ModelConfig(features=(4, 8), norm="instance")
+
+
+@pytest.fixture
+def tiny_train() -> TrainConfig:
+    return TrainConfig(patch_size=(8, 16, 16), batch_size=2, iterations=3, device="cpu")
+
+
+@pytest.fixture
+def blob_pair():
+    """A bright ball in noise (odd shape) with one painted slice per axis."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[:11, :19, :17]
+    truth = ((z - 5) ** 2 + (y - 9) ** 2 + (x - 8) ** 2 < 20).astype(np.uint8)
+    image = (truth + 0.2 * rng.normal(size=truth.shape)).astype(np.float32)
+    ann = np.zeros_like(truth)
+    ann[5] = truth[5] + 1
+    ann[:, 9] = truth[:, 9] + 1
+    ann[:, :, 8] = truth[:, :, 8] + 1
+    return image, ann, truth

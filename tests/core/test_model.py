@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from napari_sparseseg.core.config import ModelConfig, pools_for_spacing, preset
+from napari_sparseseg.core.model import UNet3D, count_parameters
+
+PAPER_PARAMETERS = 19_069_955  # Çiçek et al. 2016, 1 input channel, 3 classes
+
+
+def test_paper_preset_matches_published_parameter_count():
+    n = count_parameters(UNet3D(preset("paper").model, n_classes=3))
+    assert abs(n - PAPER_PARAMETERS) / PAPER_PARAMETERS < 1e-3
+
+
+def test_paper_preset_architecture():
+    net = UNet3D(preset("paper").model, n_classes=3)
+    widths = [(b[0].in_channels, b[0].out_channels, b[3].out_channels) for b in net.encoders]
+    assert widths == [(1, 32, 64), (64, 64, 128), (128, 128, 256), (256, 256, 512)]
+    assert isinstance(net.encoders[0][1], torch.nn.BatchNorm3d)
+    assert [d.up.out_channels for d in net.decoders] == [512, 256, 128]
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", "group"])
+@pytest.mark.parametrize("shape", [(8, 16, 16), (5, 13, 11), (1, 7, 9)])
+def test_forward_keeps_odd_shapes(norm, shape):
+    config = ModelConfig(features=(4, 8, 16), norm=norm, pools=((1, 2, 2), (2, 2, 2)))
+    net = UNet3D(config, n_classes=3).eval()
+    out = net(torch.randn(2, 1, *shape))
+    assert out.shape == (2, 3, *shape)
+
+
+def test_anisotropic_pooling_layers():
+    config = ModelConfig(features=(4, 8, 16), pools=((1, 2, 2), (2, 2, 2)))
+    net = UNet3D(config, n_classes=2)
+    assert net.pool_layers[0].kernel_size == (1, 2, 2)
+    assert net.decoders[-1].up.stride == (1, 2, 2)
+    assert config.total_pool == (2, 4, 4)
+
+
+def test_pools_follow_spacing():
+    assert pools_for_spacing((4.0, 1.0, 1.0), 3) == ((1, 2, 2), (1, 2, 2), (2, 2, 2))
+    assert pools_for_spacing((1.0, 1.0, 1.0), 2) == ((2, 2, 2), (2, 2, 2))
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="norm"):
+        ModelConfig(norm="layer")
+    with pytest.raises(ValueError, match="pools"):
+        ModelConfig(features=(4, 8, 16), pools=((2, 2, 2),))
+    with pytest.raises(ValueError, match="preset"):
+        preset("huge")

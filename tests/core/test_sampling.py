@@ -1,0 +1,67 @@
+import numpy as np
+
+from napari_sparseseg.core.sampling import PatchSampler, annotation_to_target, fit_patch
+
+
+def _sampler(ann, patch=(4, 8, 8), spacing=(1.0, 1.0, 1.0), augment=True, seed=0):
+    image = np.random.default_rng(seed).normal(size=ann.shape).astype(np.float32)
+    target = annotation_to_target(ann)
+    return PatchSampler([image], [target], patch, spacing, np.random.default_rng(seed), augment)
+
+
+def test_every_patch_holds_painted_voxels_and_classes_are_balanced():
+    ann = np.zeros((20, 40, 40), np.uint8)
+    ann[10] = 1
+    ann[10, 5:7, 5:7] = 2  # 4 voxels of the rare class among 1600
+    sampler = _sampler(ann)
+    seen = np.zeros(2)
+    for _ in range(100):
+        x, y = sampler.sample(2)
+        assert x.shape == (2, 1, 4, 8, 8) and y.shape == (2, 4, 8, 8)
+        assert (y >= 0).any(axis=(1, 2, 3)).all()
+        seen += [(y == 0).any(), (y == 1).any()]
+    assert seen[1] >= 40  # the 4-voxel class appears in about half the batches, not 0.25 %
+
+
+def test_partial_slice_and_volume_smaller_than_patch():
+    ann = np.zeros((3, 5, 6), np.uint8)
+    ann[1, 1:3, 1:4] = 1
+    ann[1, 3, 4] = 2
+    sampler = _sampler(ann, patch=(8, 8, 8))
+    x, y = sampler.sample(3)
+    assert x.shape == (3, 1, 8, 8, 8)
+    assert set(np.unique(y)) <= {-1, 0, 1}
+    assert (y == 1).sum() == 3 and (y == 0).sum() == 18
+
+
+def test_augmentation_keeps_image_and_target_aligned():
+    ann = np.zeros((6, 12, 12), np.uint8)
+    ann[3] = 1
+    ann[3, 2:5, 7:10] = 2
+    image = (ann == 2).astype(np.float32) * 10
+    sampler = PatchSampler([image], [annotation_to_target(ann)], (6, 12, 12), (1.0, 1.0, 1.0),
+                           np.random.default_rng(1))
+    rotations = set()
+    for _ in range(40):
+        x, y = sampler.sample(1)
+        bright = x[0, 0] > x[0, 0].mean() + 2
+        assert np.array_equal(bright, y[0] == 1)
+        rotations.add(tuple(np.argwhere(y[0] == 1).mean(0).round(1)))
+    assert len(rotations) > 4
+
+
+def test_no_quarter_turns_when_in_plane_spacing_differs():
+    ann = np.zeros((4, 8, 8), np.uint8)
+    ann[2] = 1
+    ann[2, 0, 1:7] = 2  # a horizontal line in the first row
+    rows = set()
+    sampler = _sampler(ann, patch=(4, 8, 8), spacing=(1.0, 1.0, 2.0))
+    for _ in range(40):
+        _, y = sampler.sample(1)
+        rows.add(tuple(np.unique(np.argwhere(y[0] == 1)[:, 1])))
+    assert rows <= {(0,), (7,)}  # flips only: the line never turns vertical
+
+
+def test_fit_patch_rounds_to_pool_multiples():
+    assert fit_patch((32, 64, 64), (5, 100, 30), (2, 4, 4)) == (6, 64, 32)
+    assert fit_patch((30, 62, 64), (100, 100, 100), (2, 4, 4)) == (30, 64, 64)

@@ -1,0 +1,85 @@
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sparseseg.core.trainer import fit, new_segmenter, train
+
+
+def _segmenter(model_config, image, n_classes=2):
+    return new_segmenter(model_config, [image], n_classes, (1.0, 1.0, 1.0))
+
+
+def test_events_every_iteration_then_done(tiny_model, tiny_train, blob_pair):
+    image, ann, _ = blob_pair
+    events = list(train(_segmenter(tiny_model, image), [image], [ann], tiny_train))
+    assert [e.iteration for e in events] == [1, 2, 3, 3]
+    assert events[-1].done and events[-1].reason == "iterations"
+    assert all(np.isfinite(e.loss) and e.voxels_per_s > 0 for e in events)
+    assert events[1].elapsed >= events[0].elapsed
+
+
+def test_stop_request_ends_training(tiny_model, tiny_train, blob_pair):
+    image, ann, _ = blob_pair
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 2
+
+    config = replace(tiny_train, iterations=1000)
+    events = list(train(_segmenter(tiny_model, image), [image], [ann], config, stop))
+    assert events[-1].reason == "stopped" and events[-1].iteration == 2
+
+
+def test_time_budget(tiny_model, tiny_train, blob_pair):
+    image, ann, _ = blob_pair
+    config = replace(tiny_train, iterations=None, max_time=0.5)
+    started = time.perf_counter()
+    events = list(train(_segmenter(tiny_model, image), [image], [ann], config))
+    assert events[-1].reason == "time" and events[-1].elapsed >= 0.5
+    assert time.perf_counter() - started < 10
+
+
+def test_same_seed_same_losses(tiny_model, tiny_train, blob_pair):
+    image, ann, _ = blob_pair
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        seg = _segmenter(tiny_model, image)
+        runs.append([e.loss for e in train(seg, [image], [ann], tiny_train)])
+    assert runs[0] == runs[1]
+
+
+def test_continues_from_existing_weights(tiny_model, tiny_train, blob_pair):
+    image, ann, _ = blob_pair
+    seg = _segmenter(tiny_model, image)
+    list(train(seg, [image], [ann], tiny_train))
+    before = {k: v.clone() for k, v in seg.net.state_dict().items()}
+    list(train(seg, [image], [ann], replace(tiny_train, iterations=1)))
+    after = seg.net.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all(torch.allclose(before[k], after[k], atol=0.1) for k in before)
+
+
+def test_fit_with_several_pairs(tiny_model, tiny_train, blob_pair):
+    image, ann, _ = blob_pair
+    other = np.zeros((9, 12, 10), np.float32)
+    other_ann = np.zeros(other.shape, np.uint8)
+    other_ann[4] = 1
+    other_ann[4, 5:8, 4:7] = 3  # class 2 painted only in the second volume
+    other[4, 5:8, 4:7] = 3.0
+    seen = []
+    seg = fit([image, other], [ann, other_ann], tiny_model, tiny_train, on_progress=seen.append)
+    assert seg.n_classes == 3 and seen[-1].done
+
+
+def test_fit_refuses_model_with_fewer_classes(tiny_model, tiny_train, blob_pair):
+    image, ann, _ = blob_pair
+    seg = _segmenter(tiny_model, image, n_classes=2)
+    ann3 = ann.copy()
+    ann3[0, 0, 0] = 3
+    with pytest.raises(ValueError, match="predicts 2 classes"):
+        fit([image], [ann3], tiny_model, tiny_train, init=seg)

@@ -1,0 +1,120 @@
+"""The sparseseg command, run in-process on tiny synthetic files."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_sparseseg import cli
+from napari_sparseseg.core import checkpoint, io
+from napari_sparseseg.core.config import PRESETS, ModelConfig, Preset, TrainConfig
+from napari_sparseseg.core.synthetic import make_sample
+
+FAST = ["--preset", "tiny", "--iterations", "3", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def tiny_preset(monkeypatch):
+    base = PRESETS["fast"]
+    tiny = Preset(ModelConfig(features=(4, 8)), TrainConfig(patch_size=(8, 16, 16)), base.infer)
+    monkeypatch.setitem(PRESETS, "tiny", tiny)
+
+
+@pytest.fixture
+def files(tmp_path):
+    sample = make_sample(shape=(10, 24, 20), slices_per_axis=1, seed=2)
+    affine = np.array([[0, 0, 2.0, 10], [0, 0.5, 0, -4], [0.7, 0, 0, 3], [0, 0, 0, 1]])
+    for name, data in (("img", sample.image), ("ann", sample.annotation), ("truth", sample.truth)):
+        nib.save(nib.Nifti1Image(data.transpose(2, 1, 0), affine), tmp_path / f"{name}.nii.gz")
+    return tmp_path, affine
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_segment_writes_mask_on_the_image_grid(capsys, files):
+    d, affine = files
+    code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "--output", d / "mask.nii.gz",
+                       "--save-model", d / "m.pt", "--probabilities", d / "p.nii.gz", *FAST)
+    assert code == 0, err
+    mask = nib.load(d / "mask.nii.gz")
+    assert mask.shape == (20, 24, 10) and np.allclose(mask.affine, affine)
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2}
+    assert nib.load(d / "p.nii.gz").shape == (20, 24, 10, 3)
+    assert checkpoint.load(d / "m.pt").n_classes == 3
+    assert "training [" in err and "(iterations)" in err
+
+
+def test_train_predict_evaluate(capsys, files):
+    d, _ = files
+    assert run(capsys, "train", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "m.pt", *FAST)[0] == 0
+    code, _, err = run(capsys, "predict", d / "img.nii.gz", "--model", d / "m.pt", "-o", d / "mask.tif")
+    assert code == 0, err
+    mask = io.read_volume(d / "mask.tif")
+    assert mask.data.shape == (10, 24, 20) and mask.spacing == pytest.approx((2.0, 0.5, 0.7))
+    code, out, _ = run(capsys, "evaluate", d / "mask.tif", d / "truth.nii.gz", "--json",
+                       "--unpainted", d / "ann.nii.gz")
+    result = json.loads(out)
+    assert code == 0 and set(result["classes"]) == {"0", "1", "2"}
+    assert result["n_voxels"] == int((io.read_volume(d / "ann.nii.gz").data == 0).sum())
+
+
+def test_continue_training_from_a_model(capsys, files):
+    d, _ = files
+    run(capsys, "train", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "m.pt", *FAST)
+    code, _, err = run(capsys, "train", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "m2.pt",
+                       "--init", d / "m.pt", *FAST)
+    assert code == 0, err
+
+
+def _bad(tmp_path, name, data):
+    np.save(tmp_path / name, data)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: (_bad(d, "i.npy", np.zeros((8, 8))), d / "ann.nii.gz"), "2 dimensions"),
+        (lambda d: (_bad(d, "i.npy", np.zeros((8, 8, 8, 3), np.uint8)), d / "ann.nii.gz"), "RGB"),
+        (lambda d: (d / "img.nii.gz", _bad(d, "a.npy", np.zeros((3, 3, 3), np.uint8))), "shape"),
+        (lambda d: (d / "img.nii.gz", _bad(d, "a.npy", np.zeros((10, 24, 20), np.uint8))), "no painted"),
+        (lambda d: (d / "img.nii.gz", _bad(d, "a.npy", np.ones((10, 24, 20), np.uint8))), "only label 1"),
+        (lambda d: (d / "img.nii.gz", _bad(d, "a.npy", np.full((10, 24, 20), 0.5))), "non-integer"),
+        (lambda d: (_bad(d, "i.npy", np.full((10, 24, 20), np.nan)), d / "ann.nii.gz"), "NaN"),
+        (lambda d: (d / "missing.tif", d / "ann.nii.gz"), "does not exist"),
+        (lambda d: (d / "img.nii.gz", d / "ann.nii.gz"), "Cannot write"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_writes_nothing(capsys, files, make, message):
+    d, _ = files
+    image, ann = make(d)
+    out = d / "nodir" / "m.nii.gz" if message == "Cannot write" else d / "out.nii.gz"
+    code, _, err = run(capsys, "segment", image, ann, "-o", out, *FAST)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_model_for_other_classes_or_wrong_file(capsys, files):
+    d, _ = files
+    run(capsys, "train", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "m.pt", *FAST)
+    ann = io.read_volume(d / "ann.nii.gz").data
+    ann[0, 0, :3] = 4  # a fourth label the model does not know
+    np.save(d / "ann4.npy", ann)
+    code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann4.npy", "-o", d / "x.tif",
+                       "--init", d / "m.pt", *FAST)
+    assert code == 2 and "predicts 3 classes" in err
+    code, _, err = run(capsys, "predict", d / "img.nii.gz", "--model", d / "img.nii.gz", "-o", d / "x.tif")
+    assert code == 2 and "not a napari-sparseseg model" in err and not (d / "x.tif").exists()
+
+
+def test_demo_prints_dice(capsys, tmp_path):
+    code, out, _ = run(capsys, "demo", "--iterations", "2", "--device", "cpu", "--output-dir", tmp_path)
+    assert code == 0 and "dice" in out and "tubule wall" in out
+    assert io.read_volume(tmp_path / "mask.tif").data.shape == (32, 96, 96)
