@@ -9,7 +9,7 @@ if ! command -v xvfb-run >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || echo "test: could not install xvfb; GUI tests will be skipped" >&2
 fi
 unset PYTHONDONTWRITEBYTECODE
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff check --exclude .venv .
 run=(.venv/bin/python -m pytest "$@")
 if command -v xvfb-run >/dev/null 2>&1; then
   xvfb-run -a -s "-screen 0 1280x1024x24" "${run[@]}"

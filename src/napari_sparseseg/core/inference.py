@@ -164,7 +164,19 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
         config.overlap,
         config.batch_size,
     )
-    labels = probs.argmax(axis=0).astype(np.uint8)
+    return Prediction(_argmax_uint8(probs), _to_uint8(probs))
+
+
+def _argmax_uint8(probs: np.ndarray, slab: int = 8) -> np.ndarray:
+    """Class index per voxel, computed in z-slabs so no int64 volume is ever allocated."""
+    labels = np.empty(probs.shape[1:], np.uint8)
+    for z in range(0, probs.shape[1], slab):
+        labels[z : z + slab] = probs[:, z : z + slab].argmax(axis=0)
+    return labels
+
+
+def _to_uint8(probs: np.ndarray) -> np.ndarray:
+    """Probabilities 0..1 to 0..255, in place on the float buffer before the cast."""
     np.multiply(probs, 255, out=probs)
     np.rint(probs, out=probs)
-    return Prediction(labels, probs.astype(np.uint8))
+    return probs.astype(np.uint8)

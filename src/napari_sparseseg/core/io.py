@@ -105,7 +105,8 @@ def read_volume(path) -> Volume:
     try:
         return reader(path)
     except Exception as exc:
-        raise ValueError(f"Cannot read {path}: it is not a valid {fmt} file ({exc}).") from exc
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise ValueError(f"Cannot read {path}: it is not a valid {fmt} file ({reason}).") from exc
 
 
 def _read_npy(path: Path) -> Volume:
