@@ -65,3 +65,16 @@ def test_missing_file_and_unwritable_target(tmp_path, trained):
         checkpoint.load(tmp_path / "nope.pt")
     with pytest.raises(ValueError, match="Cannot write"):
         checkpoint.save(trained[0], tmp_path / "no" / "dir" / "m.pt")
+
+
+def test_model_for_another_channel_count_is_refused(blob_pair):
+    from napari_sparseseg.core.checkpoint import Segmenter
+    from napari_sparseseg.core.config import ModelConfig
+    from napari_sparseseg.core.normalize import Normalization
+    from napari_sparseseg.core.trainer import check_compatible
+
+    two_channel = Segmenter.create(ModelConfig(features=(4, 8), in_channels=2), 2, Normalization(0, 1, 0, 1))
+    with pytest.raises(ValueError, match="expects 2 input channels"):
+        predict(two_channel, blob_pair[0])
+    with pytest.raises(ValueError, match="expects 2 input channels"):
+        check_compatible(two_channel, n_classes=2)
