@@ -7,6 +7,7 @@ with ``torch.load(weights_only=True)``, so loading a file never runs code from i
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from dataclasses import asdict, dataclass
@@ -52,9 +53,8 @@ def default_class_names(n_classes: int) -> tuple[str, ...]:
     return ("background",) + tuple(f"class {k}" for k in range(1, n_classes))
 
 
-def save(segmenter: Segmenter, path) -> Path:
-    """Write ``segmenter`` to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
+def to_bytes(segmenter: Segmenter) -> bytes:
+    """The checkpoint as bytes (what :func:`save` writes), e.g. to send to another process."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in segmenter.net.state_dict().items()}
     payload = {
         "format": FORMAT,
@@ -65,8 +65,21 @@ def save(segmenter: Segmenter, path) -> Path:
         "class_names": list(segmenter.class_names),
         "spacing": [float(s) for s in segmenter.spacing],
     }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def save(segmenter: Segmenter, path) -> Path:
+    """Write ``segmenter`` to ``path`` atomically (temp file + rename)."""
+    return write_bytes(to_bytes(segmenter), path)
+
+
+def write_bytes(data: bytes, path) -> Path:
+    """Write checkpoint bytes to ``path`` atomically."""
+    path = Path(path)
     with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(data)
     return path
 
 
@@ -75,19 +88,24 @@ def load(path) -> Segmenter:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Model file {path} does not exist.")
+    return from_bytes(path.read_bytes(), str(path))
+
+
+def from_bytes(data: bytes, name: str = "model") -> Segmenter:
+    """Rebuild a segmenter from checkpoint bytes with ``weights_only=True`` (no code runs)."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as err:
         raise ValueError(
-            f"{path} is not a napari-sparseseg model file (it cannot be read as a safe torch "
+            f"{name} is not a napari-sparseseg model file (it cannot be read as a safe torch "
             "checkpoint); give a model written by 'sparseseg train' or 'Save model'."
         ) from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a napari-sparseseg model file (format {FORMAT} expected).")
-    return _from_payload(payload, path)
+        raise ValueError(f"{name} is not a napari-sparseseg model file (format {FORMAT} expected).")
+    return _from_payload(payload, name)
 
 
-def _from_payload(payload: dict, path: Path) -> Segmenter:
+def _from_payload(payload: dict, name: str) -> Segmenter:
     try:
         config = from_dict(ModelConfig, payload["model_config"])
         segmenter = Segmenter.create(
@@ -99,6 +117,6 @@ def _from_payload(payload: dict, path: Path) -> Segmenter:
         )
         segmenter.net.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as err:
-        raise ValueError(f"{path} is a damaged napari-sparseseg model ({str(err)[:120]}).") from err
+        raise ValueError(f"{name} is a damaged napari-sparseseg model ({str(err)[:120]}).") from err
     segmenter.net.eval()
     return segmenter

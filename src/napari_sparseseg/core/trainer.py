@@ -169,6 +169,18 @@ def fit(
 
     ``names`` are (image, annotations) names per pair for error messages, e.g. file names.
     """
+    segmenter, images, annotations = prepare(
+        images, annotations, model_config, train_config, spacing, init, class_names, names
+    )
+    for event in train(segmenter, images, annotations, train_config, stop):
+        if on_progress:
+            on_progress(event)
+    return segmenter
+
+
+def prepare(images, annotations, model_config, train_config, spacing=(1.0, 1.0, 1.0), init=None,
+            class_names=None, names=None) -> tuple[Segmenter, list, list]:
+    """Validate the pairs and return (segmenter, images, annotations) ready for :func:`train`."""
     names = list(names or [(f"image {i + 1}", f"annotations {i + 1}") for i in range(len(images))])
     pairs = [check_pair(im, an, *n) for im, an, n in zip(images, annotations, names)]
     images, annotations = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -176,10 +188,7 @@ def fit(
     torch.manual_seed(train_config.seed)  # model initialisation is part of the reproducible run
     segmenter = init or new_segmenter(model_config, images, n_classes, spacing, class_names)
     check_compatible(segmenter, n_classes)
-    for event in train(segmenter, images, annotations, train_config, stop):
-        if on_progress:
-            on_progress(event)
-    return segmenter
+    return segmenter, images, annotations
 
 
 def new_segmenter(model_config: ModelConfig, images, n_classes, spacing, class_names=None) -> Segmenter:

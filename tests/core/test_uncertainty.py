@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from napari_sparseseg.core.synthetic import make_sample
+from napari_sparseseg.core.uncertainty import entropy, painted_planes, rank_slices
+
+
+def test_entropy_is_zero_when_sure_and_max_when_uniform():
+    probs = np.zeros((2, 2, 3, 3), np.uint8)
+    probs[0, 0] = 255  # sure
+    probs[:, 1] = 128  # uniform
+    h = entropy(probs)
+    assert h.dtype == np.uint8 and h[0].max() == 0 and h[1].min() >= 254
+
+
+def test_painted_planes_ignore_lines_from_orthogonal_slices():
+    sample = make_sample(shape=(20, 40, 36), slices_per_axis=(2, 1, 3), seed=0)
+    planes = painted_planes(sample.annotation)
+    assert [len(p) for p in planes] == [2, 1, 3]
+    for axis, indices in enumerate(planes):
+        for i in indices:
+            plane = np.take(sample.annotation, i, axis=axis)
+            assert (plane > 0).all()
+
+
+def test_partial_slices_still_count():
+    sample = make_sample(shape=(20, 40, 36), slices_per_axis=2, partial=True, seed=1)
+    assert [len(p) for p in painted_planes(sample.annotation)] == [2, 2, 2]
+
+
+def test_rank_skips_painted_planes_and_finds_the_uncertain_one():
+    ann = np.zeros((6, 8, 10), np.uint8)
+    ann[2] = 1
+    unc = np.zeros(ann.shape, np.uint8)
+    unc[2] = 255  # painted: must be skipped
+    unc[:, :, 7] = 200  # the most uncertain unpainted plane: x = 7
+    ranked = rank_slices(unc, ann, top=3)
+    assert ranked[0][:2] == (2, 7)
+    assert all((axis, index) != (0, 2) for axis, index, _ in ranked)
+    with pytest.raises(ValueError, match="differ in shape"):
+        rank_slices(unc[:3], ann)

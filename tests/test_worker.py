@@ -1,0 +1,96 @@
+"""The training worker: jobs in-process, then one real child process."""
+
+import os
+import signal
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from napari_sparseseg._worker import (
+    Failed,
+    Finished,
+    ModelReady,
+    PredictionReady,
+    PredictRequest,
+    Preview,
+    TrainRequest,
+    Worker,
+    run_job,
+)
+from napari_sparseseg.core.config import InferConfig
+from napari_sparseseg.core.trainer import Progress
+
+
+@pytest.fixture
+def request_(tiny_model, tiny_train, blob_pair):
+    image, ann, _ = blob_pair
+    return TrainRequest(image, ann, (1.0, 1.0, 1.0), ("bg", "ball"), tiny_model, tiny_train,
+                        InferConfig(window=(8, 16, 16), device="cpu"), view=(1, 9), preview_every=0.0)
+
+
+class NoCommands:
+    def get_nowait(self):
+        import queue
+
+        raise queue.Empty
+
+
+def test_train_job_sends_progress_preview_model_and_prediction(request_):
+    events = []
+    run_job(request_, NoCommands(), events.append, lambda: False)
+    kinds = [type(e) for e in events]
+    assert Progress in kinds and Preview in kinds
+    preview = next(e for e in events if isinstance(e, Preview))
+    assert (preview.axis, preview.index) == (1, 9) and preview.labels.shape == (11, 17)
+    model = next(e for e in events if isinstance(e, ModelReady))
+    assert model.class_names == ("bg", "ball") and model.reason == "iterations"
+    result = events[-1]
+    assert isinstance(result, PredictionReady) and result.labels.shape == (11, 19, 17)
+    assert result.probabilities.shape == (2, 11, 19, 17) and result.uncertainty.dtype == np.uint8
+
+    again = []
+    run_job(PredictRequest(request_.image, model.model, request_.infer_config), NoCommands(),
+            again.append, lambda: False)
+    np.testing.assert_array_equal(again[-1].labels, result.labels)
+
+
+def _wait(worker, until, timeout=180):
+    seen, started = [], time.monotonic()
+    while time.monotonic() - started < timeout:
+        seen += worker.poll()
+        if any(until(e) for e in seen):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; saw {[type(e).__name__ for e in seen]}")
+
+
+def test_child_process_trains_stops_and_survives_a_crash(request_):
+    worker = Worker()
+    try:
+        long = replace(request_, train_config=replace(request_.train_config, iterations=100_000),
+                       predict_after=False)
+        worker.submit(long)
+        with pytest.raises(ValueError, match="busy"):
+            worker.submit(long)
+        _wait(worker, lambda e: isinstance(e, Progress))
+        worker.set_view(0, 3)
+        worker.stop()
+        events = _wait(worker, lambda e: isinstance(e, Finished))
+        ready = [e for e in events if isinstance(e, ModelReady)]
+        assert ready and ready[0].reason == "stopped" and not worker.busy
+
+        worker.submit(long)
+        _wait(worker, lambda e: isinstance(e, Progress))
+        os.kill(worker._process.pid, signal.SIGKILL)
+        events = _wait(worker, lambda e: isinstance(e, Failed))
+        assert "ended unexpectedly" in next(e for e in events if isinstance(e, Failed)).message
+        assert not worker.busy
+
+        worker.submit(PredictRequest(request_.image, ready[0].model, request_.infer_config))
+        events = _wait(worker, lambda e: isinstance(e, Finished))
+        assert any(isinstance(e, PredictionReady) for e in events)
+    finally:
+        worker.close()
+    assert worker._process is None
