@@ -10,6 +10,7 @@ bytes it received. Nothing here touches Qt or napari.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -184,10 +185,8 @@ def serve(commands, events, stop) -> None:
 
 
 def _lower_priority() -> None:
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.nice(5)  # the GUI wins the CPU whenever it needs it
-    except (AttributeError, OSError):
-        pass
 
 
 def _next_job(commands):

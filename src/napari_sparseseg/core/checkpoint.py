@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig, from_dict, to_dict
-from .io import atomic_write
+from .io import write_bytes
 from .model import UNet3D
 from .normalize import Normalization
 
@@ -72,15 +72,7 @@ def to_bytes(segmenter: Segmenter) -> bytes:
 
 def save(segmenter: Segmenter, path) -> Path:
     """Write ``segmenter`` to ``path`` atomically (temp file + rename)."""
-    return write_bytes(to_bytes(segmenter), path)
-
-
-def write_bytes(data: bytes, path) -> Path:
-    """Write checkpoint bytes to ``path`` atomically."""
-    path = Path(path)
-    with atomic_write(path) as tmp:
-        tmp.write_bytes(data)
-    return path
+    return write_bytes(path, to_bytes(segmenter))
 
 
 def load(path) -> Segmenter:

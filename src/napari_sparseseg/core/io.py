@@ -202,6 +202,14 @@ def atomic_write(path: Path) -> Iterator[Path]:
         raise
 
 
+def write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (used for model files)."""
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
 def _resolve_spacing(spacing, like: Volume | None) -> tuple[float, float, float]:
     if spacing is not None:
         return _as_spacing(spacing)

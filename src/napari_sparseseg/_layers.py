@@ -1,0 +1,153 @@
+"""Create and update the plugin's layers and move the viewer; no training logic here.
+
+The user's annotation layer is only ever read. Predictions, probabilities and
+uncertainty go to layers of their own on the image's grid.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._metadata import geometry_for
+
+if TYPE_CHECKING:
+    import napari
+
+CLASS_NAMES = "class_names"  # annotation layer metadata: names of values 1, 2, ...
+PALETTE = (
+    (0.55, 0.55, 0.60, 1.0),  # 1 background
+    (0.90, 0.25, 0.20, 1.0),
+    (0.20, 0.75, 0.30, 1.0),
+    (0.25, 0.45, 0.95, 1.0),
+    (0.95, 0.80, 0.15, 1.0),
+    (0.70, 0.30, 0.85, 1.0),
+    (0.15, 0.80, 0.85, 1.0),
+)
+
+
+def default_color(value: int) -> tuple:
+    """Palette colour of annotation value ``value`` (1 = background)."""
+    return PALETTE[(value - 1) % len(PALETTE)]
+
+
+def colormap(colors: dict[int, tuple]):
+    """A direct label colormap: 0 transparent, ``colors`` for the given values."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    mapping = {None: (0.0, 0.0, 0.0, 1.0), 0: (0.0, 0.0, 0.0, 0.0)}
+    mapping.update(colors)
+    return DirectLabelColormap(color_dict=mapping)
+
+
+def new_annotation_layer(viewer: napari.Viewer, image, class_names=("background", "class 1")):
+    """Add an empty Labels layer on ``image``'s grid with value 1 = background, 2.. = classes."""
+    data = np.zeros(image.data.shape, np.uint8)
+    names = list(class_names)
+    layer = viewer.add_labels(
+        data,
+        name=f"{image.name} annotations",
+        metadata={CLASS_NAMES: names} | _grid(image)["metadata"],
+        **{k: v for k, v in _grid(image).items() if k != "metadata"},
+    )
+    set_class_colors(layer, {v: default_color(v) for v in range(1, len(names) + 1)})
+    layer.selected_label = 2
+    return layer
+
+
+def set_class_colors(layer, colors: dict[int, tuple]) -> None:
+    """Colour annotation values (1 = background, 2.. = classes)."""
+    layer.colormap = colormap(colors)
+
+
+def class_colors(layer, n_values: int) -> dict[int, tuple]:
+    """Colours the annotation layer shows for values 1..n_values."""
+    return {v: tuple(float(c) for c in layer.get_color(v)) for v in range(1, n_values + 1)}
+
+
+def class_names(layer) -> list[str]:
+    """Names of values 1.. stored on the annotation layer (defaults when missing)."""
+    names = list(layer.metadata.get(CLASS_NAMES, []))
+    top = max(int(layer.data.max()), len(names), 2)
+    return names + [f"class {v - 1}" for v in range(len(names) + 1, top + 1)]
+
+
+def show_prediction(viewer, image, labels: np.ndarray, colors: dict[int, tuple]):
+    """Create or update (in place) the Labels layer '<image> prediction'; returns it.
+
+    ``colors`` are the annotation colours: prediction value k uses annotation value k+1's.
+    """
+    layer = _own_layer(viewer, f"{image.name} prediction", labels.shape)
+    shifted = {v - 1: c for v, c in colors.items() if v > 1}
+    if layer is None:
+        layer = viewer.add_labels(labels, name=f"{image.name} prediction", opacity=0.5, **_grid(image))
+    else:
+        layer.data[...] = labels
+    layer.colormap = colormap(shifted)
+    layer.refresh()
+    return layer
+
+
+def show_prediction_plane(viewer, image, axis: int, index: int, plane: np.ndarray, colors) -> None:
+    """Write a live preview plane into the prediction layer (created empty if needed)."""
+    layer = _own_layer(viewer, f"{image.name} prediction", image.data.shape)
+    if layer is None:
+        layer = show_prediction(viewer, image, np.zeros(image.data.shape, np.uint8), colors)
+    region = [slice(None)] * 3
+    region[axis] = index
+    layer.data[tuple(region)] = plane
+    layer.refresh()
+
+
+def show_image(viewer, image, name: str, data: np.ndarray, **kwargs):
+    """Create or replace the Image layer ``name`` on ``image``'s grid (extra leading axes allowed)."""
+    grid = _grid(image)
+    extra = data.ndim - 3
+    grid["scale"] = (1.0,) * extra + tuple(grid["scale"])
+    grid["translate"] = (0.0,) * extra + tuple(grid["translate"])
+    if name in viewer.layers:
+        viewer.layers.remove(name)
+    return viewer.add_image(data, name=name, **grid, **kwargs)
+
+
+def _own_layer(viewer, name: str, shape):
+    layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (LayerList)
+    if layer is not None and layer.data.shape != tuple(shape):
+        viewer.layers.remove(layer)
+        return None
+    return layer
+
+
+def _grid(image) -> dict:
+    _, meta, _ = image.as_layer_data_tuple()
+    geometry = geometry_for(meta)
+    return {"scale": tuple(geometry["scale"]), "translate": tuple(geometry["translate"]),
+            "metadata": dict(geometry["metadata"])}
+
+
+# ------------------------------------------------------------------ navigation
+
+
+def show_plane(viewer, axis: int) -> None:
+    """Slice along ``axis`` (0: xy plane, 1: xz, 2: yz) in the 2D view."""
+    viewer.dims.ndisplay = 2
+    viewer.dims.order = (axis, *[a for a in range(3) if a != axis])
+
+
+def go_to(viewer, image, axis: int, index: int) -> None:
+    """Show the plane ``index`` along data ``axis`` of ``image``."""
+    show_plane(viewer, axis)
+    point = np.zeros(3)
+    point[axis] = index
+    world = image.data_to_world(point)
+    viewer.dims.set_point(axis, float(world[axis]))
+
+
+def current_plane(viewer, image) -> tuple[int, int] | None:
+    """(axis, data index) of the plane on screen, or None in 3D view."""
+    if viewer.dims.ndisplay != 2:
+        return None
+    axis = int(viewer.dims.order[0])
+    index = image.world_to_data(viewer.dims.point)[axis]
+    return axis, int(np.clip(round(float(index)), 0, image.data.shape[axis] - 1))

@@ -1,0 +1,153 @@
+"""Small Qt building blocks of the dock widget: layer picker, class table, slice list, loss plot."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QPointF, Qt, Signal
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import (
+    QColorDialog,
+    QComboBox,
+    QHeaderView,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
+
+from .core.uncertainty import AXIS_PLANES
+
+
+class LayerCombo(QComboBox):
+    """A combo box listing the viewer's layers of one type, kept up to date."""
+
+    def __init__(self, viewer, layer_type, parent=None, allow_none: bool = False):
+        super().__init__(parent)
+        self.viewer, self.layer_type, self.allow_none = viewer, layer_type, allow_none
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed,
+                      viewer.layers.events.reordered):
+            event.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, *_) -> None:
+        current = self.currentText()
+        self.blockSignals(True)
+        self.clear()
+        if self.allow_none:
+            self.addItem("")
+        self.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, self.layer_type)])
+        self.setCurrentIndex(max(self.findText(current), 0))
+        self.blockSignals(False)
+        if self.currentText() != current:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def layer(self):
+        """The selected layer, or None."""
+        name = self.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def select(self, layer) -> None:
+        self.refresh()
+        self.setCurrentIndex(self.findText(layer.name))
+
+
+class ClassTable(QTableWidget):
+    """Annotation values with editable names and colours (value 1 = background)."""
+
+    names_changed = Signal(list)
+    color_changed = Signal(int, tuple)
+
+    def __init__(self, parent=None):
+        super().__init__(0, 3, parent)
+        self.setHorizontalHeaderLabels(["value", "name", "colour"])
+        self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.verticalHeader().setVisible(False)
+        self.itemChanged.connect(lambda *_: self.names_changed.emit(self.names()))
+
+    def set_classes(self, names: list[str], colors: dict[int, tuple]) -> None:
+        self.blockSignals(True)
+        self.setRowCount(len(names))
+        for row, name in enumerate(names):
+            value = QTableWidgetItem(str(row + 1))
+            value.setFlags(value.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            self.setItem(row, 0, value)
+            self.setItem(row, 1, QTableWidgetItem(name))
+            self.setCellWidget(row, 2, self._swatch(row + 1, colors.get(row + 1, (1, 1, 1, 1))))
+        self.blockSignals(False)
+
+    def names(self) -> list[str]:
+        return [self.item(row, 1).text().strip() or f"class {row}" for row in range(self.rowCount())]
+
+    def _swatch(self, value: int, rgba: tuple) -> QPushButton:
+        button = QPushButton()
+        color = QColor.fromRgbF(*[float(c) for c in rgba])
+        button.setStyleSheet(f"background-color: {color.name()};")
+        button.clicked.connect(lambda: self._pick(value, color))
+        return button
+
+    def _pick(self, value: int, current: QColor) -> None:
+        chosen = QColorDialog.getColor(current, self, f"Colour of value {value}")
+        if chosen.isValid():
+            self.color_changed.emit(value, chosen.getRgbF())
+
+
+class SliceList(QListWidget):
+    """Painted planes per axis; activating an entry emits (axis, index)."""
+
+    jump = Signal(int, int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.itemClicked.connect(self._clicked)
+
+    def set_planes(self, planes: list[list[int]]) -> None:
+        self.clear()
+        for axis, indices in enumerate(planes):
+            label = "zyx"[axis]
+            header = QListWidgetItem(f"{AXIS_PLANES[axis]} ({label}): {len(indices)} painted")
+            header.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.addItem(header)
+            for index in indices:
+                item = QListWidgetItem(f"    {label} = {index}")
+                item.setData(Qt.ItemDataRole.UserRole, (axis, index))
+                self.addItem(item)
+
+    def _clicked(self, item) -> None:
+        target = item.data(Qt.ItemDataRole.UserRole)
+        if target is not None:
+            self.jump.emit(*target)
+
+
+class LossPlot(QWidget):
+    """A minimal line plot of the training loss."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.values: list[float] = []
+        self.setMinimumHeight(60)
+
+    def add(self, value: float) -> None:
+        self.values.append(float(value))
+        self.update()
+
+    def clear(self) -> None:
+        self.values = []
+        self.update()
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(30, 30, 35))
+        if len(self.values) < 2:
+            return
+        top, bottom = max(self.values), min(self.values)
+        span = (top - bottom) or 1.0
+        w, h = self.width() - 4, self.height() - 4
+        points = [
+            QPointF(2 + w * i / (len(self.values) - 1), 2 + h * (top - v) / span)
+            for i, v in enumerate(self.values)
+        ]
+        painter.setPen(QPen(QColor(120, 200, 255), 1.5))
+        painter.drawPolyline(QPolygonF(points))
+        painter.setPen(QColor(200, 200, 200))
+        painter.drawText(6, 14, f"loss {self.values[-1]:.3f}")

@@ -1,0 +1,541 @@
+"""The "Sparse segmentation" dock widget: annotate, train in the background, refine, export.
+
+GUI-thread handlers only. Training and prediction run in a child process
+(:mod:`._worker`); this widget sends it plain arrays and configs and turns the
+events it sends back into layer updates. Errors become napari notifications.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtGui import QFont
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import _layers
+from ._qt_parts import ClassTable, LayerCombo, LossPlot, SliceList
+from ._worker import (
+    Failed,
+    Finished,
+    ModelReady,
+    PredictionReady,
+    PredictRequest,
+    Preview,
+    TrainRequest,
+    Worker,
+)
+from .core import io
+from .core.config import DEFAULT_PRESET, PRESETS
+from .core.device import DEVICES
+from .core.trainer import Progress
+from .core.uncertainty import AXIS_PLANES, painted_planes, rank_slices
+from .core.validate import check_pair, count_classes
+
+if TYPE_CHECKING:
+    import napari
+
+POLL_MS = 50
+SUMMARY_DELAY_MS = 300
+
+
+class SparseSegWidget(QWidget):
+    """Dock widget driving the sparse-annotation training loop for one image."""
+
+    def __init__(self, napari_viewer: napari.Viewer, parent=None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker = Worker()
+        self.model: bytes | None = None
+        self.model_classes: tuple[str, ...] = ()
+        self.uncertainty: np.ndarray | None = None
+        self._job_image: Image | None = None
+        self._sent_view = None
+        self._watched: Labels | None = None
+        self._build()
+        self._poll_timer = QTimer(self, interval=POLL_MS, timeout=self._poll)
+        self._summary_timer = QTimer(self, singleShot=True, interval=SUMMARY_DELAY_MS,
+                                     timeout=self.refresh_summary)
+        self.viewer.dims.events.current_step.connect(self._view_changed)
+        self.viewer.dims.events.order.connect(self._view_changed)
+        worker = self.worker  # not self: the slot must outlive the Python wrapper
+        self.destroyed.connect(lambda *_: worker.close())
+        self._annotation_changed()
+
+    # ------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._layers_box())
+        layout.addWidget(self._slices_box())
+        layout.addWidget(self._training_box())
+        layout.addWidget(self._results_box())
+        layout.addStretch()
+
+    def _layers_box(self) -> QGroupBox:
+        box, form = QGroupBox("Layers"), QFormLayout()
+        self.image_combo = LayerCombo(self.viewer, Image)
+        self.annotation_combo = LayerCombo(self.viewer, Labels)
+        self.annotation_combo.currentIndexChanged.connect(self._annotation_changed)
+        self.new_layer_button = _button("New annotation layer", self.new_annotation_layer)
+        self.class_table = ClassTable()
+        self.class_table.names_changed.connect(self._names_edited)
+        self.class_table.color_changed.connect(self._color_edited)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Annotations", self.annotation_combo)
+        form.addRow(self.new_layer_button)
+        form.addRow(self.class_table)
+        form.addRow(_button("Add class", self.add_class))
+        box.setLayout(form)
+        return box
+
+    def _slices_box(self) -> QGroupBox:
+        box, layout = QGroupBox("Paint orthogonal slices"), QVBoxLayout()
+        row = QHBoxLayout()
+        for axis, plane in enumerate(AXIS_PLANES):
+            row.addWidget(_button(plane, lambda _=False, a=axis: _layers.show_plane(self.viewer, a)))
+        layout.addLayout(row)
+        self.slice_list = SliceList()
+        self.slice_list.jump.connect(self.go_to)
+        layout.addWidget(self.slice_list)
+        box.setLayout(layout)
+        return box
+
+    def _training_box(self) -> QGroupBox:
+        box, form = QGroupBox("Train"), QFormLayout()
+        self.preset_combo = _combo(PRESETS, DEFAULT_PRESET)
+        self.time_spin = _spin(QDoubleSpinBox(), 5, 3600, 60, " s")
+        self.device_combo = _combo(DEVICES, "auto")
+        self.alpha_spin = _spin(QDoubleSpinBox(), 0, 1, PRESETS[DEFAULT_PRESET].train.dice_weight)
+        self.alpha_spin.setSingleStep(0.1)
+        for label, widget in (("Preset", self.preset_combo), ("Time budget", self.time_spin),
+                              ("Device", self.device_combo), ("Dice weight α", self.alpha_spin)):
+            form.addRow(label, widget)
+        form.addRow(self._advanced_box())
+        self.train_button = _button("Train", self.train)
+        self.stop_button = _button("Stop", self.stop)
+        form.addRow(_row(self.train_button, self.stop_button))
+        self.progress = QProgressBar()
+        self.status = QLabel("Paint background (1) and classes (2..), then Train.")
+        self.status.setWordWrap(True)
+        self.loss_plot = LossPlot()
+        for widget in (self.progress, self.status, self.loss_plot):
+            form.addRow(widget)
+        box.setLayout(form)
+        return box
+
+    def _advanced_box(self) -> QGroupBox:
+        box = QGroupBox("Advanced")
+        box.setCheckable(True)
+        box.setChecked(False)
+        inner, form = QWidget(), QFormLayout()
+        self.iterations_spin = _spin(QSpinBox(), 0, 1_000_000, 0, " (0 = time only)")
+        self.seed_spin = _spin(QSpinBox(), 0, 2**31 - 1, 0)
+        self.preview_spin = _spin(QDoubleSpinBox(), 0.5, 60, 3, " s")
+        self.scratch_check = QCheckBox("Start from scratch (forget the current model)")
+        self.predict_check = QCheckBox("Predict the whole image after training")
+        self.predict_check.setChecked(True)
+        self.probability_check = QCheckBox("Probability layer")
+        self.uncertainty_check = QCheckBox("Uncertainty (entropy) layer")
+        for label, widget in (("Iterations", self.iterations_spin), ("Seed", self.seed_spin),
+                              ("Preview every", self.preview_spin)):
+            form.addRow(label, widget)
+        for check in (self.scratch_check, self.predict_check, self.probability_check,
+                      self.uncertainty_check):
+            form.addRow(check)
+        inner.setLayout(form)
+        inner.setVisible(False)
+        box.toggled.connect(inner.setVisible)
+        outer = QVBoxLayout()
+        outer.addWidget(inner)
+        box.setLayout(outer)
+        return box
+
+    def _results_box(self) -> QGroupBox:
+        box, form = QGroupBox("Results"), QFormLayout()
+        self.predict_button = _button("Predict", self.predict)
+        self.next_button = _button("Next slice to annotate", self.next_slice)
+        form.addRow(_row(self.predict_button, self.next_button))
+        self.save_button = _button("Save model…", self.save_model)
+        form.addRow(_row(self.save_button, _button("Load model…", self.load_model)))
+        form.addRow(_button("Export prediction…", self.export_prediction))
+        self.truth_combo = LayerCombo(self.viewer, Labels, allow_none=True)
+        form.addRow("Ground truth", _row(self.truth_combo, _button("Evaluate", self.evaluate)))
+        self.metrics_label = QLabel()
+        self.metrics_label.setFont(QFont("monospace", 8))
+        form.addRow(self.metrics_label)
+        box.setLayout(form)
+        self._update_buttons()
+        return box
+
+    # ------------------------------------------------------------ layers and classes
+
+    def image(self) -> Image:
+        layer = self.image_combo.layer()
+        if layer is None:
+            raise ValueError("Select an image layer first (open a volume or a sample).")
+        return layer
+
+    def annotations(self) -> Labels:
+        layer = self.annotation_combo.layer()
+        if layer is None:
+            raise ValueError("Select an annotation layer or press 'New annotation layer'.")
+        return layer
+
+    def new_annotation_layer(self) -> Labels | None:
+        """Add an empty annotation layer on the selected image's grid."""
+        with _notify():
+            image = self.image()
+            _check_volume(image)
+            layer = _layers.new_annotation_layer(self.viewer, image)
+            self.annotation_combo.select(layer)
+            return layer
+        return None
+
+    def add_class(self) -> None:
+        with _notify():
+            layer = self.annotations()
+            names = [*_layers.class_names(layer), f"class {len(_layers.class_names(layer))}"]
+            layer.metadata[_layers.CLASS_NAMES] = names
+            colors = _layers.class_colors(layer, len(names) - 1)
+            colors[len(names)] = _layers.default_color(len(names))
+            _layers.set_class_colors(layer, colors)
+            self._annotation_changed()
+
+    def _annotation_changed(self, *_) -> None:
+        layer = self.annotation_combo.layer()
+        for watched in (self._watched, layer):
+            if watched is not None:
+                for event in (watched.events.paint, watched.events.data):
+                    event.disconnect(self._schedule_summary)
+        if layer is not None:
+            layer.events.paint.connect(self._schedule_summary)
+            layer.events.data.connect(self._schedule_summary)
+        self._watched = layer
+        self._show_classes(layer)
+        self.refresh_summary()
+
+    def _show_classes(self, layer) -> None:
+        if layer is None:
+            self.class_table.set_classes([], {})
+            return
+        names = _layers.class_names(layer)
+        self.class_table.set_classes(names, _layers.class_colors(layer, len(names)))
+
+    def _names_edited(self, names: list[str]) -> None:
+        layer = self.annotation_combo.layer()
+        if layer is not None:
+            layer.metadata[_layers.CLASS_NAMES] = names
+
+    def _color_edited(self, value: int, rgba: tuple) -> None:
+        layer = self.annotation_combo.layer()
+        if layer is not None:
+            colors = _layers.class_colors(layer, max(value, self.class_table.rowCount()))
+            colors[value] = rgba
+            _layers.set_class_colors(layer, colors)
+            self._show_classes(layer)
+
+    def _schedule_summary(self, *_) -> None:
+        self._summary_timer.start()
+
+    def refresh_summary(self) -> None:
+        """Recount painted planes per axis and show them."""
+        layer = self.annotation_combo.layer()
+        if layer is None or np.ndim(layer.data) != 3:
+            self.slice_list.set_planes([[], [], []])
+            return
+        self.slice_list.set_planes(painted_planes(np.asarray(layer.data)))
+        self._show_classes(layer)
+
+    def go_to(self, axis: int, index: int) -> None:
+        with _notify():
+            _layers.go_to(self.viewer, self.image(), axis, index)
+
+    # ------------------------------------------------------------ training
+
+    def train(self) -> None:
+        """Start (or continue) training on the painted voxels in the background."""
+        with _notify():
+            request = self._train_request()
+            self._start(request, f"Training ({request.train_config.max_time:.0f} s budget)…")
+            self.loss_plot.clear()
+
+    def _train_request(self) -> TrainRequest:
+        image, layer = self.image(), self.annotations()
+        _check_volume(image)
+        data, ann = check_pair(np.asarray(image.data), np.asarray(layer.data), image.name, layer.name)
+        n_classes = count_classes([ann], [layer.name])
+        names = tuple(_layers.class_names(layer)[:n_classes])
+        init = None if self.scratch_check.isChecked() else self.model
+        if init is not None and len(self.model_classes) < n_classes:
+            init = None  # more classes painted than the model knows: start over
+        return TrainRequest(
+            data, ann.copy(), tuple(float(s) for s in image.scale[-3:]), names,
+            self._preset().model, self._train_config(), self._infer_config(), init,
+            self.predict_check.isChecked(), _layers.current_plane(self.viewer, image),
+            self.preview_spin.value(),
+        )
+
+    def _preset(self):
+        return PRESETS[self.preset_combo.currentText()]
+
+    def _train_config(self):
+        iterations = self.iterations_spin.value() or None
+        return replace(self._preset().train, max_time=self.time_spin.value(), iterations=iterations,
+                       dice_weight=self.alpha_spin.value(), seed=self.seed_spin.value(),
+                       device=self.device_combo.currentText())
+
+    def _infer_config(self):
+        return replace(self._preset().infer, device=self.device_combo.currentText())
+
+    def stop(self) -> None:
+        """Stop training after the current iteration; the model so far is kept."""
+        self.worker.stop()
+        self.status.setText("Stopping…")
+
+    def predict(self) -> None:
+        """Predict the whole image with the current model."""
+        with _notify():
+            if self.model is None:
+                raise ValueError("There is no model yet: press Train or Load model first.")
+            image = self.image()
+            _check_volume(image)
+            self._start(PredictRequest(np.asarray(image.data), self.model, self._infer_config()),
+                        "Predicting…")
+
+    def _start(self, request, message: str) -> None:
+        self.worker.submit(request)
+        self._job_image, self._job_started = self.image(), time.perf_counter()
+        self.progress.setValue(0)
+        self.status.setText(message)
+        self._poll_timer.start()
+        self._update_buttons()
+
+    def _view_changed(self, *_) -> None:
+        image = self._job_image
+        if image is None or not self.worker.busy:
+            return
+        view = _layers.current_plane(self.viewer, image)
+        if view is not None and view != self._sent_view:
+            self.worker.set_view(*view)
+            self._sent_view = view
+
+    # ------------------------------------------------------------ events from the worker
+
+    def _poll(self) -> None:
+        for event in self.worker.poll():
+            handler = _HANDLERS.get(type(event))
+            if handler is not None:
+                handler(self, event)
+
+    def _on_progress(self, event: Progress) -> None:
+        self.progress.setValue(int(100 * event.fraction))
+        eta = event.elapsed / event.fraction - event.elapsed if event.fraction > 0 else float("nan")
+        self.status.setText(f"iteration {event.iteration} · loss {event.loss:.4f} · "
+                            f"ETA {max(eta, 0):.0f} s · {event.voxels_per_s / 1e6:.2f} Mvox/s")
+        self.loss_plot.add(event.loss)
+
+    def _on_preview(self, event: Preview) -> None:
+        if self._job_image is not None and event.labels.ndim == 2:
+            _layers.show_prediction_plane(self.viewer, self._job_image, event.axis, event.index,
+                                          event.labels, self._annotation_colors())
+
+    def _on_model(self, event: ModelReady) -> None:
+        self.model, self.model_classes = event.model, event.class_names
+        show_info(f"Training stopped after {event.iterations} iterations ({event.reason}).")
+
+    def _on_prediction(self, event: PredictionReady) -> None:
+        image = self._job_image
+        _layers.show_prediction(self.viewer, image, event.labels, self._annotation_colors())
+        self.uncertainty = event.uncertainty
+        if self.probability_check.isChecked():
+            _layers.show_image(self.viewer, image, f"{image.name} probabilities", event.probabilities,
+                               colormap="magma", contrast_limits=(0, 255), visible=False)
+        if self.uncertainty_check.isChecked():
+            _layers.show_image(self.viewer, image, f"{image.name} uncertainty", event.uncertainty,
+                               colormap="inferno", contrast_limits=(0, 255), opacity=0.6)
+        seconds = time.perf_counter() - self._job_started
+        self.status.setText(f"Prediction ready after {seconds:.0f} s: '{image.name} prediction'.")
+
+    def _on_failed(self, event: Failed) -> None:
+        show_error(event.message)
+        self.status.setText("Failed: " + event.message)
+
+    def _on_finished(self, event: Finished) -> None:
+        self._poll_timer.stop()
+        self._sent_view = None
+        self.progress.setValue(100)
+        self._update_buttons()
+
+    def _annotation_colors(self) -> dict[int, tuple]:
+        layer = self.annotation_combo.layer()
+        if layer is None:
+            return {v: _layers.default_color(v) for v in range(1, 8)}
+        return _layers.class_colors(layer, max(len(_layers.class_names(layer)), 2))
+
+    def _update_buttons(self) -> None:
+        busy = self.worker.busy
+        self.train_button.setEnabled(not busy)
+        self.train_button.setText("Continue training" if self.model else "Train")
+        self.stop_button.setEnabled(busy)
+        self.predict_button.setEnabled(not busy and self.model is not None)
+        self.save_button.setEnabled(self.model is not None)
+
+    # ------------------------------------------------------------ refine, save, export
+
+    def next_slice(self):
+        """Jump to the unpainted plane the model is least sure about; returns (axis, index)."""
+        with _notify():
+            layer = self.annotations()
+            if self.uncertainty is None or self.uncertainty.shape != layer.data.shape:
+                raise ValueError("Predict the image first; the ranking uses the model's uncertainty.")
+            ranked = rank_slices(self.uncertainty, np.asarray(layer.data), top=3)
+            if not ranked:
+                raise ValueError("Every plane is painted already.")
+            axis, index, score = ranked[0]
+            self.go_to(axis, index)
+            show_info(f"Paint {AXIS_PLANES[axis]} plane {'zyx'[axis]} = {index} "
+                      f"(mean uncertainty {score:.2f}).")
+            return axis, index
+        return None
+
+    def save_model(self, path: str | None = None) -> None:
+        with _notify():
+            if self.model is None:
+                raise ValueError("There is no model to save yet; train first.")
+            path = path or _ask_path(self, "Save model", "napari-sparseseg model (*.pt)", save=True)
+            if path:
+                io.write_bytes(path, self.model)
+                show_info(f"Model saved to {path}.")
+
+    def load_model(self, path: str | None = None) -> None:
+        with _notify():
+            path = path or _ask_path(self, "Load model", "napari-sparseseg model (*.pt)")
+            if not path:
+                return
+            from .core import checkpoint
+
+            segmenter = checkpoint.load(path)
+            self.model, self.model_classes = Path(path).read_bytes(), segmenter.class_names
+            self._update_buttons()
+            show_info(f"Loaded model for {', '.join(segmenter.class_names)}; press Predict.")
+
+    def prediction_layer(self) -> Labels:
+        name = f"{self.image().name} prediction"
+        if name not in self.viewer.layers:
+            raise ValueError(f"There is no '{name}' layer yet; train or predict first.")
+        return self.viewer.layers[name]
+
+    def export_prediction(self, path: str | None = None) -> None:
+        with _notify():
+            layer = self.prediction_layer()
+            path = path or _ask_path(self, "Export prediction", "Masks (*.tif *.tiff *.nii *.nii.gz)",
+                                     save=True)
+            if path:
+                from ._writer import write_labels
+
+                data, meta, _ = layer.as_layer_data_tuple()
+                write_labels(str(path), data, meta)
+                show_info(f"Prediction written to {path}.")
+
+    def evaluate(self) -> dict | None:
+        """Compare the prediction with the chosen ground-truth layer; show and return metrics."""
+        with _notify():
+            from .core.metrics import evaluate, format_table
+
+            truth = self.truth_combo.layer()
+            if truth is None:
+                raise ValueError("Choose a ground-truth Labels layer to evaluate against.")
+            prediction = self.prediction_layer()
+            if truth.data.shape != prediction.data.shape:
+                raise ValueError(f"'{truth.name}' has shape {truth.data.shape} but the prediction "
+                                 f"has {prediction.data.shape}.")
+            result = evaluate(np.asarray(prediction.data), np.asarray(truth.data))
+            self.metrics_label.setText(format_table(result))
+            return result
+        return None
+
+
+_HANDLERS = {
+    Progress: SparseSegWidget._on_progress,
+    Preview: SparseSegWidget._on_preview,
+    ModelReady: SparseSegWidget._on_model,
+    PredictionReady: SparseSegWidget._on_prediction,
+    Failed: SparseSegWidget._on_failed,
+    Finished: SparseSegWidget._on_finished,
+}
+
+
+class _notify:
+    """Context manager turning a user error (ValueError) into a napari error notification."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is not None and issubclass(kind, ValueError):
+            show_error(str(error))
+            return True
+        return False
+
+
+def _check_volume(image: Image) -> None:
+    if image.rgb:
+        raise ValueError(f"'{image.name}' is an RGB image; convert it to one channel first.")
+    if image.ndim != 3:
+        raise ValueError(f"'{image.name}' has {image.ndim} dimensions; a 3D (z, y, x) volume is needed.")
+
+
+def _ask_path(parent, title: str, filters: str, save: bool = False) -> str:
+    dialog = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+    path, _ = dialog(parent, title, "", filters)
+    return path
+
+
+def _button(text: str, slot) -> QPushButton:
+    button = QPushButton(text)
+    button.clicked.connect(lambda *_: slot())
+    return button
+
+
+def _row(*widgets) -> QWidget:
+    row, layout = QWidget(), QHBoxLayout()
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    row.setLayout(layout)
+    return row
+
+
+def _combo(items, current: str) -> QComboBox:
+    combo = QComboBox()
+    combo.addItems(list(items))
+    combo.setCurrentText(current)
+    return combo
+
+
+def _spin(spin, low, high, value, suffix: str = ""):
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setSuffix(suffix)
+    return spin

@@ -1,0 +1,160 @@
+"""The dock widget driven in a real napari viewer (needs a display: run under xvfb-run)."""
+
+import os
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_sparseseg.core.config import PRESETS, InferConfig, ModelConfig, Preset, TrainConfig
+from napari_sparseseg.core.synthetic import make_sample
+from napari_sparseseg.core.uncertainty import painted_planes
+
+pytestmark = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (xvfb-run)")
+
+
+@pytest.fixture(autouse=True)
+def tiny_preset(monkeypatch):
+    tiny = Preset(ModelConfig(features=(4, 8)), TrainConfig(patch_size=(8, 16, 16)),
+                  InferConfig(window=(8, 32, 32)))
+    monkeypatch.setitem(PRESETS, "tiny", tiny)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    messages = []
+    monkeypatch.setattr("napari_sparseseg._widget.show_error", messages.append)
+    return messages
+
+
+@pytest.fixture
+def setup(make_napari_viewer, errors):
+    from napari_sparseseg._widget import SparseSegWidget
+
+    viewer = make_napari_viewer()
+    sample = make_sample(shape=(12, 40, 36), slices_per_axis=1, seed=4)
+    viewer.add_image(sample.image, name="tubules", scale=sample.spacing)
+    widget = SparseSegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.preset_combo.addItem("tiny")
+    widget.preset_combo.setCurrentText("tiny")
+    widget.device_combo.setCurrentText("cpu")
+    yield viewer, widget, sample
+    widget.worker.close()
+
+
+def _wait_idle(qtbot, widget, timeout=180_000):
+    qtbot.waitUntil(lambda: not widget.worker.busy and not widget._poll_timer.isActive(), timeout=timeout)
+
+
+def _paint(layer, annotation):
+    layer.data[...] = annotation  # the test plays the user: painting writes the layer
+    layer.events.data(value=layer.data)
+
+
+def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, tmp_path):
+    viewer, widget, sample = setup
+    ann = widget.new_annotation_layer()
+    assert ann.data.shape == sample.image.shape and tuple(ann.scale) == tuple(sample.spacing)
+    assert widget.class_table.names() == ["background", "class 1"]
+    widget.add_class()
+    assert widget.class_table.rowCount() == 3
+    _paint(ann, sample.annotation)
+    qtbot.waitUntil(lambda: "xy (z): 1 painted" in widget.slice_list.item(0).text(), timeout=5000)
+    before = ann.data.copy()
+
+    widget.iterations_spin.setValue(100_000)
+    widget.time_spin.setValue(600)
+    widget.train()
+    assert widget.worker.busy and not errors
+    qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 2, timeout=120_000)
+    widget.stop()
+    _wait_idle(qtbot, widget)
+    assert widget.model is not None and not errors
+    assert widget.train_button.text() == "Continue training"
+    prediction = viewer.layers["tubules prediction"]
+    assert prediction.data.shape == sample.image.shape and tuple(prediction.scale) == tuple(sample.spacing)
+    np.testing.assert_array_equal(ann.data, before)  # the annotation layer is never written
+
+    first_model = widget.model
+    widget.iterations_spin.setValue(3)
+    widget.train()  # continues from the current weights
+    _wait_idle(qtbot, widget)
+    assert widget.model != first_model and not errors
+    assert viewer.layers["tubules prediction"] is prediction  # updated in place
+
+    axis, index = widget.next_slice()
+    assert viewer.dims.order[0] == axis
+    assert index not in painted_planes(ann.data)[axis] and not errors
+    assert round(viewer.dims.point[axis] / ann.scale[axis]) == index
+
+
+def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
+    viewer, widget, sample = setup
+    ann = widget.new_annotation_layer()
+    _paint(ann, sample.annotation)
+    widget.iterations_spin.setValue(3)
+    widget.train()
+    _wait_idle(qtbot, widget)
+    widget.save_model(str(tmp_path / "m.pt"))
+
+    widget.model = None
+    widget.load_model(str(tmp_path / "m.pt"))
+    viewer.layers.remove("tubules prediction")
+    widget.predict()
+    _wait_idle(qtbot, widget)
+    assert "tubules prediction" in viewer.layers and not errors
+
+    widget.export_prediction(str(tmp_path / "mask.tif"))
+    widget.export_prediction(str(tmp_path / "mask.nii.gz"))
+    assert nib.load(tmp_path / "mask.nii.gz").shape == sample.image.shape[::-1]
+    viewer.add_labels(sample.truth, name="truth", scale=sample.spacing)
+    widget.truth_combo.setCurrentText("truth")
+    result = widget.evaluate()
+    assert set(result["classes"]) == {"0", "1", "2"} and "dice" in widget.metrics_label.text()
+
+    widget.load_model(str(tmp_path / "mask.tif"))
+    assert errors and "not a napari-sparseseg model" in errors[-1]
+
+
+@pytest.mark.parametrize("case", ["nothing painted", "one class", "2D image", "RGB", "other shape"])
+def test_bad_input_is_a_notification(qtbot, setup, errors, case):
+    viewer, widget, sample = setup
+    ann = widget.new_annotation_layer()
+    if case == "one class":
+        _paint(ann, np.where(sample.annotation > 0, 1, 0))
+    elif case in ("2D image", "RGB"):
+        data = np.zeros((20, 20), np.float32) if case == "2D image" else np.zeros((20, 20, 3), np.uint8)
+        viewer.add_image(data, name="flat", rgb=case == "RGB")
+        widget.image_combo.setCurrentText("flat")
+    elif case == "other shape":
+        viewer.add_labels(np.zeros((3, 4, 5), np.uint8), name="small")
+        widget.annotation_combo.setCurrentText("small")
+    widget.train()
+    assert len(errors) == 1 and not widget.worker.busy
+    expected = {"nothing painted": "no painted voxel", "one class": "only label 1",
+                "2D image": "2 dimensions", "RGB": "RGB", "other shape": "shape"}[case]
+    assert expected in errors[0]
+
+
+def test_closing_the_viewer_mid_training_stops_the_worker(qtbot, make_napari_viewer, errors):
+    from napari_sparseseg._widget import SparseSegWidget
+
+    viewer = make_napari_viewer()
+    sample = make_sample(shape=(12, 40, 36), slices_per_axis=1, seed=4)
+    viewer.add_image(sample.image, name="tubules")
+    viewer.add_labels(sample.annotation, name="ann")
+    widget = SparseSegWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.preset_combo.addItem("tiny")
+    widget.preset_combo.setCurrentText("tiny")
+    widget.iterations_spin.setValue(100_000)
+    widget.train()
+    qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 1, timeout=120_000)
+    process = widget.worker._process
+    viewer.close()
+    deadline = time.monotonic() + 15
+    while process.is_alive() and time.monotonic() < deadline:
+        qtbot.wait(100)
+    assert not process.is_alive()
