@@ -111,8 +111,16 @@ def show_image(viewer, image, name: str, data: np.ndarray, **kwargs):
     return viewer.add_image(data, name=name, **grid, **kwargs)
 
 
+def check_volume(image) -> None:
+    """Raise a ValueError unless ``image`` is a single-channel 3D layer."""
+    if image.rgb:
+        raise ValueError(f"'{image.name}' is an RGB image; convert it to one channel first.")
+    if image.ndim != 3:
+        raise ValueError(f"'{image.name}' has {image.ndim} dimensions; a 3D (z, y, x) volume is needed.")
+
+
 def _own_layer(viewer, name: str, shape):
-    layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401 (LayerList)
+    layer = viewer.layers[name] if name in viewer.layers else None
     if layer is not None and layer.data.shape != tuple(shape):
         viewer.layers.remove(layer)
         return None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QPointF, Qt, Signal
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QColorDialog,
     QComboBox,
+    QFileDialog,
+    QHBoxLayout,
     QHeaderView,
     QListWidget,
     QListWidgetItem,
@@ -135,7 +138,7 @@ class LossPlot(QWidget):
         self.values = []
         self.update()
 
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+    def paintEvent(self, event) -> None:
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor(30, 30, 35))
         if len(self.values) < 2:
@@ -151,3 +154,51 @@ class LossPlot(QWidget):
         painter.drawPolyline(QPolygonF(points))
         painter.setPen(QColor(200, 200, 200))
         painter.drawText(6, 14, f"loss {self.values[-1]:.3f}")
+
+
+class notify_errors:
+    """Context manager turning a user error (ValueError) into a napari error notification."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is not None and issubclass(kind, ValueError):
+            show_error(str(error))
+            return True
+        return False
+
+
+def ask_path(parent, title: str, filters: str, save: bool = False) -> str:
+    dialog = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
+    path, _ = dialog(parent, title, "", filters)
+    return path
+
+
+def button(text: str, slot) -> QPushButton:
+    button = QPushButton(text)
+    button.clicked.connect(lambda *_: slot())
+    return button
+
+
+def row(*widgets) -> QWidget:
+    row, layout = QWidget(), QHBoxLayout()
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    row.setLayout(layout)
+    return row
+
+
+def combo(items, current: str) -> QComboBox:
+    combo = QComboBox()
+    combo.addItems(list(items))
+    combo.setCurrentText(current)
+    return combo
+
+
+def spin(spin, low, high, value, suffix: str = ""):
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setSuffix(suffix)
+    return spin

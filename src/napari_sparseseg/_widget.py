@@ -8,7 +8,6 @@ events it sends back into layer updates. Errors become napari notifications.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,23 +17,27 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtGui import QFont
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from . import _layers
-from ._qt_parts import ClassTable, LayerCombo, LossPlot, SliceList
+from ._options import TrainingOptions
+from ._qt_parts import (
+    ClassTable,
+    LayerCombo,
+    LossPlot,
+    SliceList,
+    ask_path,
+    button,
+    notify_errors,
+    row,
+)
 from ._worker import (
     Failed,
     Finished,
@@ -46,8 +49,6 @@ from ._worker import (
     Worker,
 )
 from .core import io
-from .core.config import DEFAULT_PRESET, PRESETS
-from .core.device import DEVICES
 from .core.trainer import Progress
 from .core.uncertainty import AXIS_PLANES, painted_planes, rank_slices
 from .core.validate import check_pair, count_classes
@@ -97,7 +98,7 @@ class SparseSegWidget(QWidget):
         self.image_combo = LayerCombo(self.viewer, Image)
         self.annotation_combo = LayerCombo(self.viewer, Labels)
         self.annotation_combo.currentIndexChanged.connect(self._annotation_changed)
-        self.new_layer_button = _button("New annotation layer", self.new_annotation_layer)
+        self.new_layer_button = button("New annotation layer", self.new_annotation_layer)
         self.class_table = ClassTable()
         self.class_table.names_changed.connect(self._names_edited)
         self.class_table.color_changed.connect(self._color_edited)
@@ -105,16 +106,16 @@ class SparseSegWidget(QWidget):
         form.addRow("Annotations", self.annotation_combo)
         form.addRow(self.new_layer_button)
         form.addRow(self.class_table)
-        form.addRow(_button("Add class", self.add_class))
+        form.addRow(button("Add class", self.add_class))
         box.setLayout(form)
         return box
 
     def _slices_box(self) -> QGroupBox:
         box, layout = QGroupBox("Paint orthogonal slices"), QVBoxLayout()
-        row = QHBoxLayout()
+        planes = QHBoxLayout()
         for axis, plane in enumerate(AXIS_PLANES):
-            row.addWidget(_button(plane, lambda _=False, a=axis: _layers.show_plane(self.viewer, a)))
-        layout.addLayout(row)
+            planes.addWidget(button(plane, lambda _=False, a=axis: _layers.show_plane(self.viewer, a)))
+        layout.addLayout(planes)
         self.slice_list = SliceList()
         self.slice_list.jump.connect(self.go_to)
         layout.addWidget(self.slice_list)
@@ -123,18 +124,11 @@ class SparseSegWidget(QWidget):
 
     def _training_box(self) -> QGroupBox:
         box, form = QGroupBox("Train"), QFormLayout()
-        self.preset_combo = _combo(PRESETS, DEFAULT_PRESET)
-        self.time_spin = _spin(QDoubleSpinBox(), 5, 3600, 60, " s")
-        self.device_combo = _combo(DEVICES, "auto")
-        self.alpha_spin = _spin(QDoubleSpinBox(), 0, 1, PRESETS[DEFAULT_PRESET].train.dice_weight)
-        self.alpha_spin.setSingleStep(0.1)
-        for label, widget in (("Preset", self.preset_combo), ("Time budget", self.time_spin),
-                              ("Device", self.device_combo), ("Dice weight α", self.alpha_spin)):
-            form.addRow(label, widget)
-        form.addRow(self._advanced_box())
-        self.train_button = _button("Train", self.train)
-        self.stop_button = _button("Stop", self.stop)
-        form.addRow(_row(self.train_button, self.stop_button))
+        self.options = TrainingOptions()
+        form.addRow(self.options)
+        self.train_button = button("Train", self.train)
+        self.stop_button = button("Stop", self.stop)
+        form.addRow(row(self.train_button, self.stop_button))
         self.progress = QProgressBar()
         self.status = QLabel("Paint background (1) and classes (2..), then Train.")
         self.status.setWordWrap(True)
@@ -144,43 +138,16 @@ class SparseSegWidget(QWidget):
         box.setLayout(form)
         return box
 
-    def _advanced_box(self) -> QGroupBox:
-        box = QGroupBox("Advanced")
-        box.setCheckable(True)
-        box.setChecked(False)
-        inner, form = QWidget(), QFormLayout()
-        self.iterations_spin = _spin(QSpinBox(), 0, 1_000_000, 0, " (0 = time only)")
-        self.seed_spin = _spin(QSpinBox(), 0, 2**31 - 1, 0)
-        self.preview_spin = _spin(QDoubleSpinBox(), 0.5, 60, 3, " s")
-        self.scratch_check = QCheckBox("Start from scratch (forget the current model)")
-        self.predict_check = QCheckBox("Predict the whole image after training")
-        self.predict_check.setChecked(True)
-        self.probability_check = QCheckBox("Probability layer")
-        self.uncertainty_check = QCheckBox("Uncertainty (entropy) layer")
-        for label, widget in (("Iterations", self.iterations_spin), ("Seed", self.seed_spin),
-                              ("Preview every", self.preview_spin)):
-            form.addRow(label, widget)
-        for check in (self.scratch_check, self.predict_check, self.probability_check,
-                      self.uncertainty_check):
-            form.addRow(check)
-        inner.setLayout(form)
-        inner.setVisible(False)
-        box.toggled.connect(inner.setVisible)
-        outer = QVBoxLayout()
-        outer.addWidget(inner)
-        box.setLayout(outer)
-        return box
-
     def _results_box(self) -> QGroupBox:
         box, form = QGroupBox("Results"), QFormLayout()
-        self.predict_button = _button("Predict", self.predict)
-        self.next_button = _button("Next slice to annotate", self.next_slice)
-        form.addRow(_row(self.predict_button, self.next_button))
-        self.save_button = _button("Save model…", self.save_model)
-        form.addRow(_row(self.save_button, _button("Load model…", self.load_model)))
-        form.addRow(_button("Export prediction…", self.export_prediction))
+        self.predict_button = button("Predict", self.predict)
+        self.next_button = button("Next slice to annotate", self.next_slice)
+        form.addRow(row(self.predict_button, self.next_button))
+        self.save_button = button("Save model…", self.save_model)
+        form.addRow(row(self.save_button, button("Load model…", self.load_model)))
+        form.addRow(button("Export prediction…", self.export_prediction))
         self.truth_combo = LayerCombo(self.viewer, Labels, allow_none=True)
-        form.addRow("Ground truth", _row(self.truth_combo, _button("Evaluate", self.evaluate)))
+        form.addRow("Ground truth", row(self.truth_combo, button("Evaluate", self.evaluate)))
         self.metrics_label = QLabel()
         self.metrics_label.setFont(QFont("monospace", 8))
         form.addRow(self.metrics_label)
@@ -204,16 +171,16 @@ class SparseSegWidget(QWidget):
 
     def new_annotation_layer(self) -> Labels | None:
         """Add an empty annotation layer on the selected image's grid."""
-        with _notify():
+        with notify_errors():
             image = self.image()
-            _check_volume(image)
+            _layers.check_volume(image)
             layer = _layers.new_annotation_layer(self.viewer, image)
             self.annotation_combo.select(layer)
             return layer
         return None
 
     def add_class(self) -> None:
-        with _notify():
+        with notify_errors():
             layer = self.annotations()
             names = [*_layers.class_names(layer), f"class {len(_layers.class_names(layer))}"]
             layer.metadata[_layers.CLASS_NAMES] = names
@@ -268,45 +235,36 @@ class SparseSegWidget(QWidget):
         self._show_classes(layer)
 
     def go_to(self, axis: int, index: int) -> None:
-        with _notify():
+        with notify_errors():
             _layers.go_to(self.viewer, self.image(), axis, index)
 
     # ------------------------------------------------------------ training
 
     def train(self) -> None:
         """Start (or continue) training on the painted voxels in the background."""
-        with _notify():
+        with notify_errors():
             request = self._train_request()
             self._start(request, f"Training ({request.train_config.max_time:.0f} s budget)…")
             self.loss_plot.clear()
 
     def _train_request(self) -> TrainRequest:
         image, layer = self.image(), self.annotations()
-        _check_volume(image)
+        _layers.check_volume(image)
         data, ann = check_pair(np.asarray(image.data), np.asarray(layer.data), image.name, layer.name)
         n_classes = count_classes([ann], [layer.name])
         names = tuple(_layers.class_names(layer)[:n_classes])
-        init = None if self.scratch_check.isChecked() else self.model
+        init = None if self.options.scratch_check.isChecked() else self.model
         if init is not None and len(self.model_classes) < n_classes:
-            init = None  # more classes painted than the model knows: start over
+            show_info(f"{n_classes} classes are painted but the model knows "
+                      f"{len(self.model_classes)}; training a new model.")
+            init = None
         return TrainRequest(
             data, ann.copy(), tuple(float(s) for s in image.scale[-3:]), names,
-            self._preset().model, self._train_config(), self._infer_config(), init,
-            self.predict_check.isChecked(), _layers.current_plane(self.viewer, image),
-            self.preview_spin.value(),
+            self.options.preset().model, self.options.train_config(), self.options.infer_config(),
+            init,
+            self.options.predict_check.isChecked(), _layers.current_plane(self.viewer, image),
+            self.options.preview_spin.value(),
         )
-
-    def _preset(self):
-        return PRESETS[self.preset_combo.currentText()]
-
-    def _train_config(self):
-        iterations = self.iterations_spin.value() or None
-        return replace(self._preset().train, max_time=self.time_spin.value(), iterations=iterations,
-                       dice_weight=self.alpha_spin.value(), seed=self.seed_spin.value(),
-                       device=self.device_combo.currentText())
-
-    def _infer_config(self):
-        return replace(self._preset().infer, device=self.device_combo.currentText())
 
     def stop(self) -> None:
         """Stop training after the current iteration; the model so far is kept."""
@@ -315,12 +273,12 @@ class SparseSegWidget(QWidget):
 
     def predict(self) -> None:
         """Predict the whole image with the current model."""
-        with _notify():
+        with notify_errors():
             if self.model is None:
                 raise ValueError("There is no model yet: press Train or Load model first.")
             image = self.image()
-            _check_volume(image)
-            self._start(PredictRequest(np.asarray(image.data), self.model, self._infer_config()),
+            _layers.check_volume(image)
+            self._start(PredictRequest(np.asarray(image.data), self.model, self.options.infer_config()),
                         "Predicting…")
 
     def _start(self, request, message: str) -> None:
@@ -368,10 +326,10 @@ class SparseSegWidget(QWidget):
         image = self._job_image
         _layers.show_prediction(self.viewer, image, event.labels, self._annotation_colors())
         self.uncertainty = event.uncertainty
-        if self.probability_check.isChecked():
+        if self.options.probability_check.isChecked():
             _layers.show_image(self.viewer, image, f"{image.name} probabilities", event.probabilities,
                                colormap="magma", contrast_limits=(0, 255), visible=False)
-        if self.uncertainty_check.isChecked():
+        if self.options.uncertainty_check.isChecked():
             _layers.show_image(self.viewer, image, f"{image.name} uncertainty", event.uncertainty,
                                colormap="inferno", contrast_limits=(0, 255), opacity=0.6)
         seconds = time.perf_counter() - self._job_started
@@ -405,7 +363,7 @@ class SparseSegWidget(QWidget):
 
     def next_slice(self):
         """Jump to the unpainted plane the model is least sure about; returns (axis, index)."""
-        with _notify():
+        with notify_errors():
             layer = self.annotations()
             if self.uncertainty is None or self.uncertainty.shape != layer.data.shape:
                 raise ValueError("Predict the image first; the ranking uses the model's uncertainty.")
@@ -420,17 +378,17 @@ class SparseSegWidget(QWidget):
         return None
 
     def save_model(self, path: str | None = None) -> None:
-        with _notify():
+        with notify_errors():
             if self.model is None:
                 raise ValueError("There is no model to save yet; train first.")
-            path = path or _ask_path(self, "Save model", "napari-sparseseg model (*.pt)", save=True)
+            path = path or ask_path(self, "Save model", "napari-sparseseg model (*.pt)", save=True)
             if path:
                 io.write_bytes(path, self.model)
                 show_info(f"Model saved to {path}.")
 
     def load_model(self, path: str | None = None) -> None:
-        with _notify():
-            path = path or _ask_path(self, "Load model", "napari-sparseseg model (*.pt)")
+        with notify_errors():
+            path = path or ask_path(self, "Load model", "napari-sparseseg model (*.pt)")
             if not path:
                 return
             from .core import checkpoint
@@ -447,9 +405,9 @@ class SparseSegWidget(QWidget):
         return self.viewer.layers[name]
 
     def export_prediction(self, path: str | None = None) -> None:
-        with _notify():
+        with notify_errors():
             layer = self.prediction_layer()
-            path = path or _ask_path(self, "Export prediction", "Masks (*.tif *.tiff *.nii *.nii.gz)",
+            path = path or ask_path(self, "Export prediction", "Masks (*.tif *.tiff *.nii *.nii.gz)",
                                      save=True)
             if path:
                 from ._writer import write_labels
@@ -460,7 +418,7 @@ class SparseSegWidget(QWidget):
 
     def evaluate(self) -> dict | None:
         """Compare the prediction with the chosen ground-truth layer; show and return metrics."""
-        with _notify():
+        with notify_errors():
             from .core.metrics import evaluate, format_table
 
             truth = self.truth_combo.layer()
@@ -484,58 +442,3 @@ _HANDLERS = {
     Failed: SparseSegWidget._on_failed,
     Finished: SparseSegWidget._on_finished,
 }
-
-
-class _notify:
-    """Context manager turning a user error (ValueError) into a napari error notification."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback) -> bool:
-        if kind is not None and issubclass(kind, ValueError):
-            show_error(str(error))
-            return True
-        return False
-
-
-def _check_volume(image: Image) -> None:
-    if image.rgb:
-        raise ValueError(f"'{image.name}' is an RGB image; convert it to one channel first.")
-    if image.ndim != 3:
-        raise ValueError(f"'{image.name}' has {image.ndim} dimensions; a 3D (z, y, x) volume is needed.")
-
-
-def _ask_path(parent, title: str, filters: str, save: bool = False) -> str:
-    dialog = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
-    path, _ = dialog(parent, title, "", filters)
-    return path
-
-
-def _button(text: str, slot) -> QPushButton:
-    button = QPushButton(text)
-    button.clicked.connect(lambda *_: slot())
-    return button
-
-
-def _row(*widgets) -> QWidget:
-    row, layout = QWidget(), QHBoxLayout()
-    layout.setContentsMargins(0, 0, 0, 0)
-    for widget in widgets:
-        layout.addWidget(widget)
-    row.setLayout(layout)
-    return row
-
-
-def _combo(items, current: str) -> QComboBox:
-    combo = QComboBox()
-    combo.addItems(list(items))
-    combo.setCurrentText(current)
-    return combo
-
-
-def _spin(spin, low, high, value, suffix: str = ""):
-    spin.setRange(low, high)
-    spin.setValue(value)
-    spin.setSuffix(suffix)
-    return spin

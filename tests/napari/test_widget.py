@@ -25,6 +25,7 @@ def tiny_preset(monkeypatch):
 def errors(monkeypatch):
     messages = []
     monkeypatch.setattr("napari_sparseseg._widget.show_error", messages.append)
+    monkeypatch.setattr("napari_sparseseg._qt_parts.show_error", messages.append)
     return messages
 
 
@@ -37,9 +38,9 @@ def setup(make_napari_viewer, errors):
     viewer.add_image(sample.image, name="tubules", scale=sample.spacing)
     widget = SparseSegWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.preset_combo.addItem("tiny")
-    widget.preset_combo.setCurrentText("tiny")
-    widget.device_combo.setCurrentText("cpu")
+    widget.options.preset_combo.addItem("tiny")
+    widget.options.preset_combo.setCurrentText("tiny")
+    widget.options.device_combo.setCurrentText("cpu")
     yield viewer, widget, sample
     widget.worker.close()
 
@@ -53,8 +54,12 @@ def _paint(layer, annotation):
     layer.events.data(value=layer.data)
 
 
-def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, tmp_path):
+def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, monkeypatch):
+    from napari_sparseseg import _layers
+
     viewer, widget, sample = setup
+    previews, show_plane = [], _layers.show_prediction_plane
+    monkeypatch.setattr(_layers, "show_prediction_plane", lambda *a: previews.append(a) or show_plane(*a))
     ann = widget.new_annotation_layer()
     assert ann.data.shape == sample.image.shape and tuple(ann.scale) == tuple(sample.spacing)
     assert widget.class_table.names() == ["background", "class 1"]
@@ -64,11 +69,16 @@ def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, t
     qtbot.waitUntil(lambda: "xy (z): 1 painted" in widget.slice_list.item(0).text(), timeout=5000)
     before = ann.data.copy()
 
-    widget.iterations_spin.setValue(100_000)
-    widget.time_spin.setValue(600)
+    widget.options.iterations_spin.setValue(100_000)
+    widget.options.time_spin.setValue(600)
+    widget.options.preview_spin.setValue(0.5)
+    widget.go_to(1, 20)  # look at the xz plane y = 20 while training
     widget.train()
     assert widget.worker.busy and not errors
     qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 2, timeout=120_000)
+    qtbot.waitUntil(lambda: "tubules prediction" in viewer.layers, timeout=60_000)
+    assert widget.worker.busy  # the live preview arrived before training ended
+    assert previews[0][2:4] == (1, 20)  # the plane on screen
     widget.stop()
     _wait_idle(qtbot, widget)
     assert widget.model is not None and not errors
@@ -78,7 +88,7 @@ def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, t
     np.testing.assert_array_equal(ann.data, before)  # the annotation layer is never written
 
     first_model = widget.model
-    widget.iterations_spin.setValue(3)
+    widget.options.iterations_spin.setValue(3)
     widget.train()  # continues from the current weights
     _wait_idle(qtbot, widget)
     assert widget.model != first_model and not errors
@@ -94,7 +104,7 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     viewer, widget, sample = setup
     ann = widget.new_annotation_layer()
     _paint(ann, sample.annotation)
-    widget.iterations_spin.setValue(3)
+    widget.options.iterations_spin.setValue(3)
     widget.train()
     _wait_idle(qtbot, widget)
     widget.save_model(str(tmp_path / "m.pt"))
@@ -147,9 +157,9 @@ def test_closing_the_viewer_mid_training_stops_the_worker(qtbot, make_napari_vie
     viewer.add_labels(sample.annotation, name="ann")
     widget = SparseSegWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.preset_combo.addItem("tiny")
-    widget.preset_combo.setCurrentText("tiny")
-    widget.iterations_spin.setValue(100_000)
+    widget.options.preset_combo.addItem("tiny")
+    widget.options.preset_combo.setCurrentText("tiny")
+    widget.options.iterations_spin.setValue(100_000)
     widget.train()
     qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 1, timeout=120_000)
     process = widget.worker._process

@@ -1,0 +1,67 @@
+"""The training parameters a user sets in the dock widget, turned into core configs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QSpinBox, QVBoxLayout, QWidget
+
+from ._qt_parts import combo, spin
+from .core.config import DEFAULT_PRESET, PRESETS, InferConfig, Preset, TrainConfig
+from .core.device import DEVICES
+
+
+class TrainingOptions(QWidget):
+    """Preset, time budget, device and Dice weight, with advanced settings folded away."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        self.preset_combo = combo(PRESETS, DEFAULT_PRESET)
+        self.time_spin = spin(QDoubleSpinBox(), 5, 3600, 60, " s")
+        self.device_combo = combo(DEVICES, "auto")
+        self.alpha_spin = spin(QDoubleSpinBox(), 0, 1, PRESETS[DEFAULT_PRESET].train.dice_weight)
+        self.alpha_spin.setSingleStep(0.1)
+        for label, widget in (("Preset", self.preset_combo), ("Time budget", self.time_spin),
+                              ("Device", self.device_combo), ("Dice weight α", self.alpha_spin)):
+            form.addRow(label, widget)
+        form.addRow(self._advanced())
+
+    def _advanced(self) -> QGroupBox:
+        box = QGroupBox("Advanced")
+        box.setCheckable(True)
+        box.setChecked(False)
+        inner, form = QWidget(), QFormLayout()
+        self.iterations_spin = spin(QSpinBox(), 0, 1_000_000, 0, " (0 = time only)")
+        self.seed_spin = spin(QSpinBox(), 0, 2**31 - 1, 0)
+        self.preview_spin = spin(QDoubleSpinBox(), 0.5, 60, 3, " s")
+        self.scratch_check = QCheckBox("Start from scratch (forget the current model)")
+        self.predict_check = QCheckBox("Predict the whole image after training")
+        self.predict_check.setChecked(True)
+        self.probability_check = QCheckBox("Probability layer")
+        self.uncertainty_check = QCheckBox("Uncertainty (entropy) layer")
+        for label, widget in (("Iterations", self.iterations_spin), ("Seed", self.seed_spin),
+                              ("Preview every", self.preview_spin)):
+            form.addRow(label, widget)
+        for check in (self.scratch_check, self.predict_check, self.probability_check,
+                      self.uncertainty_check):
+            form.addRow(check)
+        inner.setLayout(form)
+        inner.setVisible(False)
+        box.toggled.connect(inner.setVisible)
+        QVBoxLayout(box).addWidget(inner)
+        return box
+
+    def preset(self) -> Preset:
+        return PRESETS[self.preset_combo.currentText()]
+
+    def train_config(self) -> TrainConfig:
+        """The preset's training config with the user's budget, α, seed and device."""
+        return replace(self.preset().train, max_time=self.time_spin.value(),
+                       iterations=self.iterations_spin.value() or None,
+                       dice_weight=self.alpha_spin.value(), seed=self.seed_spin.value(),
+                       device=self.device_combo.currentText())
+
+    def infer_config(self) -> InferConfig:
+        return replace(self.preset().infer, device=self.device_combo.currentText())
