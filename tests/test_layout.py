@@ -32,6 +32,7 @@ def test_manifest_is_valid_and_sample_data_loads():
 
     manifest = PluginManifest.from_file(PACKAGE / "napari.yaml")
     assert manifest.name == "napari-sparseseg"
+    manifest.validate_imports()  # every command's python_name resolves
     from napari_sparseseg._sample_data import make_sample_data
 
     (image, image_meta, kind), (ann, ann_meta, ann_kind) = make_sample_data()

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from ._layers import CLASS_NAMES, PALETTE
+
 
 def make_sample_data():
-    """Return the image and its annotation layer as napari LayerData tuples."""
+    """Return the image and its annotation layer as napari LayerData tuples.
+
+    The annotation paints two full planes per axis (values 1 background, 2 tubule
+    lumen, 3 tubule wall), so a new user can press Train straight away.
+    """
     from .core.synthetic import make_sample
 
     sample = make_sample(shape=(32, 96, 96), slices_per_axis=2, seed=0)
+    colors = {0: (0, 0, 0, 0), None: (0, 0, 0, 1)} | {v: PALETTE[v - 1] for v in (1, 2, 3)}
+    annotation_meta = {
+        "name": "tubules annotations",
+        "scale": sample.spacing,
+        "metadata": {CLASS_NAMES: list(sample.class_names)},
+        "colormap": colors,
+    }
     return [
         (sample.image, {"name": "tubules", "scale": sample.spacing}, "image"),
-        (sample.annotation, {"name": "tubules annotations", "scale": sample.spacing}, "labels"),
+        (sample.annotation, annotation_meta, "labels"),
     ]

@@ -168,3 +168,40 @@ def test_closing_the_viewer_mid_training_stops_the_worker(qtbot, make_napari_vie
     while process.is_alive() and time.monotonic() < deadline:
         qtbot.wait(100)
     assert not process.is_alive()
+
+
+def test_crash_in_training_is_a_notification_and_the_last_model_survives(qtbot, setup, errors):
+    import signal
+
+    viewer, widget, sample = setup
+    ann = widget.new_annotation_layer()
+    _paint(ann, sample.annotation)
+    widget.options.iterations_spin.setValue(3)
+    widget.train()
+    _wait_idle(qtbot, widget)
+    model, painted = widget.model, ann.data.copy()
+
+    widget.options.iterations_spin.setValue(100_000)
+    widget.options.time_spin.setValue(600)
+    widget.train()
+    qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 1, timeout=120_000)
+    os.kill(widget.worker._process.pid, signal.SIGKILL)  # as the kernel's OOM killer would
+    _wait_idle(qtbot, widget)
+    assert len(errors) == 1 and "ended unexpectedly" in errors[0]
+    assert widget.model == model and widget.predict_button.isEnabled()
+    np.testing.assert_array_equal(ann.data, painted)
+
+    widget.predict()  # a fresh child process takes over
+    _wait_idle(qtbot, widget)
+    assert len(errors) == 1 and "tubules prediction" in viewer.layers
+
+
+def test_sample_data_opens_ready_to_train(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-sparseseg", "tubules")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sparseseg", "Sparse segmentation")
+    assert widget.image_combo.currentText() == "tubules"
+    assert widget.annotation_combo.currentText() == "tubules annotations"
+    assert widget.class_table.names() == ["background", "tubule lumen", "tubule wall"]
+    assert [len(p) for p in painted_planes(viewer.layers["tubules annotations"].data)] == [2, 2, 2]
+    widget.worker.close()
