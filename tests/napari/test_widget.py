@@ -29,8 +29,7 @@ def errors(monkeypatch):
     return messages
 
 
-@pytest.fixture
-def setup(make_napari_viewer, errors):
+def _viewer_with_widget(make_napari_viewer):
     from napari_sparseseg._widget import SparseSegWidget
 
     viewer = make_napari_viewer()
@@ -41,6 +40,12 @@ def setup(make_napari_viewer, errors):
     widget.options.preset_combo.addItem("tiny")
     widget.options.preset_combo.setCurrentText("tiny")
     widget.options.device_combo.setCurrentText("cpu")
+    return viewer, widget, sample
+
+
+@pytest.fixture
+def setup(make_napari_viewer, errors):
+    viewer, widget, sample = _viewer_with_widget(make_napari_viewer)
     yield viewer, widget, sample
     widget.worker.close()
 
@@ -149,16 +154,9 @@ def test_bad_input_is_a_notification(qtbot, setup, errors, case):
 
 
 def test_closing_the_viewer_mid_training_stops_the_worker(qtbot, make_napari_viewer, errors):
-    from napari_sparseseg._widget import SparseSegWidget
-
-    viewer = make_napari_viewer()
-    sample = make_sample(shape=(12, 40, 36), slices_per_axis=1, seed=4)
-    viewer.add_image(sample.image, name="tubules")
-    viewer.add_labels(sample.annotation, name="ann")
-    widget = SparseSegWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.options.preset_combo.addItem("tiny")
-    widget.options.preset_combo.setCurrentText("tiny")
+    viewer, widget, sample = _viewer_with_widget(make_napari_viewer)
+    viewer.add_labels(sample.annotation, name="ann", scale=sample.spacing)
+    widget.annotation_combo.setCurrentText("ann")
     widget.options.iterations_spin.setValue(100_000)
     widget.train()
     qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 1, timeout=120_000)
