@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from napari_sparseseg.core import io
 from napari_sparseseg.core.config import PRESETS, InferConfig, ModelConfig, Preset, TrainConfig
 from napari_sparseseg.core.synthetic import make_sample
 from napari_sparseseg.core.uncertainty import painted_planes
@@ -124,6 +125,10 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     widget.export_prediction(str(tmp_path / "mask.tif"))
     widget.export_prediction(str(tmp_path / "mask.nii.gz"))
     assert nib.load(tmp_path / "mask.nii.gz").shape == sample.image.shape[::-1]
+    assert nib.load(tmp_path / "mask.nii.gz").header.get_zooms() == sample.spacing[::-1]
+    tiff = io.read_volume(tmp_path / "mask.tif")
+    assert tiff.data.shape == sample.image.shape and tiff.spacing == pytest.approx(sample.spacing)
+    np.testing.assert_array_equal(tiff.data, viewer.layers["tubules prediction"].data)
     viewer.add_labels(sample.truth, name="truth", scale=sample.spacing)
     widget.truth_combo.setCurrentText("truth")
     result = widget.evaluate()
