@@ -66,6 +66,7 @@ class ClassTable(QTableWidget):
         self.setHorizontalHeaderLabels(["value", "name", "colour"])
         self.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.verticalHeader().setVisible(False)
+        self.setMinimumHeight(110)
         self.itemChanged.connect(lambda *_: self.names_changed.emit(self.names()))
 
     def set_classes(self, names: list[str], colors: dict[int, tuple]) -> None:
@@ -102,6 +103,7 @@ class SliceList(QListWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.setMinimumHeight(120)
         self.itemClicked.connect(self._clicked)
 
     def set_planes(self, planes: list[list[int]]) -> None:
