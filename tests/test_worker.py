@@ -94,3 +94,49 @@ def test_child_process_trains_stops_and_survives_a_crash(request_):
     finally:
         worker.close()
     assert worker._process is None
+
+
+PARENT_SCRIPT = """
+import sys, time
+import numpy as np
+from napari_sparseseg._worker import TrainRequest, Worker
+from napari_sparseseg.core.config import InferConfig, ModelConfig, TrainConfig
+ann = np.zeros((8, 16, 16), np.uint8); ann[4] = 1; ann[4, 4:8, 4:8] = 2
+worker = Worker()
+worker.submit(TrainRequest(np.random.rand(8, 16, 16).astype(np.float32), ann, (1.0, 1.0, 1.0),
+    ("bg", "fg"), ModelConfig(features=(4, 8)), TrainConfig(patch_size=(8, 16, 16), iterations=10**6),
+    InferConfig(), predict_after=False))
+while not worker.poll():
+    time.sleep(0.1)
+print(worker._process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_child_ends_when_napari_is_killed():
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT_SCRIPT], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        parent.kill()  # no clean-up code runs in the parent
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(child)
+    finally:
+        parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # a zombie has finished
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

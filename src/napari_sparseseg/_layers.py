@@ -91,23 +91,31 @@ def show_prediction(viewer, image, labels: np.ndarray, colors: dict[int, tuple])
 
 def show_prediction_plane(viewer, image, axis: int, index: int, plane: np.ndarray, colors) -> None:
     """Write a live preview plane into the prediction layer (created empty if needed)."""
-    layer = _own_layer(viewer, f"{image.name} prediction", image.data.shape)
-    if layer is None:
-        layer = show_prediction(viewer, image, np.zeros(image.data.shape, np.uint8), colors)
+    layer = ensure_prediction_layer(viewer, image, colors)
     region = [slice(None)] * 3
     region[axis] = index
     layer.data[tuple(region)] = plane
     layer.refresh()
 
 
+def ensure_prediction_layer(viewer, image, colors):
+    """The prediction layer, created empty if missing (at Train, not mid-training: it is slow)."""
+    layer = _own_layer(viewer, f"{image.name} prediction", image.data.shape)
+    if layer is None:
+        layer = show_prediction(viewer, image, np.zeros(image.data.shape, np.uint8), colors)
+    return layer
+
+
 def show_image(viewer, image, name: str, data: np.ndarray, **kwargs):
-    """Create or replace the Image layer ``name`` on ``image``'s grid (extra leading axes allowed)."""
+    """Create or update the Image layer ``name`` on ``image``'s grid (extra leading axes allowed)."""
+    layer = _own_layer(viewer, name, data.shape)
+    if layer is not None:  # in place: removing a layer costs napari a full garbage collection
+        layer.data = data
+        return layer
     grid = _grid(image)
     extra = data.ndim - 3
     grid["scale"] = (1.0,) * extra + tuple(grid["scale"])
     grid["translate"] = (0.0,) * extra + tuple(grid["translate"])
-    if name in viewer.layers:
-        viewer.layers.remove(name)
     return viewer.add_image(data, name=name, **grid, **kwargs)
 
 

@@ -244,6 +244,7 @@ class SparseSegWidget(QWidget):
         """Start (or continue) training on the painted voxels in the background."""
         with notify_errors():
             request = self._train_request()
+            _layers.ensure_prediction_layer(self.viewer, self.image(), self._annotation_colors())
             self._start(request, f"Training ({request.train_config.max_time:.0f} s budget)…")
             self.loss_plot.clear()
 
