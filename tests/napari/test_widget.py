@@ -55,6 +55,16 @@ def _wait_idle(qtbot, widget, timeout=180_000):
     qtbot.waitUntil(lambda: not widget.worker.busy and not widget._poll_timer.isActive(), timeout=timeout)
 
 
+def _train_briefly(qtbot, widget, sample):
+    """New annotation layer, paint the sample's planes, train 3 iterations; returns the layer."""
+    ann = widget.new_annotation_layer()
+    _paint(ann, sample.annotation)
+    widget.options.iterations_spin.setValue(3)
+    widget.train()
+    _wait_idle(qtbot, widget)
+    return ann
+
+
 def _paint(layer, annotation):
     layer.data[...] = annotation  # the test plays the user: painting writes the layer
     layer.events.data(value=layer.data)
@@ -108,11 +118,7 @@ def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, m
 
 def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     viewer, widget, sample = setup
-    ann = widget.new_annotation_layer()
-    _paint(ann, sample.annotation)
-    widget.options.iterations_spin.setValue(3)
-    widget.train()
-    _wait_idle(qtbot, widget)
+    _train_briefly(qtbot, widget, sample)
     widget.save_model(str(tmp_path / "m.pt"))
 
     widget.model = None
@@ -177,11 +183,7 @@ def test_crash_in_training_is_a_notification_and_the_last_model_survives(qtbot, 
     import signal
 
     viewer, widget, sample = setup
-    ann = widget.new_annotation_layer()
-    _paint(ann, sample.annotation)
-    widget.options.iterations_spin.setValue(3)
-    widget.train()
-    _wait_idle(qtbot, widget)
+    ann = _train_briefly(qtbot, widget, sample)
     model, painted = widget.model, ann.data.copy()
 
     widget.options.iterations_spin.setValue(100_000)
