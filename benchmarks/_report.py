@@ -52,8 +52,10 @@ def core_section(results: dict, block: str) -> list[str]:
         "`torch.utils.flop_counter.FlopCounterMode` (convolutions only; norms, activations, loss and",
         "the optimizer are not counted but their time is) ÷ median wall time of a full step",
         "(forward, `sparse_loss`, backward, AdamW). Timings wait until the CPUs are idle (see",
-        "`benchmarks/_machine.py`): on this 2-core machine another busy process makes torch's",
-        "OpenMP threads stall each other and steps become up to ~10× slower.",
+        "`benchmarks/_machine.py`) and the last line above says how much CPU other processes took",
+        "anyway. On this 2-core machine a second busy torch job made our 2-thread training steps",
+        "about 10× slower (3.0 s instead of 0.3 s per iteration in one observed case), not 2×: the",
+        "OpenMP threads of each job wait for each other at every parallel region.",
     ]
 
 
@@ -83,7 +85,7 @@ def presets_section(path: Path) -> list[str]:
         "  of 3 short timed runs). The training runs themselves used "
         f"{meta.get('train_threads', meta['threads'])} thread(s): with a fixed",
         "  iteration count the result does not depend on speed, and one thread is far less hurt by other",
-        "  processes on this shared machine (see the contention section). `predict s`: `predict` on the",
+        "  processes on this shared machine than two spinning OpenMP threads. `predict s`: `predict` on the",
         "  48×128×128 sample with those threads on the loaded machine; indicative only (see below).",
         "",
         _table(data["rows"]),

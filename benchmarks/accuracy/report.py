@@ -140,7 +140,9 @@ def render(results: list[dict], images: Path, prefix: str = "") -> str:
         ]
         lines += runs_table(res)
     paths = plot(results, images, prefix)
-    lines += ["", "Figures: " + ", ".join(str(p) for p in paths), ""]
+    repo = Path(__file__).resolve().parents[2]
+    shown = [p.relative_to(repo) if p.is_relative_to(repo) else p for p in paths]
+    lines += ["", "Figures: " + ", ".join(f"`{p}`" for p in shown), ""]
     return "\n".join(lines)
 
 
