@@ -139,7 +139,11 @@ def main(argv=None) -> None:
     if not args.quick:
         out = HERE / "results" / "bench_contention.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"machine": describe(), "steps": args.steps, "results": results}, indent=1))
+        from napari_sparseseg.core.config import DEFAULT_PRESET, preset
+
+        model = repr(preset(DEFAULT_PRESET).model)
+        data = {"machine": describe(), "steps": args.steps, "model": model, "results": results}
+        out.write_text(json.dumps(data, indent=1))
 
 
 if __name__ == "__main__":

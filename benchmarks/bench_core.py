@@ -242,6 +242,8 @@ def markdown(results: dict) -> str:
     """The measurements as a markdown block."""
     peak = results["matmul_bf16_gflops"]
     lines = [
+        f"- Default preset `{results['preset']['name']}`: `{results['preset']['model']}`, "
+        f"`{results['preset']['train']}`",
         f"- bf16 matmul 2048³: **{peak:.0f} GFLOP/s** (fp32: {results['matmul_fp32_gflops']:.0f} GFLOP/s)",
         "- Conv3d 32→32, 3×3×3, 64³, forward: "
         + ", ".join(f"{k} **{v:.0f}** GFLOP/s" for k, v in results["conv"].items()),
