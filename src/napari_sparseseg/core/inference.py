@@ -7,6 +7,7 @@ applies a trained :class:`~.checkpoint.Segmenter` to a volume.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,16 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return [round(i * (size - window) / (count - 1)) for i in range(count)]
 
 
+def window_grid(shape, window, overlap: float) -> tuple[list[int], list[int], list[int]]:
+    """Window starts along each axis that :func:`sliding_window` uses for a volume of ``shape``.
+
+    An axis shorter than its window is padded up to the window, so it gets the single start 0.
+    Any part of the volume (a dask chunk, say) reproduces the whole-volume result by blending
+    the windows of this grid that touch it.
+    """
+    return tuple(window_starts(max(s, w), w, overlap) for s, w in zip(shape, window))
+
+
 def sliding_window(
     volume: np.ndarray,
     predictor: Predictor,
@@ -80,26 +91,59 @@ def sliding_window(
     """
     volume, window = _check_args(volume, window, overlap, batch_size, blend)
     shape = volume.shape[1:]
-    padded = _pad(volume, window)
+    starts = window_grid(shape, window, overlap)
+    core = [(0, s) for s in shape]
+    return blend_windows(_pad(volume, window), predictor, window, starts, core, batch_size, blend)
+
+
+def blend_windows(source, predictor, window, starts, core, batch_size=2, blend="gaussian") -> np.ndarray:
+    """Weighted mean over the box ``core`` of ``predictor`` outputs on the windows that touch it.
+
+    Parameters
+    ----------
+    source : ndarray (C, Z, Y, X) float32
+        Input that holds every window touching ``core`` in full.
+    predictor : callable
+        As in :func:`sliding_window`.
+    window : (int, int, int)
+    starts : three sequences of int
+        Window starts along each axis, in ``source`` coordinates (see :func:`window_grid`);
+        windows that do not touch ``core`` are skipped.
+    core : three (start, stop) pairs
+        The box to return, in ``source`` coordinates.
+    batch_size : int
+    blend : {'gaussian', 'constant'}
+
+    Returns
+    -------
+    ndarray (K, *core shape) float32
+    """
     weight = gaussian_importance(window) if blend == "gaussian" else np.ones(window, np.float32)
-    corners = [
-        (z, y, x)
-        for z in window_starts(padded.shape[1], window[0], overlap)
-        for y in window_starts(padded.shape[2], window[1], overlap)
-        for x in window_starts(padded.shape[3], window[2], overlap)
-    ]
-    total, norm = None, np.zeros(padded.shape[1:], np.float32)
+    touching = [[s for s in axis if s < hi and s + w > lo] for axis, w, (lo, hi) in zip(starts, window, core)]
+    corners = list(itertools.product(*touching))
+    total, norm = None, np.zeros([hi - lo for lo, hi in core], np.float32)
     for first in range(0, len(corners), batch_size):
         group = corners[first : first + batch_size]
         regions = [tuple(slice(c, c + w) for c, w in zip(corner, window)) for corner in group]
-        out = np.asarray(predictor(np.stack([padded[(slice(None),) + r] for r in regions])))
+        out = np.asarray(predictor(np.stack([source[(slice(None),) + r] for r in regions])))
         if total is None:
-            total = np.zeros((out.shape[1],) + padded.shape[1:], np.float32)
-        for scores, region in zip(out, regions):
-            total[(slice(None),) + region] += scores * weight
-            norm[region] += weight
+            total = np.zeros((out.shape[1],) + norm.shape, np.float32)
+        for scores, corner in zip(out, group):
+            inside, target = _clip_window(corner, window, core)
+            total[(slice(None),) + target] += scores[(slice(None),) + inside] * weight[inside]
+            norm[target] += weight[inside]
     total /= norm
-    return total[:, : shape[0], : shape[1], : shape[2]]
+    return total
+
+
+def _clip_window(corner, window, core) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """The part of a window inside ``core``: (slices in the window, slices in the core box)."""
+    inside, target = [], []
+    for c, w, (lo, hi) in zip(corner, window, core):
+        first, last = max(c, lo), min(c + w, hi)
+        inside.append(slice(first - c, last - c))
+        target.append(slice(first - lo, last - lo))
+    return tuple(inside), tuple(target)
 
 
 def _check_args(volume, window, overlap, batch_size, blend):
@@ -147,35 +191,53 @@ def torch_predictor(net: torch.nn.Module, device: torch.device, flip_tta: bool =
 
 
 def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None = None) -> Prediction:
-    """Dense prediction of ``image`` (Z, Y, X) with a trained segmenter."""
+    """Dense prediction of ``image`` (Z, Y, X) with a trained segmenter.
+
+    For volumes larger than memory, see :func:`.chunked.predict_dask`: it gives the same result
+    chunk by chunk.
+    """
     config = config or InferConfig()
     image = check_image(image)
+    check_channels(segmenter)
+    probs = sliding_window(
+        segmenter.normalization.apply(image)[None],
+        segmenter_predictor(segmenter, config),
+        prediction_window(segmenter, config, image.shape),
+        config.overlap,
+        config.batch_size,
+    )
+    return Prediction(labels_uint8(probs), probabilities_uint8(probs))
+
+
+def check_channels(segmenter: Segmenter) -> None:
+    """Raise a ValueError unless the model takes the single channel of a (Z, Y, X) image."""
     if segmenter.config.in_channels != 1:
         raise ValueError(
             f"The model expects {segmenter.config.in_channels} input channels but the image has 1."
         )
+
+
+def prediction_window(segmenter: Segmenter, config: InferConfig, shape) -> tuple[int, int, int]:
+    """The window :func:`predict` uses for a volume of ``shape``: shrunk to it, multiples of the pooling."""
+    return fit_patch(config.window, shape, segmenter.config.total_pool)
+
+
+def segmenter_predictor(segmenter: Segmenter, config: InferConfig) -> Predictor:
+    """The segmenter's network on the configured device, as a numpy predictor in eval mode."""
     device = dev.resolve_device(config.device)
     net = dev.prepare(segmenter.net, device).eval()
-    window = fit_patch(config.window, image.shape, segmenter.config.total_pool)
-    probs = sliding_window(
-        segmenter.normalization.apply(image)[None],
-        torch_predictor(net, device, config.flip_tta),
-        window,
-        config.overlap,
-        config.batch_size,
-    )
-    return Prediction(_argmax_uint8(probs), _to_uint8(probs))
+    return torch_predictor(net, device, config.flip_tta)
 
 
-def _argmax_uint8(probs: np.ndarray, slab: int = 8) -> np.ndarray:
-    """Class index per voxel, computed in z-slabs so no int64 volume is ever allocated."""
+def labels_uint8(probs: np.ndarray, slab: int = 8) -> np.ndarray:
+    """Class index per voxel of ``probs`` (K, Z, Y, X), in z-slabs so no int64 volume is allocated."""
     labels = np.empty(probs.shape[1:], np.uint8)
     for z in range(0, probs.shape[1], slab):
         labels[z : z + slab] = probs[:, z : z + slab].argmax(axis=0)
     return labels
 
 
-def _to_uint8(probs: np.ndarray) -> np.ndarray:
+def probabilities_uint8(probs: np.ndarray) -> np.ndarray:
     """Probabilities 0..1 to 0..255, in place on the float buffer before the cast."""
     np.multiply(probs, 255, out=probs)
     np.rint(probs, out=probs)
