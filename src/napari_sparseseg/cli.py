@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import checkpoint, io
+from .core import checkpoint, io, zarr_io
 from .core.config import DEFAULT_PRESET, PRESETS, preset
 from .core.metrics import evaluate, format_table
 
 EXIT_USER_ERROR = 2
+LAZY_BYTES = 1 << 30  # inputs larger than this are predicted chunk by chunk
 
 
 def main(argv=None) -> int:
@@ -77,11 +78,19 @@ def _add_train(sub) -> None:
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="apply a saved model to an image")
-    p.add_argument("image", type=Path)
+    p = sub.add_parser("predict", help="apply a saved model to an image (any size: zarr in, zarr out)")
+    p.add_argument("image", help="TIFF, NIfTI, npy, zarr array or OME-Zarr image (PATH[:LEVEL])")
     p.add_argument("--model", "-m", type=Path, required=True)
-    p.add_argument("--output", "-o", type=Path, required=True, metavar="MASK")
+    p.add_argument("--output", "-o", type=Path, required=True, metavar="MASK",
+                   help="mask file; *.zarr writes an OME-Zarr chunk by chunk")
     _predict_options(p)
+    big = p.add_argument_group("large volumes (dask; output and probabilities must be *.zarr)")
+    big.add_argument("--level", type=int, help="resolution level of an OME-Zarr or pyramidal TIFF input")
+    big.add_argument("--chunks", metavar="Z,Y,X", help="chunk size (default 4 windows per axis)")
+    big.add_argument("--scheduler", metavar="ADDRESS",
+                     help="'threads' (default) or a dask.distributed scheduler, e.g. tcp://host:8786")
+    big.add_argument("--cluster", metavar="local:N", help="start a LocalCluster of N worker processes")
+    big.add_argument("--workers", type=int, metavar="N", help="threads of the local scheduler")
     p.set_defaults(run=_run_predict)
 
 
@@ -133,10 +142,77 @@ def _run_train(args) -> None:
 
 
 def _run_predict(args) -> None:
+    path, level = zarr_io.split_level(args.image)
+    level = args.level if args.level is not None else level
+    if _chunked(args, Path(path), level):
+        _predict_chunked(args, Path(path), level)
+        return
     _check_outputs(args.output, args.probabilities)
-    image = io.read_volume(args.image)
+    lazy = level is not None or zarr_io.is_zarr(path)
+    image = _in_memory(zarr_io.open_lazy(path, level)) if lazy else io.read_volume(path)
     segmenter = checkpoint.load(args.model)
     _write_prediction(args, segmenter, image)
+
+
+def _chunked(args, path: Path, level) -> bool:
+    """The dask path: zarr output, dask options, or an input too big to read whole."""
+    asked = [o for o in ("chunks", "scheduler", "cluster", "workers") if getattr(args, o) is not None]
+    big = zarr_io.array_nbytes(path) > LAZY_BYTES
+    if not (asked or big or zarr_io.is_zarr(args.output)):
+        return False
+    for out in (args.output, args.probabilities):
+        if out is not None and not zarr_io.is_zarr(out):
+            why = f"{path} is larger than {LAZY_BYTES >> 30} GiB" if big else f"--{asked[0]} was given"
+            raise ValueError(f"{why}, so the prediction is written chunk by chunk; name {out} *.zarr.")
+    return True
+
+
+def _in_memory(volume) -> io.Volume:
+    return io.Volume(np.asarray(volume.dask()), volume.spacing, path=volume.path)
+
+
+def _predict_chunked(args, path: Path, level) -> None:
+    from .core.chunked import overhead, plan_chunks, predict_dask
+    from .core.cluster import runner
+    from .core.inference import prediction_window
+
+    for out in (args.output, args.probabilities):
+        if out is not None:
+            zarr_io.check_zarr_output(out)
+    volume = zarr_io.open_any(path, level)
+    segmenter = checkpoint.load(args.model)
+    infer = _infer_config(args)
+    chunks = _parse_chunks(args.chunks)
+    grid = plan_chunks(volume.shape, segmenter, infer, chunks)
+    extra = overhead(grid, prediction_window(segmenter, infer, volume.shape))
+    with runner(args.scheduler, args.cluster, args.workers) as run:
+        _say(f"predicting {volume.path} {volume.shape} in {np.prod([len(c) for c in grid])} chunks of "
+             f"{tuple(c[0] for c in grid)} on {run.description} (window work x{extra:.2f} at borders)")
+        prediction = predict_dask(volume.dask(grid), segmenter, infer, chunks)
+        started = time.perf_counter()
+        zarr_io.store_prediction(prediction, args.output, args.probabilities, spacing=volume.spacing,
+                                 unit=volume.unit, class_names=segmenter.class_names, compute=run.compute)
+    seconds = time.perf_counter() - started
+    _say(f"predicted {np.prod(volume.shape):,} voxels in {seconds:.1f} s "
+         f"({np.prod(volume.shape) / seconds / 1e6:.2f} Mvox/s)")
+    legend = ", ".join(f"{k} {name}" for k, name in enumerate(segmenter.class_names))
+    _say(f"mask written to {args.output} (OME-Zarr, values: {legend})")
+    if args.probabilities:
+        _say(f"probabilities (0..255) written to {args.probabilities}")
+
+
+def _parse_chunks(text):
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or min(values) < 1:
+        raise ValueError(f"--chunks {text!r} is not understood; give Z,Y,X sizes such as 64,256,256.")
+    return tuple(values)
 
 
 def _run_segment(args) -> None:
@@ -238,9 +314,13 @@ def _predict(segmenter, image, infer_config):
     return prediction
 
 
+def _infer_config(args):
+    return replace(preset(getattr(args, "preset", DEFAULT_PRESET)).infer, device=args.device,
+                   flip_tta=args.tta)
+
+
 def _write_prediction(args, segmenter, image: io.Volume) -> None:
-    infer = replace(preset(getattr(args, "preset", DEFAULT_PRESET)).infer, device=args.device,
-                    flip_tta=args.tta)
+    infer = _infer_config(args)
     prediction = _predict(segmenter, image.data, infer)
     io.write_volume(args.output, prediction.labels, like=image)
     legend = ", ".join(f"{k} {name}" for k, name in enumerate(segmenter.class_names))

@@ -125,11 +125,13 @@ def _read_nifti(path: Path) -> Volume:
 
 def _read_tiff(path: Path) -> Volume:
     with tifffile.TiffFile(path) as tif:
-        data = tif.asarray()
-        spacing = _ome_spacing(tif.ome_metadata) if tif.is_ome else None
-        if spacing is None:
-            spacing = _imagej_spacing(tif)
-    return Volume(data, spacing, path=path)
+        return Volume(tif.asarray(), tiff_spacing(tif), path=path)
+
+
+def tiff_spacing(tif: tifffile.TiffFile) -> tuple[float, float, float]:
+    """(z, y, x) voxel size of an open TIFF: OME ``PhysicalSize``, else ImageJ metadata, else 1."""
+    spacing = _ome_spacing(tif.ome_metadata) if tif.is_ome else None
+    return spacing if spacing is not None else _imagej_spacing(tif)
 
 
 def _positive(value, default: float = 1.0) -> float:

@@ -1,0 +1,215 @@
+"""Prediction of volumes larger than memory, chunk by chunk, with dask.
+
+:func:`predict_dask` turns a (Z, Y, X) dask array into lazy labels and probabilities. Each chunk
+is read with a halo of ``window - 1`` voxels on every inner side (``dask.array.map_overlap``,
+no padding at the volume's edges) and gets the blended outputs of exactly those windows of the
+*whole-volume* grid (:func:`.inference.window_grid`) that touch it, with the same Gaussian
+weights, added in the same order. So every voxel is the weighted mean of the same window
+outputs as in :func:`.inference.predict`, whatever the chunking. Windows across a chunk border
+run once for each chunk they touch: about ``prod(1 + window / chunk)`` times the work of one
+pass, which the default chunks (:data:`CHUNK_WINDOWS` windows per axis) keep near 2x.
+
+Intensities use the normalisation stored with the model, never per-chunk statistics. The model
+travels as one :class:`ModelPayload` key in the graph, so a dask.distributed worker receives it
+once and every process loads the network once (cached by checksum), not once per chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections import Counter
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+
+from .checkpoint import Segmenter, from_bytes, to_bytes
+from .config import InferConfig
+from .inference import (
+    Prediction,
+    blend_windows,
+    check_channels,
+    labels_uint8,
+    prediction_window,
+    probabilities_uint8,
+    segmenter_predictor,
+    window_grid,
+)
+
+CHUNK_WINDOWS = 4  # default chunk edge, in windows (capped by the volume)
+RECEIVED: Counter = Counter()  # model payloads unpickled in this process, by checksum
+LOADS: Counter = Counter()  # networks built from a payload in this process, by checksum
+_CACHE: dict = {}
+_CACHE_SIZE = 2
+_LOCK = threading.Lock()
+
+
+class ModelPayload:
+    """Checkpoint bytes plus inference settings, loaded at most once per process.
+
+    Parameters
+    ----------
+    data : bytes
+        A checkpoint as written by :func:`.checkpoint.to_bytes`.
+    config : InferConfig
+    """
+
+    def __init__(self, data: bytes, config: InferConfig):
+        self.data, self.config = data, config
+        self.digest = hashlib.sha1(data).hexdigest()
+
+    def __dask_tokenize__(self):
+        return (type(self).__name__, self.digest, self.config)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        RECEIVED[self.digest] += 1
+
+    def load(self):
+        """(segmenter, predictor) for this process, built on first use and then cached."""
+        key = (self.digest, self.config.device, self.config.flip_tta)
+        with _LOCK:
+            if key not in _CACHE:
+                segmenter = from_bytes(self.data)
+                _CACHE[key] = segmenter, segmenter_predictor(segmenter, self.config)
+                LOADS[self.digest] += 1
+                while len(_CACHE) > _CACHE_SIZE:
+                    _CACHE.pop(next(iter(_CACHE)))
+            return _CACHE[key]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every chunk needs to know about the whole volume (small: sent with each task)."""
+
+    shape: tuple[int, int, int]
+    window: tuple[int, int, int]
+    starts: tuple[list[int], list[int], list[int]]
+    depth: tuple[int, int, int]
+    batch_size: int
+
+
+def default_chunks(shape, window) -> tuple[int, int, int]:
+    """:data:`CHUNK_WINDOWS` windows per axis, capped by the volume's size."""
+    return tuple(min(s, CHUNK_WINDOWS * w) for s, w in zip(shape, window))
+
+
+def chunk_grid(shape, chunk, window) -> tuple[tuple[int, ...], ...]:
+    """Regular chunks of edge ``chunk`` (at least the window); a short last one joins its neighbour.
+
+    A last chunk shorter than the halo (``window - 1``) would make dask re-chunk the input behind
+    our back, so it is merged into the one before.
+    """
+    grid = []
+    for size, edge, w in zip(shape, chunk, window):
+        edge = max(int(edge), w, 1)
+        sizes = [edge] * (size // edge) + ([size % edge] if size % edge else [])
+        if len(sizes) > 1 and sizes[-1] < w:
+            last = sizes.pop()
+            sizes[-1] += last
+        grid.append(tuple(sizes or [size]))
+    return tuple(grid)
+
+
+def plan_chunks(shape, segmenter: Segmenter, config: InferConfig, chunks=None) -> tuple[tuple[int, ...], ...]:
+    """The dask chunks :func:`predict_dask` computes in (read the input with these to skip a rechunk)."""
+    window = prediction_window(segmenter, config, shape)
+    return chunk_grid(shape, chunks or default_chunks(shape, window), window)
+
+
+def overhead(chunks, window) -> float:
+    """Windows evaluated per window of the single-volume pass, roughly ``prod(1 + window/chunk)``."""
+    return math.prod(1 + (len(c) - 1) * (w - 1) / sum(c) for c, w in zip(chunks, window))
+
+
+def predict_dask(image, segmenter: Segmenter, config: InferConfig | None = None, chunks=None) -> Prediction:
+    """Lazy dense prediction of a (Z, Y, X) array of any size.
+
+    Parameters
+    ----------
+    image : dask.array.Array or array_like (Z, Y, X)
+        Raw intensities (the model's stored normalisation is applied chunk by chunk). Zarr
+        arrays and other lazy array-likes are read chunk by chunk.
+    segmenter : Segmenter
+    config : InferConfig, optional
+    chunks : (int, int, int), optional
+        Chunk edge; default :func:`default_chunks`. Bigger chunks waste less work at borders
+        and need more memory per dask task.
+
+    Returns
+    -------
+    Prediction
+        ``labels`` (Z, Y, X) and ``probabilities`` (K, Z, Y, X), both uint8 dask arrays that
+        nothing has computed yet; store them (:func:`.zarr_io.store_prediction`) or slice them.
+        Voxel for voxel they equal :func:`.inference.predict` of the whole volume.
+    """
+    probs = probabilities_dask(image, segmenter, config, chunks)
+    labels = probs.map_blocks(labels_uint8, drop_axis=0, dtype=np.uint8)
+    return Prediction(labels, probs.map_blocks(_uint8_copy, dtype=np.uint8))
+
+
+def probabilities_dask(image, segmenter: Segmenter, config: InferConfig | None = None, chunks=None):
+    """Lazy float32 class probabilities (K, Z, Y, X) of ``image``; see :func:`predict_dask`."""
+    config = config or InferConfig()
+    check_channels(segmenter)
+    array = _as_dask(image)
+    window = prediction_window(segmenter, config, array.shape)
+    grid = plan_chunks(array.shape, segmenter, config, chunks)
+    if array.chunks != grid:
+        array = array.rechunk(grid)
+    depth = tuple(w - 1 if len(c) > 1 else 0 for c, w in zip(grid, window))
+    plan = _Plan(array.shape, window, window_grid(array.shape, window, config.overlap), depth,
+                 config.batch_size)
+    payload = dask.delayed(ModelPayload(to_bytes(segmenter), config), pure=True)
+    return da.map_overlap(
+        _predict_block, array, depth=dict(enumerate(depth)), boundary="none", trim=False,
+        new_axis=0, chunks=((segmenter.n_classes,), *grid), dtype=np.float32,
+        name="sparseseg-predict", meta=np.empty((0, 0, 0, 0), np.float32),
+        payload=payload, plan=plan,
+    )
+
+
+def _as_dask(image) -> da.Array:
+    """``image`` as a 3D numeric dask array, or a ValueError naming the problem."""
+    array = image if isinstance(image, da.Array) else da.from_array(image, chunks="auto")
+    if array.ndim != 3:
+        raise ValueError(f"image has {array.ndim} dimensions {array.shape}; a 3D (z, y, x) volume is needed.")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(
+        np.empty(0, array.dtype)
+    ):
+        raise ValueError(f"image has type {array.dtype}; a real-valued numeric volume is needed.")
+    if min(array.shape) < 2:
+        raise ValueError(f"image has shape {array.shape}; every axis needs at least 2 voxels.")
+    return array
+
+
+def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_info=None) -> np.ndarray:
+    """Probabilities (K, *core) of one chunk from the chunk plus its halo."""
+    segmenter, predictor = payload.load()
+    core = [tuple(loc) for loc in block_info[None]["array-location"][1:]]
+    origin = [max(0, lo - d) for (lo, _), d in zip(core, plan.depth)]
+    expected = tuple(min(s, hi + d) - o for s, (_, hi), d, o in zip(plan.shape, core, plan.depth, origin))
+    if block.shape != expected:
+        raise RuntimeError(f"Chunk at {core} came with shape {block.shape}, expected {expected}.")
+    source = segmenter.normalization.apply(_finite(block, core))
+    pad = [(0, max(0, w - s)) if hi == s else (0, 0) for w, s, (_, hi) in zip(plan.window, plan.shape, core)]
+    source = np.pad(source, pad)[None] if any(p for _, p in pad) else source[None]
+    starts = [[s - o for s in axis] for axis, o in zip(plan.starts, origin)]
+    box = [(lo - o, hi - o) for (lo, hi), o in zip(core, origin)]
+    return blend_windows(source, predictor, plan.window, starts, box, plan.batch_size)
+
+
+def _finite(block: np.ndarray, core) -> np.ndarray:
+    block = np.asarray(block, dtype=np.float32)
+    if not np.isfinite(block).all():
+        where = ", ".join(f"{lo}:{hi}" for lo, hi in core)
+        raise ValueError(f"image contains NaN or infinite voxels near [{where}]; fix or mask them first.")
+    return block
+
+
+def _uint8_copy(probs: np.ndarray) -> np.ndarray:
+    """0..1 float probabilities to 0..255 without touching ``probs`` (other tasks read it)."""
+    return probabilities_uint8(probs.copy())

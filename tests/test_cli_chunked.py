@@ -1,0 +1,64 @@
+"""`sparseseg predict` on chunked inputs and outputs (zarr, OME-Zarr, TIFF read lazily)."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sparseseg import cli
+from napari_sparseseg.core import checkpoint, io, zarr_io
+from napari_sparseseg.core.checkpoint import Segmenter
+from napari_sparseseg.core.config import PRESETS, InferConfig, ModelConfig, Preset, TrainConfig
+from napari_sparseseg.core.normalize import Normalization
+from napari_sparseseg.core.synthetic import make_sample
+
+
+@pytest.fixture
+def files(tmp_path, monkeypatch):
+    tiny = Preset(ModelConfig(features=(4, 8)), TrainConfig(patch_size=(8, 16, 16)),
+                  InferConfig(window=(8, 16, 16)))
+    monkeypatch.setitem(PRESETS, "fast", tiny)  # predict uses the default preset's window
+    torch.manual_seed(1)
+    segmenter = Segmenter.create(tiny.model, 3, Normalization(0.0, 1.0, 0.4, 0.3))
+    checkpoint.save(segmenter, tmp_path / "m.pt")
+    sample = make_sample(shape=(16, 40, 36), slices_per_axis=1, seed=3)
+    io.write_volume(tmp_path / "img.tif", sample.image, spacing=(2.0, 0.5, 0.5))
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_zarr_output_equals_the_in_memory_mask_and_reads_back_as_input(capsys, files):
+    d = files
+    model = ["-m", d / "m.pt", "--device", "cpu"]
+    assert run(capsys, "predict", d / "img.tif", *model, "-o", d / "mask.tif")[0] == 0
+    code, _, err = run(capsys, "predict", d / "img.tif", *model, "-o", d / "mask.zarr", "--probabilities",
+                       d / "p.zarr", "--chunks", "8,16,16", "--workers", "2")
+    assert code == 0, err
+    assert "in 8 chunks of (8, 16, 16) on 2 local thread(s)" in err
+    mask = zarr_io.open_lazy(d / "mask.zarr")
+    assert mask.spacing == pytest.approx((2.0, 0.5, 0.5))
+    np.testing.assert_array_equal(np.asarray(mask.dask()), io.read_volume(d / "mask.tif").data)
+    # A zarr input predicted in memory (small, TIFF output) and at level 0 of the OME-Zarr.
+    code, _, err = run(capsys, "predict", f"{d / 'mask.zarr'}:0", "-m", d / "m.pt", "-o", d / "again.tif")
+    assert code == 0, err
+    assert io.read_volume(d / "again.tif").spacing == pytest.approx((2.0, 0.5, 0.5))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["-o", "{d}/mask.tif", "--cluster", "local:2"], r"--cluster was given.*name .*mask.tif \*.zarr"),
+     (["-o", "{d}/mask.zarr", "--chunks", "8,x"], "--chunks '8,x' is not understood"),
+     (["-o", "{d}/mask.zarr", "--cluster", "local:0"], "use local:N"),
+     (["-o", "{d}/mask.zarr", "--level", "2"], "no resolution level|has 1 resolution level"),
+     (["-o", "{d}/missing/mask.zarr"], "does not exist")],
+)
+def test_bad_chunked_requests_exit_2_with_one_sentence(capsys, files, extra, message):
+    d = files
+    code, _, err = run(capsys, "predict", d / "img.tif", "-m", d / "m.pt", *[e.format(d=d) for e in extra])
+    assert code == 2
+    assert err.startswith("sparseseg: error:") and "Traceback" not in err
+    assert __import__("re").search(message, err), err
