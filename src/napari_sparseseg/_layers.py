@@ -41,15 +41,20 @@ def colormap(colors: dict[int, tuple]):
     return DirectLabelColormap(color_dict=mapping)
 
 
-def new_annotation_layer(viewer: napari.Viewer, image, class_names=("background", "class 1")):
-    """Add an empty Labels layer on ``image``'s grid with value 1 = background, 2.. = classes."""
-    data = np.zeros(image.data.shape, np.uint8)
+def new_annotation_layer(viewer: napari.Viewer, image, class_names=("background", "class 1"), region=None):
+    """Add an empty Labels layer on ``image``'s grid with value 1 = background, 2.. = classes.
+
+    ``region`` = (offset, shape) in image voxels makes it cover only that crop (large images).
+    """
+    grid = _grid(image)
+    offset, shape = region if region is not None else ((0, 0, 0), image.data.shape)
+    grid["translate"] = tuple(t + o * s for t, o, s in zip(grid["translate"], offset, grid["scale"]))
     names = list(class_names)
     layer = viewer.add_labels(
-        data,
+        np.zeros(shape, np.uint8),
         name=f"{image.name} annotations",
-        metadata={CLASS_NAMES: names} | _grid(image)["metadata"],
-        **{k: v for k, v in _grid(image).items() if k != "metadata"},
+        metadata={CLASS_NAMES: names} | grid["metadata"],
+        **{k: v for k, v in grid.items() if k != "metadata"},
     )
     set_class_colors(layer, {v: default_color(v) for v in range(1, len(names) + 1)})
     layer.selected_label = 2
@@ -86,6 +91,19 @@ def show_prediction(viewer, image, labels: np.ndarray, colors: dict[int, tuple])
         layer.data[...] = labels
     layer.colormap = colormap(shifted)
     layer.refresh()
+    return layer
+
+
+def show_lazy_prediction(viewer, image, path, colors: dict[int, tuple]):
+    """Show the OME-Zarr mask at ``path`` as '<image> prediction', read chunk by chunk as napari draws."""
+    import dask.array as da
+
+    name = f"{image.name} prediction"
+    if name in viewer.layers:
+        viewer.layers.remove(name)
+    data = da.from_zarr(str(path), component="0")
+    layer = viewer.add_labels(data, name=name, opacity=0.5, **_grid(image))
+    layer.colormap = colormap({v - 1: c for v, c in colors.items() if v > 1})
     return layer
 
 

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import _layers
+from . import _large, _layers
 from ._options import TrainingOptions
 from ._qt_parts import (
     ClassTable,
@@ -39,6 +39,9 @@ from ._qt_parts import (
     row,
 )
 from ._worker import (
+    ChunkedPredictionReady,
+    ChunkedPredictRequest,
+    ChunkProgress,
     Failed,
     Finished,
     ModelReady,
@@ -48,7 +51,7 @@ from ._worker import (
     TrainRequest,
     Worker,
 )
-from .core import io
+from .core import io, zarr_io
 from .core.trainer import Progress
 from .core.uncertainty import AXIS_PLANES, painted_planes, rank_slices
 from .core.validate import check_pair, count_classes
@@ -174,7 +177,11 @@ class SparseSegWidget(QWidget):
         with notify_errors():
             image = self.image()
             _layers.check_volume(image)
-            layer = _layers.new_annotation_layer(self.viewer, image)
+            region = None
+            if _large.is_lazy(image):  # too big to paint whole: a crop around the plane on screen
+                shape = _large.full_resolution(image).shape
+                region = _large.crop_box(shape, _large.view_centre(self.viewer, image))
+            layer = _layers.new_annotation_layer(self.viewer, image, region=region)
             self.annotation_combo.select(layer)
             return layer
         return None
@@ -235,8 +242,9 @@ class SparseSegWidget(QWidget):
         self._show_classes(layer)
 
     def go_to(self, axis: int, index: int) -> None:
+        """Show plane ``index`` along ``axis`` of the annotation layer (of the image if there is none)."""
         with notify_errors():
-            _layers.go_to(self.viewer, self.image(), axis, index)
+            _layers.go_to(self.viewer, self.annotation_combo.layer() or self.image(), axis, index)
 
     # ------------------------------------------------------------ training
 
@@ -244,14 +252,17 @@ class SparseSegWidget(QWidget):
         """Start (or continue) training on the painted voxels in the background."""
         with notify_errors():
             request = self._train_request()
-            _layers.ensure_prediction_layer(self.viewer, self.image(), self._annotation_colors())
+            if not _large.is_lazy(self.image()):
+                _layers.ensure_prediction_layer(self.viewer, self.image(), self._annotation_colors())
             self._start(request, f"Training ({request.train_config.max_time:.0f} s budget)…")
             self.loss_plot.clear()
 
     def _train_request(self) -> TrainRequest:
         image, layer = self.image(), self.annotations()
         _layers.check_volume(image)
-        data, ann = check_pair(np.asarray(image.data), np.asarray(layer.data), image.name, layer.name)
+        crop = _large.image_crop(image, layer)
+        data, ann = check_pair(crop, np.asarray(layer.data), image.name, layer.name)
+        whole = not _large.is_lazy(image)  # a large image trains on its crop; Predict does the rest
         n_classes = count_classes([ann], [layer.name])
         names = tuple(_layers.class_names(layer)[:n_classes])
         init = None if self.options.scratch_check.isChecked() else self.model
@@ -263,7 +274,8 @@ class SparseSegWidget(QWidget):
             data, ann.copy(), tuple(float(s) for s in image.scale[-3:]), names,
             self.options.preset().model, self.options.train_config(), self.options.infer_config(),
             init,
-            self.options.predict_check.isChecked(), _layers.current_plane(self.viewer, image),
+            whole and self.options.predict_check.isChecked(),
+            _layers.current_plane(self.viewer, image) if whole else None,
             self.options.preview_spin.value(),
         )
 
@@ -272,15 +284,27 @@ class SparseSegWidget(QWidget):
         self.worker.stop()
         self.status.setText("Stopping…")
 
-    def predict(self) -> None:
-        """Predict the whole image with the current model."""
+    def predict(self, output: str | None = None) -> None:
+        """Predict the whole image with the current model (a large one chunk by chunk into ``output``)."""
         with notify_errors():
             if self.model is None:
                 raise ValueError("There is no model yet: press Train or Load model first.")
             image = self.image()
             _layers.check_volume(image)
+            if _large.is_lazy(image):
+                self._predict_large(image, output)
+                return
             self._start(PredictRequest(np.asarray(image.data), self.model, self.options.infer_config()),
                         "Predicting…")
+
+    def _predict_large(self, image: Image, output: str | None) -> None:
+        output = output or ask_path(self, "Save the whole-volume prediction", "OME-Zarr (*.zarr)", save=True)
+        if output:
+            zarr_io.check_zarr_output(Path(output))
+            spacing = tuple(float(s) for s in image.scale[-3:])
+            request = ChunkedPredictRequest(_large.lazy_source(image), self.model,
+                                            self.options.infer_config(), str(output), spacing)
+            self._start(request, f"Predicting the whole volume chunk by chunk into {output}…")
 
     def _start(self, request, message: str) -> None:
         self.worker.submit(request)
@@ -319,9 +343,19 @@ class SparseSegWidget(QWidget):
             _layers.show_prediction_plane(self.viewer, self._job_image, event.axis, event.index,
                                           event.labels, self._annotation_colors())
 
+    def _on_chunks(self, event: ChunkProgress) -> None:
+        self.progress.setValue(int(100 * event.done / event.total))
+        self.status.setText(f"Predicting chunk by chunk: {event.done} of {event.total} tasks done.")
+
+    def _on_chunked_prediction(self, event: ChunkedPredictionReady) -> None:
+        _layers.show_lazy_prediction(self.viewer, self._job_image, event.path, self._annotation_colors())
+        seconds = time.perf_counter() - self._job_started
+        self.status.setText(f"Prediction written to {event.path} in {seconds:.0f} s and shown lazily.")
+
     def _on_model(self, event: ModelReady) -> None:
         self.model, self.model_classes = event.model, event.class_names
-        show_info(f"Training stopped after {event.iterations} iterations ({event.reason}).")
+        more = " Press Predict to apply it to the whole volume." if _large.is_lazy(self._job_image) else ""
+        show_info(f"Training stopped after {event.iterations} iterations ({event.reason}).{more}")
 
     def _on_prediction(self, event: PredictionReady) -> None:
         image = self._job_image
@@ -408,6 +442,9 @@ class SparseSegWidget(QWidget):
     def export_prediction(self, path: str | None = None) -> None:
         with notify_errors():
             layer = self.prediction_layer()
+            if _large.is_lazy(layer):
+                raise ValueError(f"'{layer.name}' is already saved as OME-Zarr, chunk by chunk; it is too "
+                                 "large to export as one TIFF or NIfTI file.")
             path = path or ask_path(self, "Export prediction", "Masks (*.tif *.tiff *.nii *.nii.gz)",
                                      save=True)
             if path:
@@ -440,6 +477,8 @@ _HANDLERS = {
     Preview: SparseSegWidget._on_preview,
     ModelReady: SparseSegWidget._on_model,
     PredictionReady: SparseSegWidget._on_prediction,
+    ChunkProgress: SparseSegWidget._on_chunks,
+    ChunkedPredictionReady: SparseSegWidget._on_chunked_prediction,
     Failed: SparseSegWidget._on_failed,
     Finished: SparseSegWidget._on_finished,
 }

@@ -52,6 +52,33 @@ class PredictRequest:
 
 
 @dataclass(frozen=True)
+class ChunkedPredictRequest:
+    """Apply ``model`` to a lazy (dask) ``image`` of any size; write the mask to OME-Zarr ``output``."""
+
+    image: object
+    model: bytes
+    infer_config: InferConfig
+    output: str
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    chunks: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class ChunkProgress:
+    """``done`` of ``total`` dask tasks of a chunked prediction have finished."""
+
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class ChunkedPredictionReady:
+    """The mask is complete in the OME-Zarr store at ``path``."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class Preview:
     """Prediction of plane ``index`` along ``axis`` with the current weights."""
 
@@ -214,6 +241,8 @@ def run_job(job, commands, send, should_stop) -> None:
         _send_prediction(checkpoint.from_bytes(job.model), job.image, job.infer_config, send)
     elif isinstance(job, TrainRequest):
         _train(job, commands, send, should_stop)
+    elif isinstance(job, ChunkedPredictRequest):
+        _predict_chunked(job, send, should_stop)
     else:
         raise TypeError(f"Unknown job {type(job).__name__}.")
 
@@ -276,3 +305,31 @@ def _send_prediction(segmenter, image, infer_config, send) -> None:
 
     result = predict(segmenter, image, infer_config)
     send(PredictionReady(result.labels, result.probabilities, entropy(result.probabilities)))
+
+
+def _predict_chunked(job: ChunkedPredictRequest, send, should_stop) -> None:
+    """Whole-volume prediction chunk by chunk on local threads (the same code as the CLI)."""
+    from .core import checkpoint, zarr_io
+    from .core.chunked import predict_dask
+    from .core.cluster import Runner, Stopped, available_cpus
+
+    segmenter = checkpoint.from_bytes(job.model)
+    prediction = predict_dask(job.image, segmenter, job.infer_config, job.chunks)
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - last[0] >= PROGRESS_INTERVAL:
+            send(ChunkProgress(done, total))
+            last[0] = now
+
+    def compute(store):
+        return Runner(None, available_cpus(), progress=False).compute(store, progress, should_stop)
+
+    try:
+        zarr_io.store_prediction(prediction, job.output, spacing=job.spacing,
+                                 class_names=segmenter.class_names, compute=compute)
+    except Stopped:
+        send(Failed(f"Prediction stopped; {job.output} was not written."))
+        return
+    send(ChunkedPredictionReady(str(job.output)))

@@ -262,10 +262,21 @@ def store_prediction(prediction, output, probabilities=None, *, spacing=(1.0, 1.
     targets = [(Path(output), prediction.labels, "zyx")]
     if probabilities is not None:
         targets.append((Path(probabilities), prediction.probabilities, "czyx"))
+    _store(targets, spacing, unit, {"class_names": list(class_names)}, compute)
+
+
+def write_image(path, data, spacing=(1.0, 1.0, 1.0), unit=None, compute: Callable | None = None) -> None:
+    """Write a (Z, Y, X) array (numpy or dask, chunked as it is) as an OME-Zarr image."""
+    data = data if isinstance(data, da.Array) else da.from_array(data, chunks="auto")
+    _store([(Path(path), data, "zyx")], spacing, unit, {}, compute)
+
+
+def _store(targets, spacing, unit, attrs: dict, compute) -> None:
+    """Atomically write each (path, dask array, axes) as an OME-Zarr image in one computation."""
     for path, _, _ in targets:
         check_zarr_output(path)
     with ExitStack() as stack:
-        sinks = [_ome_array(stack.enter_context(atomic_dir(path)), data, axes, spacing, unit, class_names)
+        sinks = [_ome_array(stack.enter_context(atomic_dir(path)), data, axes, spacing, unit, attrs)
                  for path, data, axes in targets]
         job = da.store([data for _, data, _ in targets], sinks, lock=False, compute=False)
         (compute or dask.compute)(job)
@@ -297,7 +308,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise
 
 
-def _ome_array(folder: Path, data: da.Array, axes: str, spacing, unit, class_names):
+def _ome_array(folder: Path, data: da.Array, axes: str, spacing, unit, attrs: dict):
     """Create an OME-Zarr 0.4 image at ``folder`` for ``data``; return its level-0 zarr array."""
     group = zarr.open_group(str(folder), mode="w", zarr_format=2)
     chunks = tuple(c[0] for c in data.chunks)
@@ -308,8 +319,9 @@ def _ome_array(folder: Path, data: da.Array, axes: str, spacing, unit, class_nam
         "axes": [_axis(a, unit) for a in axes],
         "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
     }]
-    group.attrs["sparseseg"] = {"class_names": list(class_names),
-                               "values": "probability x 255" if "c" in axes else "class index"}
+    if attrs:
+        values = "probability x 255" if "c" in axes else "class index"
+        group.attrs["sparseseg"] = {**attrs, "values": values}
     return group.create_array("0", shape=data.shape, chunks=chunks, dtype=data.dtype, fill_value=0,
                               chunk_key_encoding={"name": "v2", "separator": "/"})
 
