@@ -1,7 +1,8 @@
 """Render docs/benchmarks.md from the JSON results of bench_core.py and compare_presets.py.
 
-Everything in the file is regenerated except the text between the ``decision`` markers,
-which is written by a person after reading the numbers and kept across runs.
+Only the sections these scripts own are rewritten; the text between the ``decision`` markers
+is written by a person after reading the numbers and kept across runs, and the sections of
+other scripts are left alone.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+
+from _docs import replace_section
 
 START, END = "<!-- decision:start -->", "<!-- decision:end -->"
 CORE_CMD = "PYTHONPATH=src .venv/bin/python benchmarks/bench_core.py"
@@ -143,27 +146,12 @@ def contention_section(path: Path) -> list[str]:
 
 
 def write_docs(path: Path, results: dict, block: str, presets_json: Path) -> None:
-    """Write the whole benchmarks page, keeping the hand-written decision."""
+    """Rewrite this script's sections of the benchmarks page, keeping the others and the decision."""
     decision = kept_decision(path)
-    lines = [
-        "# Benchmarks",
-        "",
-        "Measured numbers only; each section names the command that reproduces it. The machine is",
-        "shared: timings wait for idle CPUs and are medians of repeats (or the best of repeated",
-        "runs where a section says so, to filter out other users' load).",
-        "",
-        *presets_section(presets_json),
-        "",
-        "### Chosen default",
-        "",
-        START,
-        decision,
-        END,
-        "",
-        *core_section(results, block),
-        "",
-        *contention_section(presets_json.parent / "bench_contention.json"),
-        "",
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    presets = presets_section(presets_json) + ["", "### Chosen default", "", START, decision, END]
+    replace_section(presets[0], "\n".join(presets), path)
+    core = core_section(results, block)
+    replace_section(core[0], "\n".join(core), path)
+    contention = contention_section(presets_json.parent / "bench_contention.json")
+    if contention:
+        replace_section(contention[0], "\n".join(contention), path)

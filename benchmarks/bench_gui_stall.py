@@ -59,9 +59,10 @@ from pathlib import Path
 
 import numpy as np
 
+from _docs import DOCS, find_section, replace_section
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DOCS = ROOT / "docs" / "benchmarks.md"
 HEADING = "## GUI responsiveness while training"
 FINDINGS = ("<!-- gui-stall:findings:start -->", "<!-- gui-stall:findings:end -->")
 FINDINGS_PLACEHOLDER = "_No findings written yet: read the numbers below and write them here._"
@@ -891,22 +892,15 @@ def cause_lines(r: dict) -> str:
 def write_section(block: str) -> None:
     """Replace (or append) this script's section in docs/benchmarks.md, keeping every other one
     and the hand-written findings between the FINDINGS markers of the existing section."""
-    text = DOCS.read_text() if DOCS.is_file() else "# Benchmarks\n"
-    pattern = re.compile(r"^" + re.escape(HEADING) + r"\n.*?(?=^## |\Z)", re.S | re.M)
-    found = pattern.search(text)
+    found = find_section(HEADING)
     kept = (
-        re.search(re.escape(FINDINGS[0]) + r"\n(.*?)\n" + re.escape(FINDINGS[1]), found.group(0), re.S)
+        re.search(re.escape(FINDINGS[0]) + r"\n(.*?)\n" + re.escape(FINDINGS[1]), found, re.S)
         if found
         else None
     )
     if kept:
         block = block.replace(FINDINGS_PLACEHOLDER, kept.group(1))
-    if found:
-        text = pattern.sub(lambda _: block + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
+    replace_section(HEADING, block)
 
 
 if __name__ == "__main__":

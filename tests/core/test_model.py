@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from napari_sparseseg.core.config import ModelConfig, pools_for_spacing, preset
+from napari_sparseseg.core.config import ModelConfig, TrainConfig, pools_for_spacing, preset
 from napari_sparseseg.core.model import UNet3D, count_parameters
 
 PAPER_PARAMETERS = 19_069_955  # Çiçek et al. 2016, 1 input channel, 3 classes
@@ -20,7 +20,7 @@ def test_paper_preset_architecture():
     assert [d.up.out_channels for d in net.decoders] == [512, 256, 128]
 
 
-@pytest.mark.parametrize("norm", ["batch", "instance", "group"])
+@pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])
 @pytest.mark.parametrize("shape", [(8, 16, 16), (5, 13, 11), (1, 7, 9)])
 def test_forward_keeps_odd_shapes(norm, shape):
     config = ModelConfig(features=(4, 8, 16), norm=norm, pools=((1, 2, 2), (2, 2, 2)))
@@ -49,3 +49,5 @@ def test_config_rejects_bad_values():
         ModelConfig(features=(4, 8, 16), pools=((2, 2, 2),))
     with pytest.raises(ValueError, match="preset"):
         preset("huge")
+    with pytest.raises(ValueError, match="intensity_augment"):
+        TrainConfig(intensity_augment=1.5)

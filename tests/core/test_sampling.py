@@ -65,3 +65,17 @@ def test_no_quarter_turns_when_in_plane_spacing_differs():
 def test_fit_patch_rounds_to_pool_multiples():
     assert fit_patch((32, 64, 64), (5, 100, 30), (2, 4, 4)) == (6, 64, 32)
     assert fit_patch((30, 62, 64), (100, 100, 100), (2, 4, 4)) == (30, 64, 64)
+
+
+def test_intensities_are_kept_unless_intensity_augmentation_is_asked_for():
+    ann = np.zeros((6, 12, 12), np.uint8)
+    ann[3] = 1
+    image = np.full(ann.shape, 2.0, np.float32)
+    target = annotation_to_target(ann)
+    plain = PatchSampler([image], [target], (6, 12, 12), (1.0, 1.0, 1.0), np.random.default_rng(0))
+    assert all(np.all(plain.sample(1)[0] == 2.0) for _ in range(10))
+    varied = PatchSampler([image], [target], (6, 12, 12), (1.0, 1.0, 1.0), np.random.default_rng(0),
+                          intensity=0.2)
+    values = np.array([varied.sample(1)[0].mean() for _ in range(20)])
+    assert values.min() >= 2 * 0.8 - 0.2 and values.max() <= 2 * 1.2 + 0.2
+    assert values.std() > 0.05

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 Triple = tuple[int, int, int]
 
-NORMS = ("batch", "instance", "group")
+NORMS = ("batch", "instance", "group", "none")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class TrainConfig:
 
     ``max_time`` (seconds) and ``iterations`` are budgets: training stops at
     whichever comes first (``None`` = no limit on that one; at least one is needed).
+    ``augment`` turns on flips and right-angle turns; ``intensity_augment`` = a adds a
+    random intensity scale in [1 - a, 1 + a] and shift in [-a, a] (normalised units).
     """
 
     patch_size: Triple = (32, 64, 64)
@@ -78,6 +80,7 @@ class TrainConfig:
     device: str = "auto"
     augment: bool = True
     class_balance: bool = True
+    intensity_augment: float = 0.0
 
     def __post_init__(self):
         if self.iterations is None and self.max_time is None:
@@ -88,6 +91,8 @@ class TrainConfig:
             raise ValueError(f"max_time must be positive seconds, got {self.max_time}.")
         if not 0.0 <= self.dice_weight <= 1.0:
             raise ValueError(f"dice_weight (alpha) must lie in [0, 1], got {self.dice_weight}.")
+        if not 0.0 <= self.intensity_augment < 1.0:
+            raise ValueError(f"intensity_augment must lie in [0, 1), got {self.intensity_augment}.")
         if self.batch_size < 1 or min(self.patch_size) < 1:
             raise ValueError("batch_size and patch_size must be positive.")
 

@@ -12,6 +12,8 @@ from .config import ModelConfig
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm3d(channels)
+    if kind == "none":
+        return nn.Identity()
     if kind == "instance":
         return nn.InstanceNorm3d(channels, affine=True)
     return nn.GroupNorm(min(8, channels), channels)

@@ -41,10 +41,15 @@ class PatchSampler:
         Voxel spacing; in-plane 90 degree rotations are used only where it is isotropic.
     rng : numpy Generator
     augment : bool
+        Random flips and right-angle turns.
+    n_classes : int, optional
+    intensity : float
+        Random intensity scale in [1 - intensity, 1 + intensity] and shift in
+        [-intensity, intensity]; 0 keeps intensities as they are.
     """
 
-    def __init__(self, images, targets, patch, spacing, rng, augment=True, n_classes=None):
-        self.patch, self.rng, self.augment = tuple(patch), rng, augment
+    def __init__(self, images, targets, patch, spacing, rng, augment=True, n_classes=None, intensity=0.0):
+        self.patch, self.rng, self.augment, self.intensity = tuple(patch), rng, augment, intensity
         self.images = [_pad_to(im, self.patch, 0.0) for im in images]
         self.targets = [_pad_to(t, self.patch, -1) for t in targets]
         self.n_classes = n_classes or int(max(t.max() for t in self.targets)) + 1
@@ -94,7 +99,9 @@ class PatchSampler:
                 x, y = np.flip(x, axis), np.flip(y, axis)
         k = int(rng.integers(4)) if self.rotate90 else 2 * int(rng.integers(2))
         x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
-        x = x * np.float32(rng.uniform(0.85, 1.15)) + np.float32(rng.uniform(-0.15, 0.15))
+        if self.intensity:
+            a = self.intensity
+            x = x * np.float32(rng.uniform(1 - a, 1 + a)) + np.float32(rng.uniform(-a, a))
         return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y)
 
 

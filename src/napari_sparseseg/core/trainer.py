@@ -106,6 +106,7 @@ def _sampler(segmenter, images, annotations, config, rng) -> PatchSampler:
         rng,
         augment=config.augment,
         n_classes=segmenter.n_classes,
+        intensity=config.intensity_augment,
     )
 
 
