@@ -188,7 +188,7 @@ def _predict_chunked(args, path: Path, level) -> None:
     with runner(args.scheduler, args.cluster, args.workers) as run:
         _say(f"predicting {volume.path} {volume.shape} in {np.prod([len(c) for c in grid])} chunks of "
              f"{tuple(c[0] for c in grid)} on {run.description} (window work x{extra:.2f} at borders)")
-        prediction = predict_dask(volume.dask(grid), segmenter, infer, chunks)
+        prediction = predict_dask(volume.array, segmenter, infer, chunks)
         started = time.perf_counter()
         zarr_io.store_prediction(prediction, args.output, args.probabilities, spacing=volume.spacing,
                                  unit=volume.unit, class_names=segmenter.class_names, compute=run.compute)

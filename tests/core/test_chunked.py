@@ -1,6 +1,7 @@
 """Chunked (dask) prediction: equal to the single-volume result at chunk borders; model loaded once."""
 
 import logging
+import sys
 
 import dask
 import dask.array as da
@@ -104,6 +105,8 @@ def test_torch_threads_fill_but_do_not_oversubscribe_cores():
     assert cluster.torch_threads(16, cpus=8) == 1
     with pytest.raises(ValueError, match="local:N"):
         cluster.parse_cluster("remote:2")
+    if sys.platform.startswith("linux"):
+        assert cluster.limit_heap_growth()  # glibc: fixed mmap threshold, RSS stays flat over chunks
 
 
 def test_two_worker_local_cluster_ships_the_model_once_per_worker(segmenter, tmp_path):

@@ -1,13 +1,21 @@
 """Prediction of volumes larger than memory, chunk by chunk, with dask.
 
-:func:`predict_dask` turns a (Z, Y, X) dask array into lazy labels and probabilities. Each chunk
-is read with a halo of ``window - 1`` voxels on every inner side (``dask.array.map_overlap``,
-no padding at the volume's edges) and gets the blended outputs of exactly those windows of the
-*whole-volume* grid (:func:`.inference.window_grid`) that touch it, with the same Gaussian
-weights, added in the same order. So every voxel is the weighted mean of the same window
-outputs as in :func:`.inference.predict`, whatever the chunking. Windows across a chunk border
-run once for each chunk they touch: about ``prod(1 + window / chunk)`` times the work of one
-pass, which the default chunks (:data:`CHUNK_WINDOWS` windows per axis) keep near 2x.
+:func:`predict_dask` turns a (Z, Y, X) volume into lazy labels and probabilities. Each chunk is
+predicted from the chunk plus a halo of ``window - 1`` voxels on every inner side: it gets the
+blended outputs of exactly those windows of the *whole-volume* grid (:func:`.inference.window_grid`)
+that touch it, with the same Gaussian weights, added in the same order. So every voxel is the
+weighted mean of the same window outputs as in :func:`.inference.predict`, whatever the chunking.
+Windows across a chunk border run once for each chunk they touch: about ``prod(1 + window / chunk)``
+times the work of one pass (:func:`overhead`), which the default chunks (:data:`CHUNK_WINDOWS`
+windows per axis) keep near 2x.
+
+Two kinds of input:
+
+- storage (a zarr array, :class:`.zarr_io.TiffArray`, a numpy memmap: anything sliceable and
+  picklable): every task reads its own chunk and halo from it, so tasks share nothing and memory is
+  bounded by (dask threads) x (one chunk's working set), whatever the volume's size;
+- a dask array (any pipeline): ``dask.array.map_overlap`` adds the halos from neighbouring chunks;
+  dask then keeps input chunks until their neighbours are done (about one slab of chunks).
 
 Intensities use the normalisation stored with the model, never per-chunk statistics. The model
 travels as one :class:`ModelPayload` key in the graph, so a dask.distributed worker receives it
@@ -130,9 +138,10 @@ def predict_dask(image, segmenter: Segmenter, config: InferConfig | None = None,
 
     Parameters
     ----------
-    image : dask.array.Array or array_like (Z, Y, X)
-        Raw intensities (the model's stored normalisation is applied chunk by chunk). Zarr
-        arrays and other lazy array-likes are read chunk by chunk.
+    image : zarr array, dask array or other array-like (Z, Y, X)
+        Raw intensities (the model's stored normalisation is applied chunk by chunk). Storage
+        such as a zarr array is read by each task for its own chunk (bounded memory); a dask
+        array goes through ``dask.array.map_overlap``.
     segmenter : Segmenter
     config : InferConfig, optional
     chunks : (int, int, int), optional
@@ -155,35 +164,39 @@ def probabilities_dask(image, segmenter: Segmenter, config: InferConfig | None =
     """Lazy float32 class probabilities (K, Z, Y, X) of ``image``; see :func:`predict_dask`."""
     config = config or InferConfig()
     check_channels(segmenter)
-    array = _as_dask(image)
-    window = prediction_window(segmenter, config, array.shape)
-    grid = plan_chunks(array.shape, segmenter, config, chunks)
-    if array.chunks != grid:
-        array = array.rechunk(grid)
+    _check_array(image)
+    window = prediction_window(segmenter, config, image.shape)
+    grid = plan_chunks(image.shape, segmenter, config, chunks)
     depth = tuple(w - 1 if len(c) > 1 else 0 for c, w in zip(grid, window))
-    plan = _Plan(array.shape, window, window_grid(array.shape, window, config.overlap), depth,
+    plan = _Plan(tuple(image.shape), window, window_grid(image.shape, window, config.overlap), depth,
                  config.batch_size)
-    payload = dask.delayed(ModelPayload(to_bytes(segmenter), config), pure=True)
-    return da.map_overlap(
-        _predict_block, array, depth=dict(enumerate(depth)), boundary="none", trim=False,
-        new_axis=0, chunks=((segmenter.n_classes,), *grid), dtype=np.float32,
-        name="sparseseg-predict", meta=np.empty((0, 0, 0, 0), np.float32),
-        payload=payload, plan=plan,
-    )
+    common = {"chunks": ((segmenter.n_classes,), *grid), "dtype": np.float32, "name": "sparseseg-predict",
+              "meta": np.empty((0, 0, 0, 0), np.float32), "plan": plan,
+              "payload": dask.delayed(ModelPayload(to_bytes(segmenter), config), pure=True)}
+    if not isinstance(image, da.Array):  # storage: every task reads its own chunk and halo
+        return da.map_blocks(_read_and_predict, source=dask.delayed(image), **common)
+    array = image.rechunk(grid) if image.chunks != grid else image
+    return da.map_overlap(_predict_block, array, depth=dict(enumerate(depth)), boundary="none", trim=False,
+                          new_axis=0, **common)
 
 
-def _as_dask(image) -> da.Array:
-    """``image`` as a 3D numeric dask array, or a ValueError naming the problem."""
-    array = image if isinstance(image, da.Array) else da.from_array(image, chunks="auto")
-    if array.ndim != 3:
-        raise ValueError(f"image has {array.ndim} dimensions {array.shape}; a 3D (z, y, x) volume is needed.")
-    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(
-        np.empty(0, array.dtype)
-    ):
-        raise ValueError(f"image has type {array.dtype}; a real-valued numeric volume is needed.")
-    if min(array.shape) < 2:
-        raise ValueError(f"image has shape {array.shape}; every axis needs at least 2 voxels.")
-    return array
+def _check_array(image) -> None:
+    """Raise a ValueError unless ``image`` is a 3D real-valued array (any array-like)."""
+    shape, dtype = tuple(getattr(image, "shape", ())), np.dtype(getattr(image, "dtype", object))
+    if len(shape) != 3:
+        raise ValueError(f"image has {len(shape)} dimensions {shape}; a 3D (z, y, x) volume is needed.")
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype.kind == "b"):
+        raise ValueError(f"image has type {dtype}; a real-valued numeric volume is needed.")
+    if min(shape) < 2:
+        raise ValueError(f"image has shape {shape}; every axis needs at least 2 voxels.")
+
+
+def _read_and_predict(source, payload: ModelPayload, plan: _Plan, block_info=None) -> np.ndarray:
+    """Read one chunk plus its halo straight from ``source``, then :func:`_predict_block`."""
+    core = block_info[None]["array-location"][1:]
+    bounds = zip(core, plan.depth, plan.shape)
+    region = tuple(slice(max(0, lo - d), min(s, hi + d)) for (lo, hi), d, s in bounds)
+    return _predict_block(np.asarray(source[region]), payload, plan, block_info)
 
 
 def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_info=None) -> np.ndarray:

@@ -9,6 +9,7 @@ machine`` torch threads (at least 1), e.g. 1 each for 2 worker processes on 2 co
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -20,6 +21,8 @@ import dask
 from dask.callbacks import Callback
 from dask.diagnostics import ProgressBar
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
+
 
 class Stopped(Exception):
     """The user asked to stop; raised from the scheduler between tasks."""
@@ -30,6 +33,20 @@ def available_cpus() -> int:
     with contextlib.suppress(AttributeError):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+def limit_heap_growth(threshold: int = 8 << 20) -> bool:
+    """Make glibc serve allocations above ``threshold`` bytes with mmap, always (Linux only).
+
+    glibc raises its mmap threshold after each large free, so chunk-sized arrays then come from
+    the heap and fragment it: peak RSS crept up with the number of chunks (725 -> 844 MiB from
+    32 to 128 chunks here); with a fixed threshold it stayed flat (~430 MiB). Returns whether it applied.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return all(libc.mallopt(option, threshold) == 1 for option in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 def torch_threads(dask_threads: int, cpus: int | None = None) -> int:
@@ -60,6 +77,7 @@ class Runner:
 
         before = torch.get_num_threads()
         torch.set_num_threads(torch_threads(self.threads))
+        limit_heap_growth()
         try:
             with contextlib.ExitStack() as stack:
                 if on_progress or should_stop:
@@ -158,6 +176,7 @@ def _set_worker_threads(per_host: dict, dask_worker=None) -> int:
     from distributed.comm import get_address_host
 
     threads = torch_threads(per_host.get(get_address_host(dask_worker.address), 1))
+    limit_heap_growth()
     torch.set_num_threads(threads)
     return threads
 

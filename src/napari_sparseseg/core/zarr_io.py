@@ -60,6 +60,12 @@ class LazyVolume:
     def nbytes(self) -> int:
         return int(np.prod(self.source.shape)) * np.dtype(self.source.dtype).itemsize
 
+    @property
+    def array(self):
+        """The (Z, Y, X) volume as a picklable array-like that reads only what is sliced."""
+        extra = len(self.source.shape) - 3
+        return _Leading(self.source, extra) if extra else self.source
+
     def dask(self, chunks=None) -> da.Array:
         """The volume as a (Z, Y, X) dask array with ``chunks`` (default: the file's own)."""
         extra = len(self.source.shape) - 3
@@ -67,6 +73,18 @@ class LazyVolume:
         array = da.from_array(self.source, chunks=((1,),) * extra + chunks, lock=False,
                               name=f"read-{uuid.uuid4().hex}")
         return array[(0,) * extra] if extra else array
+
+
+class _Leading:
+    """A view of ``source`` at index 0 of its ``extra`` leading (length-1) axes."""
+
+    def __init__(self, source, extra: int):
+        self.source, self.extra = source, extra
+        self.shape, self.dtype, self.ndim = tuple(source.shape[extra:]), source.dtype, source.ndim - extra
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        return self.source[(0,) * self.extra + key]
 
 
 class TiffArray:
