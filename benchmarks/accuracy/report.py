@@ -214,3 +214,106 @@ def _plot_vs_seconds(results: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+DOCS_HEADING = "## Accuracy against a random forest from the same strokes"
+DOCS_COMMAND = (
+    "PYTHONPATH=src nice -n 10 .venv/bin/python benchmarks/bench_core.py --max-wait 300 && \\\n"
+    "nice -n 10 .venv/bin/python -m benchmarks.accuracy.run --dataset all --k 1 2 3 5 "
+    "--max-time 120 --curve 30 60 --wait-quiet 300 --docs"
+)
+
+
+def docs_section(results: list[dict], core: dict | None) -> str:
+    """The accuracy section of docs/benchmarks.md: the issue's figures in short tables."""
+    m = results[0]["machine"]
+    packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    lines = [
+        DOCS_HEADING,
+        "",
+        "Method, data and diagnostics: [accuracy.md](accuracy.md). Reproduce with:",
+        "",
+        "```bash",
+        DOCS_COMMAND,
+        "```",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores; {packages}; started {m['date']}.",
+        "- Net = `sparseseg segment image annotations --output mask --max-time T` (default preset),",
+        "  forest = ilastik-style random forest on 22 filter features from the same painted voxels;",
+        "  both timed as whole commands (start-up, reading, training, prediction, writing).",
+        "- Dice = mean foreground Dice on the voxels that were not painted. CPU s ÷ wall s near 2",
+        "  means the command had both cores; well below 2, another process took some.",
+        "",
+        "### Dice against painted slices per axis (K)",
+        "",
+        *k_table(results),
+        "",
+        "### K = 3: budgets, upper bound, time, memory",
+        "",
+        *budget_table(results),
+        "",
+        "### Against the targets",
+        "",
+    ]
+    for res in results:
+        lines += target_lines(res)
+    lines += ["", *core_lines(core), "", "![Dice and wall time against K](images/accuracy_dice_vs_k.png)",
+              "![Dice against seconds](images/accuracy_dice_vs_seconds.png)"]
+    return "\n".join(lines)
+
+
+def k_table(results: list[dict]) -> list[str]:
+    """Net and forest Dice (and wall s) per dataset and K."""
+    lines = ["| dataset | K | painted | net Dice | forest Dice | net − forest | net wall s | forest wall s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        budget = res["settings"]["max_time"]
+        for k in res["settings"]["k"]:
+            net, forest = _runs(res, "net", budget, k), _runs(res, "forest", k=k)
+            if not net or not forest:
+                continue
+            net, forest = net[0], forest[0]
+            lines.append(
+                f"| {res['dataset']['name']} | {k} | {100 * net['painted_fraction']:.1f} % "
+                f"| {net['mean_fg_dice']:.4f} | {forest['mean_fg_dice']:.4f} "
+                f"| {net['mean_fg_dice'] - forest['mean_fg_dice']:+.4f} | {net['wall_s']:.1f} "
+                f"| {forest['wall_s']:.1f} |"
+            )
+    return lines
+
+
+def budget_table(results: list[dict]) -> list[str]:
+    """At the curve K: every net budget, the dense-truth bound and the forest, with resources."""
+    lines = ["| dataset | run | Dice | wall s | CPU s | peak RAM MiB | iterations | predict Mvox/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        k = _curve_k(res)
+        rows = [(f"net {r['budget_s']:g} s", r) for r in _runs(res, "net", k=k)]
+        rows += [(f"net {r['budget_s']:g} s, dense truth", r) for r in _runs(res, "net-dense", k=k)]
+        rows += [("forest", r) for r in _runs(res, "forest", k=k)]
+        for label, r in rows:
+            lines.append(
+                f"| {res['dataset']['name']} | {label} | {r['mean_fg_dice']:.4f} | {r['wall_s']:.1f} "
+                f"| {_fmt(r.get('cpu_s'))} | {r['peak_rss_mib']:.0f} | {_fmt(r.get('iterations'))} "
+                f"| {_fmt(r.get('infer_vox_per_s'), 1e-6)} |"
+            )
+    return lines
+
+
+def core_lines(core: dict | None) -> list[str]:
+    """Train-step throughput against the bf16 matmul of the same bench_core run."""
+    if not core:
+        return ["Train-step throughput: not measured (run `benchmarks/bench_core.py` first)."]
+    step, matmul = core["train"][0], core["matmul_bf16_gflops"]
+    infer = core["infer"]
+    return [
+        f"Train step ({step['label']}, {_x(step['patch'])} × {step['batch']}): "
+        f"**{step['gflops']:.0f} GFLOP/s = {100 * step['gflops'] / matmul:.0f} %** of the bf16 matmul "
+        f"({matmul:.0f} GFLOP/s) measured in the same `bench_core.py` run ({core['machine']['date']}; "
+        f"target ≥ 40 %: {_ok(step['gflops'] / matmul >= 0.4)}); prediction "
+        f"{infer['mvox_per_s']:.2f} Mvox/s on {_x(infer['shape'])} (details: Core speed above).",
+    ]
+
+
+def _x(sizes) -> str:
+    return "×".join(map(str, sizes))

@@ -23,6 +23,7 @@ import numpy as np
 
 from napari_sparseseg.core import io
 
+from .._docs import replace_section
 from . import commands, data, protocol, report
 
 RESULTS = data.CACHE.parent
@@ -49,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="before each timed command wait up to S seconds for idle CPUs",
     )
     parser.add_argument("--report-only", action="store_true", help="re-render summary and plots")
+    parser.add_argument("--docs", action="store_true", help="rewrite the accuracy part of docs/benchmarks.md")
     return _defaults(parser.parse_args(argv))
 
 
@@ -184,6 +186,10 @@ def main(argv=None) -> int:
     summary = report.render(results, images, prefix="quick_" if args.quick else "")
     (RESULTS / f"summary{args.suffix}.md").write_text(summary)
     print(summary)
+    if args.docs and results:
+        core = RESULTS.parent / "bench_core.json"
+        core = json.loads(core.read_text()) if core.is_file() else None
+        replace_section(report.DOCS_HEADING, report.docs_section(results, core))
     return 0
 
 

@@ -129,13 +129,17 @@ def _budget_reached(config: TrainConfig, it: int, elapsed: float) -> str:
 
 
 def _set_lr(optim, config: TrainConfig, it: int, elapsed: float) -> None:
-    """Polynomial decay over whichever budget is further used up."""
+    """Polynomial decay to zero over whichever budget is further used up.
+
+    Ending at (almost) zero lets the last iterations settle the weights instead of moving the
+    decision boundary from one step to the next.
+    """
     used = 0.0
     if config.iterations:
         used = it / config.iterations
     if config.max_time:
         used = max(used, elapsed / config.max_time)
-    lr = config.learning_rate * (1.0 - min(used, 0.95)) ** 0.9
+    lr = config.learning_rate * max(1.0 - used, 0.0) ** 0.9
     for group in optim.param_groups:
         group["lr"] = lr
 
