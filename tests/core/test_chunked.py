@@ -130,3 +130,12 @@ def test_two_worker_local_cluster_ships_the_model_once_per_worker(segmenter, tmp
     mask = zarr_io.open_lazy(tmp_path / "mask.zarr")
     assert mask.spacing == (2.0, 1.0, 1.0)
     np.testing.assert_array_equal(np.asarray(mask.dask()), reference.labels)
+
+
+def test_the_callers_array_is_never_normalised_in_place(segmenter):
+    image = _volume((16, 32, 32))
+    before = image.copy()
+    config = InferConfig(window=(8, 16, 16), device="cpu")
+    for source in (image, da.from_array(image, chunks=(8, 16, 16)), da.from_array(image, chunks=-1)):
+        chunked.predict_dask(source, segmenter, config, (8, 16, 16)).labels.compute(scheduler="threads")
+        np.testing.assert_array_equal(image, before)

@@ -196,18 +196,20 @@ def _read_and_predict(source, payload: ModelPayload, plan: _Plan, block_info=Non
     core = block_info[None]["array-location"][1:]
     bounds = zip(core, plan.depth, plan.shape)
     region = tuple(slice(max(0, lo - d), min(s, hi + d)) for (lo, hi), d, s in bounds)
-    return _predict_block(np.asarray(source[region]), payload, plan, block_info)
+    block = np.asarray(source[region])
+    return _predict_block(block, payload, plan, block_info, private=block.flags.owndata)
 
 
-def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_info=None) -> np.ndarray:
-    """Probabilities (K, *core) of one chunk from the chunk plus its halo."""
+def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_info=None,
+                   private: bool = False) -> np.ndarray:
+    """Probabilities (K, *core) of one chunk from the chunk plus its halo (``private``: ours to overwrite)."""
     segmenter, predictor = payload.load()
     core = [tuple(loc) for loc in block_info[None]["array-location"][1:]]
     origin = [max(0, lo - d) for (lo, _), d in zip(core, plan.depth)]
     expected = tuple(min(s, hi + d) - o for s, (_, hi), d, o in zip(plan.shape, core, plan.depth, origin))
     if block.shape != expected:
         raise RuntimeError(f"Chunk at {core} came with shape {block.shape}, expected {expected}.")
-    source = segmenter.normalization.apply(_finite(block, core))
+    source = segmenter.normalization.apply(_finite(block, core, private), in_place=True)
     pad = [(0, max(0, w - s)) if hi == s else (0, 0) for w, s, (_, hi) in zip(plan.window, plan.shape, core)]
     source = np.pad(source, pad)[None] if any(p for _, p in pad) else source[None]
     starts = [[s - o for s in axis] for axis, o in zip(plan.starts, origin)]
@@ -215,8 +217,9 @@ def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_
     return blend_windows(source, predictor, plan.window, starts, box, plan.batch_size)
 
 
-def _finite(block: np.ndarray, core) -> np.ndarray:
-    block = np.asarray(block, dtype=np.float32)
+def _finite(block: np.ndarray, core, private: bool) -> np.ndarray:
+    """``block`` as float32 we may overwrite (copied unless ``private``), or a ValueError on NaN/inf."""
+    block = np.asarray(block, dtype=np.float32) if private else np.array(block, dtype=np.float32)
     if not np.isfinite(block).all():
         where = ", ".join(f"{lo}:{hi}" for lo, hi in core)
         raise ValueError(f"image contains NaN or infinite voxels near [{where}]; fix or mask them first.")

@@ -22,9 +22,12 @@ class Normalization:
     mean: float
     std: float
 
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """Return a float32 copy of ``image`` clipped and standardised."""
-        out = np.clip(image, self.low, self.high).astype(np.float32, copy=False)
+    def apply(self, image: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """Return ``image`` clipped and standardised as float32: a copy, or ``image`` itself when
+        ``in_place`` and it is a float32 array (saves a chunk-sized copy in chunked prediction)."""
+        inside = in_place and isinstance(image, np.ndarray) and image.dtype == np.float32
+        out = np.clip(image, self.low, self.high, out=image if inside else None)
+        out = out.astype(np.float32, copy=False)
         out -= np.float32(self.mean)
         out /= np.float32(self.std)
         return out
