@@ -9,20 +9,26 @@ reaches. Iteration counts, unlike seconds, do not depend on what else loads the 
 
     nice -n 10 .venv/bin/python -m benchmarks.accuracy.curve --dataset synthetic --k 3 \\
         --eval-at 25 50 100 200 --label fast
-    ... --norm batch --label batch-norm
+    ... --norm batch --class-balance --recompute-bn --label batch-norm
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
 from dataclasses import replace
 
+import numpy as np
+import torch
+
 from napari_sparseseg.core import checkpoint
+from napari_sparseseg.core import device as dev
 from napari_sparseseg.core.config import InferConfig, preset
 from napari_sparseseg.core.inference import predict
+from napari_sparseseg.core.sampling import PatchSampler, annotation_to_target
 from napari_sparseseg.core.trainer import prepare, train
 
 from . import data, protocol
@@ -36,14 +42,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--eval-at", type=int, nargs="+", default=[25, 50, 100, 200])
     parser.add_argument("--label", default="fast", help="name of this variant in the results")
     parser.add_argument("--preset", default="fast")
-    parser.add_argument("--norm", choices=["batch", "instance", "group"])
+    parser.add_argument("--norm", choices=["none", "batch", "instance", "group"])
     parser.add_argument("--features", type=int, nargs="+", help="encoder widths, e.g. 8 16 32")
     parser.add_argument("--lr", type=float)
     parser.add_argument("--dice-weight", type=float)
     parser.add_argument("--batch", type=int)
     parser.add_argument("--patch", type=int, nargs=3)
-    parser.add_argument("--no-class-balance", action="store_true", help="unweighted cross-entropy")
-    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--class-balance", action="store_true", help="inverse-frequency CE weights")
+    parser.add_argument("--no-augment", action="store_true", help="no flips or turns")
+    parser.add_argument("--intensity", type=float, default=0.0, help="intensity augmentation range")
+    parser.add_argument("--recompute-bn", action="store_true",
+                        help="also score with batch-norm statistics recomputed over 30 batches")
     parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation at each point")
     parser.add_argument("--quick", action="store_true", help="small centre crop")
     parser.add_argument("--save", help="write the final model here (for windows.py)")
@@ -61,8 +70,9 @@ def configs(args: argparse.Namespace):
     changes = {
         "iterations": max(args.eval_at),
         "max_time": None,
-        "class_balance": not args.no_class_balance,
+        "class_balance": args.class_balance,
         "augment": not args.no_augment,
+        "intensity_augment": args.intensity,
     }
     for key, value in (
         ("learning_rate", args.lr),
@@ -75,7 +85,8 @@ def configs(args: argparse.Namespace):
     return model, replace(chosen.train, **changes), replace(chosen.infer, flip_tta=args.tta)
 
 
-def points(dataset: data.Dataset, k: int, model, train_config, infer: InferConfig, eval_at):
+def points(dataset: data.Dataset, k: int, model, train_config, infer: InferConfig, eval_at,
+           recompute_bn: bool = False):
     """Dice on the unpainted voxels after each iteration count in ``eval_at``; also the segmenter."""
     annotation = protocol.paint(dataset.truth, k)
     unpainted = annotation == 0
@@ -89,8 +100,10 @@ def points(dataset: data.Dataset, k: int, model, train_config, infer: InferConfi
         start = time.perf_counter()
         labels = predict(segmenter, dataset.image, infer).labels
         infer_s = time.perf_counter() - start
-        segmenter.net.train()
         score = protocol.score(labels, dataset.truth, unpainted, dataset.class_names)
+        if recompute_bn:
+            score["recomputed_bn_dice"] = recomputed_bn_score(segmenter, dataset, annotation, infer)
+        segmenter.net.train()
         found.append(
             {
                 "iteration": event.iteration,
@@ -103,10 +116,36 @@ def points(dataset: data.Dataset, k: int, model, train_config, infer: InferConfi
         paused += time.perf_counter() - start
         print(
             f"  it {event.iteration:4d}  train {found[-1]['train_s']:6.1f} s  "
-            f"mean fg Dice {score['mean_fg_dice']:.4f}  {score['dice']}",
+            f"mean fg Dice {score['mean_fg_dice']:.4f}  {score['dice']}"
+            + (f"  recomputed BN {score['recomputed_bn_dice']:.4f}" if recompute_bn else ""),
             flush=True,
         )
     return found, segmenter
+
+
+def recomputed_bn_score(segmenter, dataset: data.Dataset, annotation, infer, batches: int = 30) -> float:
+    """Mean fg Dice after re-estimating batch-norm statistics over ``batches`` unaugmented training
+    batches (a cumulative average instead of the running one); the weights are restored after."""
+    net = segmenter.net
+    saved = copy.deepcopy(net.state_dict())
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    sampler = PatchSampler([segmenter.normalization.apply(dataset.image)], [annotation_to_target(annotation)],
+                           (32, 64, 64), dataset.spacing, np.random.default_rng(5), augment=False,
+                           n_classes=segmenter.n_classes)
+    net.train()
+    with torch.no_grad(), dev.autocast(torch.device("cpu")):
+        for _ in range(batches):
+            x = torch.from_numpy(sampler.sample(2)[0]).contiguous(memory_format=torch.channels_last_3d)
+            net(x)
+    labels = predict(segmenter, dataset.image, infer).labels
+    net.load_state_dict(saved)
+    for m in norms:
+        m.momentum = 0.1
+    score = protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)
+    return score["mean_fg_dice"]
 
 
 def main(argv=None) -> int:
@@ -115,7 +154,8 @@ def main(argv=None) -> int:
     model, train_config, infer = configs(args)
     print(f"{args.dataset} K={args.k} {args.label}: {model} {train_config}", flush=True)
     load_start = os.getloadavg()
-    found, segmenter = points(dataset, args.k, model, train_config, infer, set(args.eval_at))
+    found, segmenter = points(dataset, args.k, model, train_config, infer, set(args.eval_at),
+                              args.recompute_bn)
     if args.save:
         checkpoint.save(segmenter, args.save)
     run = {

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 Triple = tuple[int, int, int]
 
-NORMS = ("batch", "instance", "group", "none")
+NORMS = ("none", "batch", "instance", "group")
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,9 @@ class ModelConfig:
     features : tuple of int
         Output width of each encoder level, top to bottom; ``len(features)`` levels
         means ``len(features) - 1`` down-steps.
-    norm : {'batch', 'instance', 'group'}
-        Normalisation before each ReLU.
+    norm : {'none', 'batch', 'instance', 'group'}
+        Normalisation before each ReLU. ``'none'`` (the default) keeps absolute intensities
+        meaningful and makes predictions independent of the window and the batch.
     pools : tuple of (int, int, int) or None
         Pooling factor (z, y, x) of each down-step. ``None`` = chosen from the
         voxel spacing with :func:`pools_for_spacing` when training starts.
@@ -36,7 +37,7 @@ class ModelConfig:
     """
 
     features: tuple[int, ...] = (16, 32, 64)
-    norm: str = "batch"
+    norm: str = "none"
     pools: tuple[Triple, ...] | None = None
     paper_blocks: bool = False
     in_channels: int = 1
@@ -65,6 +66,8 @@ class TrainConfig:
 
     ``max_time`` (seconds) and ``iterations`` are budgets: training stops at
     whichever comes first (``None`` = no limit on that one; at least one is needed).
+    ``class_balance`` adds inverse-frequency class weights to the cross-entropy (the sampler
+    already centres patches on every class equally often, so it is off by default);
     ``augment`` turns on flips and right-angle turns; ``intensity_augment`` = a adds a
     random intensity scale in [1 - a, 1 + a] and shift in [-a, a] (normalised units).
     """
@@ -79,7 +82,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     augment: bool = True
-    class_balance: bool = True
+    class_balance: bool = False
     intensity_augment: float = 0.0
 
     def __post_init__(self):
@@ -122,8 +125,8 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # Small and fast for a laptop CPU: widths 16-32-64, batch norm, 32x64x64 patches, batch 2.
-    # Chosen from measured Dice at 45/90 s and train-step speed (docs/benchmarks.md).
+    # Small and fast for a laptop CPU: widths 16-32-64, no norm layers, 32x64x64 patches, batch 2,
+    # unweighted CE + Dice. Chosen from measured Dice (docs/accuracy.md, docs/benchmarks.md).
     "fast": Preset(ModelConfig(), TrainConfig(), InferConfig()),
     # Çiçek et al. 2016: 32->64, 64->128, 128->256, 256->512, BN before ReLU, 3 down-steps.
     "paper": Preset(
