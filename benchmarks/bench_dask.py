@@ -135,7 +135,7 @@ def memory_run(work: Path, shape, chunks: str, allowance_gib: float | None) -> d
     model = _model(work / "tiny.pt", ModelConfig(features=(4, 8), norm="batch"))
     command = [sys.executable, "-m", "napari_sparseseg.cli", "predict", str(work / "in.zarr"),
                "-m", str(model), "-o", str(work / "mask.zarr"), "--chunks", chunks, "--device", "cpu"]
-    watched = _watch(command, allowance)
+    watched = _watch(command, allowance, work / "predict.log")
     mask = zarr_io.open_lazy(work / "mask.zarr") if watched["returncode"] == 0 else None
     return {
         "shape": list(shape), "chunks": chunks, "volume_bytes": nbytes, "allowance_bytes": allowance,
@@ -147,11 +147,16 @@ def memory_run(work: Path, shape, chunks: str, allowance_gib: float | None) -> d
     }
 
 
-def _watch(command: list[str], allowance: int) -> dict:
-    """Run ``command``; sample the RSS of it and its children; kill it past ``allowance``."""
+def _watch(command: list[str], allowance: int, log: Path) -> dict:
+    """Run ``command``; sample the RSS of it and its children; kill it past ``allowance``.
+
+    Its output goes to the file ``log`` (a pipe nobody reads would fill up with the progress bar
+    and stall the run).
+    """
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     parent, peak, exceeded = psutil.Process(proc.pid), 0, False
     while proc.poll() is None:
         peak = max(peak, _tree_rss(parent))
@@ -159,7 +164,7 @@ def _watch(command: list[str], allowance: int) -> dict:
             exceeded = True
             proc.kill()
         time.sleep(0.05)
-    output = proc.stdout.read()
+    output = log.read_text().replace("\r", "\n")
     found = re.search(r"predicted ([\d,]+) voxels in ([\d.]+) s \(([\d.]+) Mvox/s\)", output)
     return {"returncode": proc.returncode, "exceeded_allowance": exceeded, "peak_rss_bytes": peak,
             "wall_s": round(time.perf_counter() - started, 1),
@@ -206,6 +211,11 @@ def scaling_run(work: Path, shape) -> dict:
             "cores_ratio": round(two["cores_obtained"] / one["cores_obtained"], 2)}
 
 
+def _border_work(m: dict) -> str:
+    found = re.search(r"window work x([\d.]+)", " ".join(m.get("log", [])))
+    return found.group(1) if found else "?"
+
+
 def _cpu_seconds() -> float:
     """CPU time (user + system) of the calling dask worker process."""
     times = psutil.Process().cpu_times()
@@ -235,10 +245,11 @@ def _lines(r: dict, argv: str) -> list[str]:
         f"on {machine['date']}: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. "
         f"See [large-volumes.md](large-volumes.md) for how it works.",
         "",
-        f"**The machine was shared**: another engineer's benchmark kept {before['cores_busy']} of "
+        f"**The machine was shared**: another session's processes kept {before['cores_busy']} of "
         f"{machine['cores']} cores busy just before this run and {after['cores_busy']} just after "
-        f"(at nice {nice}; load average {r['load_before']:.1f} / {r['load_after']:.1f}). It yields most "
-        "but not all CPU time to ours, so absolute speeds are low and the 2-worker gain is a lower bound."
+        f"(at nice {nice}; load average {r['load_before']:.1f} / {r['load_after']:.1f}). Linux shares "
+        "CPU time between sessions (autogroup), so while they run ours get about half the machine; "
+        "the 'cores' column below shows what the dask workers actually got."
         if busy > 0.2 else "The machine was otherwise idle.",
         "",
         "**Memory is bounded by chunk size, not volume size.** "
@@ -256,7 +267,8 @@ def _lines(r: dict, argv: str) -> list[str]:
         f"{'yes' if m['mask_ok'] else 'no'} |",
         "",
         f"(Tiny U-Net, features (4, 8), with the default window {m['window']}; the network's speed does "
-        "not change the memory bound.)",
+        "not change the memory bound. Small chunks keep memory low but cost border work: the command "
+        f"reported x{_border_work(m)} window evaluations.) {m.get('predict_note', '')}".rstrip(),
         "",
         f"**Throughput with 1 and 2 dask.distributed workers** (LocalCluster on loopback, the default "
         f"preset's U-Net, window {s['window']}, chunks {s['chunks']}, "

@@ -300,6 +300,7 @@ class SparseSegWidget(QWidget):
     def _predict_large(self, image: Image, output: str | None) -> None:
         output = output or ask_path(self, "Save the whole-volume prediction", "OME-Zarr (*.zarr)", save=True)
         if output:
+            output = output if output.lower().endswith(".zarr") else f"{output}.zarr"
             zarr_io.check_zarr_output(Path(output))
             spacing = tuple(float(s) for s in image.scale[-3:])
             request = ChunkedPredictRequest(_large.lazy_source(image), self.model,
