@@ -218,8 +218,8 @@ def _plot_vs_seconds(results: list[dict], path: Path) -> Path:
 
 DOCS_HEADING = "## Accuracy against a random forest from the same strokes"
 DOCS_COMMAND = (
-    "PYTHONPATH=src nice -n 10 .venv/bin/python benchmarks/bench_core.py --max-wait 300 && \\\n"
-    "nice -n 10 .venv/bin/python -m benchmarks.accuracy.run --dataset all --k 1 2 3 5 "
+    "PYTHONPATH=src .venv/bin/python benchmarks/bench_core.py --max-wait 120 && \\\n"
+    ".venv/bin/python -m benchmarks.accuracy.run --dataset all --k 1 2 3 5 "
     "--max-time 120 --curve 30 60 --wait-quiet 300 --docs"
 )
 

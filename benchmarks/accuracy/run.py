@@ -50,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="before each timed command wait up to S seconds for idle CPUs",
     )
     parser.add_argument("--report-only", action="store_true", help="re-render summary and plots")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep earlier runs of the dataset; replace only the ones re-run"
+    )
     parser.add_argument("--docs", action="store_true", help="rewrite the accuracy part of docs/benchmarks.md")
     return _defaults(parser.parse_args(argv))
 
@@ -92,16 +95,20 @@ class Recorder:
 
     def __init__(self, path: Path, dataset: data.Dataset, args: argparse.Namespace):
         self.path = path
+        earlier = json.loads(path.read_text())["runs"] if args.merge and path.is_file() else []
         self.result = {
             "dataset": data.describe(dataset),
             "machine": machine(),
             "settings": {k: getattr(args, k) for k in ("k", "max_time", "curve", "preset", "trees", "jobs")},
             "load_average_start": os.getloadavg(),
-            "runs": [],
+            "runs": earlier,
         }
+        if earlier:
+            self.result["settings"]["k"] = sorted({r["k"] for r in earlier} | set(args.k))
 
     def add(self, run: dict) -> None:
-        self.result["runs"].append(run)
+        key = _key(run)
+        self.result["runs"] = [r for r in self.result["runs"] if _key(r) != key] + [run]
         self.result["load_average_end"] = os.getloadavg()
         self.path.write_text(json.dumps(self.result, indent=1))
         dice = run.get("mean_fg_dice")
@@ -110,6 +117,10 @@ class Recorder:
             f"mean fg Dice {dice}  wall {run['wall_s']} s",
             flush=True,
         )
+
+
+def _key(run: dict) -> tuple:
+    return run["method"], run["k"], run.get("budget_s")
 
 
 def score_mask(path: Path, dataset: data.Dataset, unpainted: np.ndarray) -> dict:
