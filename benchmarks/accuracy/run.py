@@ -50,6 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="before each timed command wait up to S seconds for idle CPUs",
     )
     parser.add_argument("--report-only", action="store_true", help="re-render summary and plots")
+    parser.add_argument("--extras-only", action="store_true", help="only the --curve budgets and dense run")
     parser.add_argument(
         "--merge", action="store_true", help="keep earlier runs of the dataset; replace only the ones re-run"
     )
@@ -162,9 +163,10 @@ def run_dataset(name: str, args: argparse.Namespace) -> None:
         unpainted = annotation == 0
         path = write_annotation(folder, f"annotation_k{k}", annotation, dataset.spacing)
         base = {"k": k, "painted_fraction": round(protocol.painted_fraction(annotation), 5)}
-        found = run_net(dataset, folder, path, unpainted, args.max_time, args)
-        recorder.add({"method": "net", **base, **found})
-        if not args.no_forest:
+        if not args.extras_only:
+            found = run_net(dataset, folder, path, unpainted, args.max_time, args)
+            recorder.add({"method": "net", **base, **found})
+        if not args.no_forest and not args.extras_only:
             recorder.add({"method": "forest", **base, **run_forest(dataset, folder, path, unpainted, args)})
         if k == curve_k:
             run_extras(dataset, folder, path, unpainted, base, recorder, args)
