@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from _docs import DOCS, find_section, replace_section
+from _qt_wait import wait_until
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -377,26 +378,6 @@ class Ticks:
             return []
         d = np.diff(t, axis=0)
         return list(zip(t[:-1, 0], d[:, 0] - TICK_MS / 1000, d[:, 1], d[:, 2], d[:, 3]))
-
-
-def wait_until(condition, timeout: float, every_ms: int = 20) -> bool:
-    """Run the Qt event loop until ``condition()`` is true or ``timeout`` seconds passed."""
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    loop, deadline, result = QEventLoop(), time.perf_counter() + timeout, [False]
-
-    def check():
-        if condition():
-            result[0] = True
-            loop.quit()
-        elif time.perf_counter() > deadline:
-            loop.quit()
-
-    timer = QTimer(interval=every_ms, timeout=check)
-    timer.start()
-    loop.exec()
-    timer.stop()
-    return result[0]
 
 
 def run_for(seconds: float) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
+
+from _qt_wait import wait_until
 
 HERE = Path(__file__).resolve().parent
 IMAGES = HERE.parent / "docs" / "images"
@@ -32,30 +33,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def option(widget, name: str):
     """A training option's Qt widget (on ``widget.options`` when the widget has that panel)."""
     return getattr(getattr(widget, "options", widget), name)
-
-
-def wait_until(condition, timeout: float) -> bool:
-    """Run the Qt event loop until ``condition()`` holds (or ``timeout`` seconds).
-
-    A real QEventLoop, not ``processEvents``: deferred deletions (``deleteLater``) only happen
-    in an event loop, and without them replaced widgets stay on screen.
-    """
-    from qtpy.QtCore import QEventLoop, QTimer
-
-    loop, deadline, result = QEventLoop(), time.perf_counter() + timeout, [False]
-
-    def check():
-        if condition():
-            result[0] = True
-            loop.quit()
-        elif time.perf_counter() > deadline:
-            loop.quit()
-
-    timer = QTimer(interval=20, timeout=check)
-    timer.start()
-    loop.exec()
-    timer.stop()
-    return result[0]
 
 
 def settle(seconds: float = 0.8) -> None:
