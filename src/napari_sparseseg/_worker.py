@@ -256,8 +256,14 @@ def _train(job: TrainRequest, commands, send, should_stop) -> None:
         job.class_names, [("image", "annotations")],
     )
     view, last_sent, last_preview, wait = job.view, 0.0, time.perf_counter(), job.preview_every
+    early = job.predict_after and segmenter.net.pointwise is not None
     for event in trainer.train(segmenter, images, annotations, job.train_config, should_stop):
         view = _latest_view(commands, view)
+        if early and event.iteration == 1 and not event.done:  # the pointwise stage's complete answer
+            send(event)
+            _send_prediction(segmenter, images[0], job.infer_config, send)
+            segmenter.net.train()
+            early = False
         now = time.perf_counter()
         if event.done or now - last_sent >= PROGRESS_INTERVAL:
             send(event)

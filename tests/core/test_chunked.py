@@ -12,7 +12,13 @@ import torch
 from napari_sparseseg.core import chunked, cluster
 from napari_sparseseg.core.checkpoint import Segmenter, to_bytes
 from napari_sparseseg.core.config import InferConfig, ModelConfig
-from napari_sparseseg.core.inference import predict, prediction_window, segmenter_predictor, sliding_window
+from napari_sparseseg.core.inference import (
+    model_inputs,
+    predict,
+    prediction_window,
+    segmenter_predictor,
+    sliding_window,
+)
 from napari_sparseseg.core.normalize import Normalization
 
 
@@ -21,6 +27,17 @@ def segmenter():
     torch.manual_seed(0)
     config = ModelConfig(features=(4, 8), norm="instance")
     return Segmenter.create(config, 3, Normalization(0.1, 0.9, 0.5, 0.2))
+
+
+@pytest.fixture
+def filter_segmenter():
+    """A model on filter-bank features: chunks must also read the filters' halo."""
+    torch.manual_seed(0)
+    config = ModelConfig(features=(4, 8), filters=(1.0, 2.0), pointwise=4, spacing=(2.0, 1.0, 1.0))
+    segmenter = Segmenter.create(config, 3, Normalization(0.1, 0.9, 0.5, 0.2))
+    segmenter.net.stem.fit_scale(torch.randn(100, segmenter.net.stem.out_channels) * 0.1 + 0.5)
+    torch.nn.init.normal_(segmenter.net.head.weight, std=0.3)  # a non-zero U-Net correction
+    return segmenter
 
 
 def _volume(shape, seed=0):
@@ -42,12 +59,22 @@ def _assert_labels_equal_except_ties(labels, reference, probs, tol=1e-5):
      ((6, 40, 37), (8, 16, 16), 0.25)],  # z shorter than the window: padded, one chunk along z
 )
 def test_chunk_borders_equal_the_single_volume_result(segmenter, shape, chunks, overlap):
+    _check_chunked_equals_whole(segmenter, shape, chunks, overlap)
+
+
+def test_filter_features_at_chunk_borders_equal_the_single_volume_result(filter_segmenter):
+    assert filter_segmenter.net.stem.halo() == (5, 8, 8)
+    _check_chunked_equals_whole(filter_segmenter, (36, 70, 66), (12, 24, 24), 0.25)
+
+
+def _check_chunked_equals_whole(segmenter, shape, chunks, overlap):
     image = _volume(shape)
     config = InferConfig(window=(8, 16, 16), overlap=overlap, batch_size=2, device="cpu")
     lazy = chunked.probabilities_dask(da.from_array(image, chunks=(7, 11, 13)), segmenter, config, chunks)
     assert all(len(c) >= 2 for c in lazy.chunks[2:])  # the volume really spans several chunks
     window = prediction_window(segmenter, config, shape)
-    whole = sliding_window(segmenter.normalization.apply(image)[None], segmenter_predictor(segmenter, config),
+    whole = sliding_window(model_inputs(segmenter, segmenter.normalization.apply(image)),
+                           segmenter_predictor(segmenter, config),
                            window, overlap, config.batch_size)
     probs = lazy.compute(scheduler="threads")
     np.testing.assert_allclose(probs, whole, rtol=0, atol=1e-6)

@@ -41,6 +41,7 @@ from .inference import (
     blend_windows,
     check_channels,
     labels_uint8,
+    model_inputs,
     prediction_window,
     probabilities_uint8,
     segmenter_predictor,
@@ -96,7 +97,8 @@ class _Plan:
     shape: tuple[int, int, int]
     window: tuple[int, int, int]
     starts: tuple[list[int], list[int], list[int]]
-    depth: tuple[int, int, int]
+    depth: tuple[int, int, int]  # halo read around a chunk: windows (window - 1) plus filters
+    filters: tuple[int, int, int]  # the part of the halo only the filter bank needs
     batch_size: int
 
 
@@ -125,7 +127,9 @@ def chunk_grid(shape, chunk, window) -> tuple[tuple[int, ...], ...]:
 def plan_chunks(shape, segmenter: Segmenter, config: InferConfig, chunks=None) -> tuple[tuple[int, ...], ...]:
     """The dask chunks :func:`predict_dask` computes in (read the input with these to skip a rechunk)."""
     window = prediction_window(segmenter, config, shape)
-    return chunk_grid(shape, chunks or default_chunks(shape, window), window)
+    stem = segmenter.net.stem
+    least = [w + h for w, h in zip(window, stem.halo() if stem else (0, 0, 0))]  # dask: halo <= chunk
+    return chunk_grid(shape, chunks or default_chunks(shape, window), least)
 
 
 def overhead(chunks, window) -> float:
@@ -167,9 +171,11 @@ def probabilities_dask(image, segmenter: Segmenter, config: InferConfig | None =
     _check_array(image)
     window = prediction_window(segmenter, config, image.shape)
     grid = plan_chunks(image.shape, segmenter, config, chunks)
-    depth = tuple(w - 1 if len(c) > 1 else 0 for c, w in zip(grid, window))
+    stem = segmenter.net.stem
+    filters = tuple(h if len(c) > 1 else 0 for c, h in zip(grid, stem.halo() if stem else (0, 0, 0)))
+    depth = tuple(w - 1 + h if len(c) > 1 else 0 for c, w, h in zip(grid, window, filters))
     plan = _Plan(tuple(image.shape), window, window_grid(image.shape, window, config.overlap), depth,
-                 config.batch_size)
+                 filters, config.batch_size)
     common = {"chunks": ((segmenter.n_classes,), *grid), "dtype": np.float32, "name": "sparseseg-predict",
               "meta": np.empty((0, 0, 0, 0), np.float32), "plan": plan,
               "payload": dask.delayed(ModelPayload(to_bytes(segmenter), config), pure=True)}
@@ -210,11 +216,25 @@ def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_
     if block.shape != expected:
         raise RuntimeError(f"Chunk at {core} came with shape {block.shape}, expected {expected}.")
     source = segmenter.normalization.apply(_finite(block, core, private), in_place=True)
-    pad = [(0, max(0, w - s)) if hi == s else (0, 0) for w, s, (_, hi) in zip(plan.window, plan.shape, core)]
-    source = np.pad(source, pad)[None] if any(p for _, p in pad) else source[None]
+    source, origin = _without_filter_halo(model_inputs(segmenter, source), origin, core, plan)
+    pad = [(0, 0)] + [(0, max(0, w - s)) if hi == s else (0, 0)
+                      for w, s, (_, hi) in zip(plan.window, plan.shape, core)]
+    source = np.pad(source, pad) if any(p for _, p in pad) else source
     starts = [[s - o for s in axis] for axis, o in zip(plan.starts, origin)]
     box = [(lo - o, hi - o) for (lo, hi), o in zip(core, origin)]
     return blend_windows(source, predictor, plan.window, starts, box, plan.batch_size)
+
+
+def _without_filter_halo(inputs: np.ndarray, origin, core, plan: _Plan):
+    """Crop (C, *block) network inputs to the chunk plus the windows' halo; return them and their origin.
+
+    Filter features within ``plan.filters`` of an inner block edge differ from the whole volume's,
+    so that margin is dropped; at a volume border both use the same replicate padding.
+    """
+    keep = [(max(0, lo - (d - f)), min(s, hi + d - f))
+            for (lo, hi), d, f, s in zip(core, plan.depth, plan.filters, plan.shape)]
+    box = tuple(slice(a - o, b - o) for (a, b), o in zip(keep, origin))
+    return inputs[(slice(None), *box)], [a for a, _ in keep]
 
 
 def _finite(block: np.ndarray, core, private: bool) -> np.ndarray:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields, replace
 Triple = tuple[int, int, int]
 
 NORMS = ("none", "batch", "instance", "group")
+FILTER_SIGMAS = (1.0, 2.5, 5.0)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,14 @@ class ModelConfig:
     paper_blocks : bool
         Çiçek et al. 2016 blocks: the first convolution of an encoder level has
         half the level's width and the up-convolution keeps its channel count.
+    filters : tuple of float
+        Scales σ of a fixed filter-bank first layer (:mod:`.filters`); empty = the U-Net sees
+        the normalised intensity only (the plain U-Net).
+    pointwise : int
+        Hidden width of a per-voxel classifier on the filter features whose logits the U-Net
+        corrects (the U-Net's last layer starts at zero); 0 = none. Needs ``filters``.
+    spacing : (float, float, float)
+        Voxel spacing the filter bank is built for (set from the data when training starts).
     """
 
     features: tuple[int, ...] = (16, 32, 64)
@@ -41,6 +50,9 @@ class ModelConfig:
     pools: tuple[Triple, ...] | None = None
     paper_blocks: bool = False
     in_channels: int = 1
+    filters: tuple[float, ...] = ()
+    pointwise: int = 0
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self):
         if len(self.features) < 2 or min(self.features) < 1:
@@ -52,6 +64,10 @@ class ModelConfig:
                 f"pools needs one factor per down-step ({len(self.features) - 1}), "
                 f"got {len(self.pools)}."
             )
+        if self.pointwise and not self.filters:
+            raise ValueError("A pointwise classifier needs filter-bank features (set filters).")
+        if any(not s > 0 for s in (*self.filters, *self.spacing)):
+            raise ValueError("Filter scales and spacing must be positive numbers.")
 
     @property
     def total_pool(self) -> Triple:
@@ -70,6 +86,9 @@ class TrainConfig:
     already centres patches on every class equally often, so it is off by default);
     ``augment`` turns on flips and right-angle turns; ``intensity_augment`` = a adds a
     random intensity scale in [1 - a, 1 + a] and shift in [-a, a] (normalised units).
+    A model with a pointwise classifier first trains it alone on every painted voxel for
+    ``pointwise_steps`` steps or until ``pointwise_share`` of ``max_time`` (at most
+    ``pointwise_seconds``) has passed, with its own ``pointwise_learning_rate``; then the U-Net.
     """
 
     patch_size: Triple = (32, 64, 64)
@@ -84,12 +103,20 @@ class TrainConfig:
     augment: bool = True
     class_balance: bool = False
     intensity_augment: float = 0.0
+    pointwise_steps: int = 6000
+    pointwise_share: float = 0.5
+    pointwise_seconds: float = 25.0
+    pointwise_learning_rate: float = 1e-2
 
     def __post_init__(self):
         if self.iterations is None and self.max_time is None:
             raise ValueError("Set an iteration budget, a time budget, or both.")
         if self.iterations is not None and self.iterations < 1:
             raise ValueError(f"iterations must be at least 1, got {self.iterations}.")
+        if self.pointwise_steps < 1 or not 0 < self.pointwise_share <= 1:
+            raise ValueError("pointwise_steps must be at least 1 and pointwise_share lie in (0, 1].")
+        if not (self.pointwise_seconds > 0 and self.pointwise_learning_rate > 0):
+            raise ValueError("pointwise_seconds and pointwise_learning_rate must be positive.")
         if self.max_time is not None and self.max_time <= 0:
             raise ValueError(f"max_time must be positive seconds, got {self.max_time}.")
         if not 0.0 <= self.dice_weight <= 1.0:
@@ -125,9 +152,12 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # Small and fast for a laptop CPU: widths 16-32-64, no norm layers, 32x64x64 patches, batch 2,
-    # unweighted CE + Dice. Chosen from measured Dice (docs/accuracy.md, docs/benchmarks.md).
-    "fast": Preset(ModelConfig(), TrainConfig(), InferConfig()),
+    # The default: a fixed filter bank (σ 1, 2.5, 5) feeds a per-voxel classifier trained first on
+    # every painted voxel, and a 16-32-64 U-Net on the same features that corrects its logits.
+    "fast": Preset(ModelConfig(filters=FILTER_SIGMAS, pointwise=64), TrainConfig(), InferConfig()),
+    # The plain 3D U-Net on the intensity: widths 16-32-64, no norm layers, 32x64x64 patches, batch 2,
+    # unweighted CE + Dice (the default before engine v2).
+    "plain": Preset(ModelConfig(), TrainConfig(), InferConfig()),
     # Çiçek et al. 2016: 32->64, 64->128, 128->256, 256->512, BN before ReLU, 3 down-steps.
     "paper": Preset(
         ModelConfig(features=(64, 128, 256, 512), norm="batch", paper_blocks=True),

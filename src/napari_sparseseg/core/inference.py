@@ -170,12 +170,17 @@ def _pad(volume: np.ndarray, window) -> np.ndarray:
 
 
 def torch_predictor(net: torch.nn.Module, device: torch.device, flip_tta: bool = False) -> Predictor:
-    """Wrap ``net`` (logits) as a numpy predictor returning softmax probabilities."""
+    """Wrap ``net`` (logits) as a numpy predictor returning softmax probabilities.
+
+    A :class:`~.model.UNet3D` gets its inputs as :func:`model_inputs` makes them (its
+    ``from_features``); any other module gets the window as it is.
+    """
     fmt = dev.memory_format(device)
+    forward = getattr(net, "from_features", net)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with dev.autocast(device):
-            return net(x).float().softmax(dim=1)
+            return forward(x).float().softmax(dim=1)
 
     def predict(batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).contiguous(memory_format=fmt)
@@ -200,13 +205,20 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
     image = check_image(image)
     check_channels(segmenter)
     probs = sliding_window(
-        segmenter.normalization.apply(image)[None],
+        model_inputs(segmenter, segmenter.normalization.apply(image)),
         segmenter_predictor(segmenter, config),
         prediction_window(segmenter, config, image.shape),
         config.overlap,
         config.batch_size,
     )
     return Prediction(labels_uint8(probs), probabilities_uint8(probs))
+
+
+def model_inputs(segmenter: Segmenter, volume: np.ndarray) -> np.ndarray:
+    """What the network's windows read: the normalised ``volume`` (Z, Y, X) as (1, Z, Y, X), or its
+    filter features (C, Z, Y, X) when the model has a filter-bank stem."""
+    stem = segmenter.net.stem
+    return volume[None] if stem is None else stem.volume(volume)
 
 
 def check_channels(segmenter: Segmenter) -> None:

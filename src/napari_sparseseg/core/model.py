@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .device import memory_format
+from .filters import FilterBank
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -45,14 +47,27 @@ class UpBlock(nn.Module):
         return self.conv(torch.cat([self.up(x), skip], dim=1))
 
 
+def pointwise_classifier(in_ch: int, hidden: int, n_classes: int) -> nn.Sequential:
+    """A per-voxel two-layer perceptron as 1x1x1 convolutions: features -> logits."""
+    return nn.Sequential(
+        nn.Conv3d(in_ch, hidden, 1),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(hidden, hidden, 1),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(hidden, n_classes, 1),
+    )
+
+
 class UNet3D(nn.Module):
-    """3D U-Net returning raw logits.
+    """3D U-Net returning raw logits, optionally on fixed filter features with a pointwise start.
 
     Parameters
     ----------
     config : ModelConfig
         Widths, norm, pooling per level; ``config.pools`` must be resolved (not None)
-        or every down-step pools 2x2x2.
+        or every down-step pools 2x2x2. With ``config.filters`` a fixed :class:`FilterBank`
+        feeds the U-Net; with ``config.pointwise`` a per-voxel classifier on those features gives
+        starting logits and the U-Net adds a correction whose last layer starts at zero.
     n_classes : int
         Number of output classes (background included).
 
@@ -67,8 +82,11 @@ class UNet3D(nn.Module):
         feats = config.features
         pools = config.pools or ((2, 2, 2),) * (len(feats) - 1)
         self.config, self.n_classes, self.pools = config, n_classes, pools
+        self.stem = FilterBank(config.filters, config.spacing) if config.filters else None
+        in_ch = self.stem.out_channels if self.stem else config.in_channels
+        hidden = config.pointwise
+        self.pointwise = pointwise_classifier(in_ch, hidden, n_classes) if hidden else None
         self.encoders = nn.ModuleList()
-        in_ch = config.in_channels
         for width in feats:
             mid = width // 2 if config.paper_blocks else width
             self.encoders.append(ConvBlock(in_ch, mid, width, config.norm))
@@ -80,8 +98,23 @@ class UNet3D(nn.Module):
             up_ch = below if config.paper_blocks else here
             self.decoders.append(UpBlock(below, up_ch, here, here, pools[level], config.norm))
         self.head = nn.Conv3d(feats[0], n_classes, kernel_size=1)
+        if self.pointwise is not None:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, Z, Y, X) image -> (B, n_classes, Z, Y, X) logits."""
+        if self.stem is not None:
+            x = self.stem(x).contiguous(memory_format=memory_format(x.device))
+        return self.from_features(x)
+
+    def from_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits from the stem's output (the image itself without a stem), e.g. precomputed."""
+        start = self.pointwise(x) if self.pointwise is not None else 0
+        return start + self.unet(x)
+
+    def unet(self, x: torch.Tensor) -> torch.Tensor:
+        """The U-Net proper: (B, C, Z, Y, X) input features -> (B, n_classes, Z, Y, X) logits."""
         size = x.shape[2:]
         x = self._pad(x)
         skips = []

@@ -33,7 +33,7 @@ class PatchSampler:
 
     Parameters
     ----------
-    images : list of float32 (Z, Y, X) arrays, already normalised
+    images : list of float32 (C, Z, Y, X) or (Z, Y, X) arrays, already normalised (or filter features)
     targets : list of int16 (Z, Y, X) arrays, -1 where unlabeled
     patch : (int, int, int)
         Patch size; volumes smaller than it are padded (image with 0, target with -1).
@@ -50,7 +50,8 @@ class PatchSampler:
 
     def __init__(self, images, targets, patch, spacing, rng, augment=True, n_classes=None, intensity=0.0):
         self.patch, self.rng, self.augment, self.intensity = tuple(patch), rng, augment, intensity
-        self.images = [_pad_to(im, self.patch, 0.0) for im in images]
+        images = [im if im.ndim == 4 else im[None] for im in images]
+        self.images = [_pad_to(im, (im.shape[0], *self.patch), 0.0) for im in images]
         self.targets = [_pad_to(t, self.patch, -1) for t in targets]
         self.n_classes = n_classes or int(max(t.max() for t in self.targets)) + 1
         self.centres = self._index_centres()
@@ -73,9 +74,9 @@ class PatchSampler:
         return centres
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return images (B, 1, *patch) float32 and targets (B, *patch) int64."""
+        """Return images (B, C, *patch) float32 and targets (B, *patch) int64."""
         xs, ys = zip(*(self._one() for _ in range(batch_size)))
-        return np.stack(xs)[:, None], np.stack(ys).astype(np.int64)
+        return np.stack(xs), np.stack(ys).astype(np.int64)
 
     def _one(self) -> tuple[np.ndarray, np.ndarray]:
         which, flat = self.centres[self.rng.integers(len(self.centres))]
@@ -84,7 +85,7 @@ class PatchSampler:
         image, target = self.images[i], self.targets[i]
         centre = np.unravel_index(flat[pick], target.shape)
         region = tuple(self._window(c, p, s) for c, p, s in zip(centre, self.patch, target.shape))
-        x, y = image[region].copy(), target[region].copy()
+        x, y = image[(slice(None), *region)].copy(), target[region].copy()
         return self._augment(x, y) if self.augment else (x, y)
 
     def _window(self, centre: int, size: int, extent: int) -> slice:
@@ -96,9 +97,9 @@ class PatchSampler:
         rng = self.rng
         for axis in range(3):
             if rng.random() < 0.5:
-                x, y = np.flip(x, axis), np.flip(y, axis)
+                x, y = np.flip(x, axis + 1), np.flip(y, axis)
         k = int(rng.integers(4)) if self.rotate90 else 2 * int(rng.integers(2))
-        x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
+        x, y = np.rot90(x, k, axes=(2, 3)), np.rot90(y, k, axes=(1, 2))
         if self.intensity:
             a = self.intensity
             x = x * np.float32(rng.uniform(1 - a, 1 + a)) + np.float32(rng.uniform(-a, a))

@@ -19,6 +19,7 @@ from .checkpoint import Segmenter
 from .config import ModelConfig, TrainConfig, pools_for_spacing
 from .loss import class_weights, sparse_loss
 from .normalize import fit_normalization
+from .pointwise import painted_samples, train_pointwise
 from .sampling import PatchSampler, annotation_to_target, fit_patch
 from .validate import check_pair, count_classes
 
@@ -69,19 +70,22 @@ def train(
     device = dev.resolve_device(config.device)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
+    start, it, loss = time.perf_counter(), 0, float("nan")
     sampler = _sampler(segmenter, images, annotations, config, rng)
+    if segmenter.net.pointwise is not None:
+        yield from _pointwise_stage(segmenter, sampler, config, rng, stop, start)
+    first = time.perf_counter() - start  # the U-Net stage's schedule spans the time left
     weight = _weights(annotations, segmenter.n_classes, config, device)
     net = dev.prepare(segmenter.net, device).train()
-    optim = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optim = torch.optim.AdamW(_trainable(net), lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=_needs_scaler(device))
-    start, it, loss = time.perf_counter(), 0, float("nan")
     voxels = config.batch_size * int(np.prod(sampler.patch))
     while True:
         stopped = stop is not None and stop()
         reason = "stopped" if stopped else _budget_reached(config, it, time.perf_counter() - start)
         if reason:
             break
-        _set_lr(optim, config, it, time.perf_counter() - start)
+        _set_lr(optim, config, it, time.perf_counter() - start, first)
         x, y = sampler.sample(config.batch_size)
         loss = _step(net, optim, scaler, x, y, weight, config.dice_weight, device)
         it += 1
@@ -95,12 +99,37 @@ def train(
     )
 
 
+def _pointwise_stage(segmenter, sampler, config: TrainConfig, rng, stop, start) -> Iterator[Progress]:
+    """Fit the filter standardisation (a new model) and the pointwise classifier on painted voxels.
+
+    Yields a :class:`Progress` with iteration 0 after every step; ends early on ``stop``. The
+    stage ends ``pointwise_share`` of the time budget (at most ``pointwise_seconds``) after ``start``.
+    """
+    net = segmenter.net.cpu()
+    features, labels = painted_samples(sampler.images, sampler.targets, rng)
+    seconds = config.pointwise_seconds
+    if config.max_time:
+        seconds = min(seconds, config.pointwise_share * config.max_time)
+    seconds = max(seconds - (time.perf_counter() - start), 1e-3)
+    lr = config.pointwise_learning_rate
+    for loss in train_pointwise(net.pointwise, features, labels, config.pointwise_steps, seconds, lr, rng):
+        yield Progress(0, loss, time.perf_counter() - start, 0.0, config.iterations, config.max_time)
+        if stop is not None and stop():
+            break
+
+
+def _trainable(net) -> list:
+    """The U-Net stage trains everything but the pointwise classifier (it keeps its first-stage answer)."""
+    frozen = set(net.pointwise.parameters()) if net.pointwise is not None else set()
+    return [p for p in net.parameters() if p not in frozen]
+
+
 def _sampler(segmenter, images, annotations, config, rng) -> PatchSampler:
-    norm = segmenter.normalization
     patch = fit_patch(config.patch_size, np.max([im.shape for im in images], 0), segmenter.config.total_pool)
+    targets = [annotation_to_target(a) for a in annotations]
     return PatchSampler(
-        [norm.apply(im) for im in images],
-        [annotation_to_target(a) for a in annotations],
+        training_inputs(segmenter, images, targets, rng),
+        targets,
         patch,
         segmenter.spacing,
         rng,
@@ -108,6 +137,25 @@ def _sampler(segmenter, images, annotations, config, rng) -> PatchSampler:
         n_classes=segmenter.n_classes,
         intensity=config.intensity_augment,
     )
+
+
+def training_inputs(segmenter, images, targets, rng) -> list[np.ndarray]:
+    """The network's inputs (C, Z, Y, X) for each image: normalised intensity or filter features.
+
+    A new model's filter standardisation is fitted here, from (a subset of) the painted voxels.
+    """
+    volumes = [segmenter.normalization.apply(im) for im in images]
+    stem = segmenter.net.stem
+    if stem is None:
+        return [v[None] for v in volumes]
+    volumes = [stem.volume(v, standardize=False) for v in volumes]
+    if not bool(stem.fitted):
+        stem.fit_scale(painted_samples(volumes, targets, rng)[0])
+    shift, scale = (b.reshape(-1, 1, 1, 1).numpy() for b in (stem.shift, stem.scale))
+    for v in volumes:
+        v -= shift
+        v *= scale
+    return volumes
 
 
 def _weights(annotations, n_classes, config, device):
@@ -128,17 +176,18 @@ def _budget_reached(config: TrainConfig, it: int, elapsed: float) -> str:
     return ""
 
 
-def _set_lr(optim, config: TrainConfig, it: int, elapsed: float) -> None:
+def _set_lr(optim, config: TrainConfig, it: int, elapsed: float, first: float = 0.0) -> None:
     """Polynomial decay to zero over whichever budget is further used up.
 
     Ending at (almost) zero lets the last iterations settle the weights instead of moving the
-    decision boundary from one step to the next.
+    decision boundary from one step to the next. ``first`` seconds of the time budget went to
+    the pointwise stage; the schedule spans the rest.
     """
     used = 0.0
     if config.iterations:
         used = it / config.iterations
     if config.max_time:
-        used = max(used, elapsed / config.max_time)
+        used = max(used, (elapsed - first) / max(config.max_time - first, 1e-9))
     lr = config.learning_rate * max(1.0 - used, 0.0) ** 0.9
     for group in optim.param_groups:
         group["lr"] = lr
@@ -150,7 +199,7 @@ def _step(net, optim, scaler, x, y, weight, dice_weight, device) -> float:
     y = torch.from_numpy(y).to(device)
     optim.zero_grad(set_to_none=True)
     with dev.autocast(device):
-        logits = net(x)
+        logits = net.from_features(x)
     loss = sparse_loss(logits, y, weight, dice_weight)
     scaler.scale(loss).backward()
     scaler.step(optim)
@@ -191,16 +240,20 @@ def prepare(images, annotations, model_config, train_config, spacing=(1.0, 1.0, 
     images, annotations = [p[0] for p in pairs], [p[1] for p in pairs]
     n_classes = count_classes(annotations, [n[1] for n in names])
     torch.manual_seed(train_config.seed)  # model initialisation is part of the reproducible run
-    segmenter = init or new_segmenter(model_config, images, n_classes, spacing, class_names)
+    segmenter = init or new_segmenter(model_config, images, n_classes, spacing, class_names, annotations)
     check_compatible(segmenter, n_classes)
     return segmenter, images, annotations
 
 
-def new_segmenter(model_config: ModelConfig, images, n_classes, spacing, class_names=None) -> Segmenter:
-    """An untrained segmenter with pooling chosen from ``spacing`` and fitted normalisation."""
+def new_segmenter(model_config: ModelConfig, images, n_classes, spacing, class_names=None,
+                  annotations=None) -> Segmenter:
+    """An untrained segmenter with pooling and filters fitted to ``spacing`` and fitted normalisation
+    (from the painted structures when ``annotations`` are given)."""
     if model_config.pools is None:
         model_config = replace(model_config, pools=pools_for_spacing(spacing, len(model_config.features) - 1))
-    return Segmenter.create(model_config, n_classes, fit_normalization(images), class_names, spacing)
+    model_config = replace(model_config, spacing=tuple(float(s) for s in spacing))
+    normalization = fit_normalization(images, annotations)
+    return Segmenter.create(model_config, n_classes, normalization, class_names, spacing)
 
 
 def check_compatible(segmenter: Segmenter, n_classes: int, in_channels: int = 1) -> None:

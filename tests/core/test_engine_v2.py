@@ -1,0 +1,116 @@
+"""Engine v2: filter-bank stem, pointwise first stage, normalisation from painted structures."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from napari_sparseseg.core import checkpoint, filters
+from napari_sparseseg.core.config import ModelConfig, TrainConfig, preset, replace
+from napari_sparseseg.core.inference import predict
+from napari_sparseseg.core.metrics import evaluate
+from napari_sparseseg.core.normalize import fit_normalization
+from napari_sparseseg.core.synthetic import make_sample
+from napari_sparseseg.core.trainer import fit
+
+
+def test_smoothing_equals_scipy_with_nearest_borders():
+    image = np.random.default_rng(0).random((12, 20, 18)).astype(np.float32)
+    sigmas = (0.8, 2.0, 1.5)
+    ours = filters.smooth(torch.from_numpy(image)[None, None], sigmas)[0, 0].numpy()
+    reference = ndimage.gaussian_filter(image, sigmas, mode="nearest", truncate=3.0)
+    np.testing.assert_allclose(ours, reference, atol=2e-3)  # scipy rounds the radius, we ceil it
+
+
+def test_hessian_eigenvalues_equal_numpy():
+    rng = np.random.default_rng(1)
+    matrices = rng.normal(size=(500, 3, 3))
+    matrices = (matrices + matrices.transpose(0, 2, 1)) / 2
+    matrices[:5] = np.eye(3) * 2.0  # repeated eigenvalues
+    h = {(i, j): torch.from_numpy(matrices[:, i, j]) for i in range(3) for j in range(i, 3)}
+    ours = torch.stack(filters.hessian_eigenvalues(h), 1).numpy()
+    reference = np.linalg.eigvalsh(matrices)[:, ::-1]
+    np.testing.assert_allclose(ours, reference, atol=1e-6)
+
+
+def test_feature_volume_does_not_depend_on_the_slab_size(monkeypatch):
+    bank = filters.FilterBank((1.0, 2.5), (2.0, 1.0, 1.0))
+    image = np.random.default_rng(2).random((23, 17, 19)).astype(np.float32)
+    whole = bank.volume(image)
+    assert whole.shape == (filters.n_features((1.0, 2.5)), 23, 17, 19)
+    monkeypatch.setattr(filters, "SLAB_VOXELS", 17 * 19 * 3)  # 3-plane slabs
+    np.testing.assert_allclose(bank.volume(image), whole, atol=1e-5)
+
+
+def test_features_are_invariant_to_flips():
+    bank = filters.FilterBank((1.0, 2.0), (1.0, 1.0, 1.0))
+    image = np.random.default_rng(3).random((16, 16, 16)).astype(np.float32)
+    flipped = bank.volume(image[:, ::-1, :].copy())[:, :, ::-1, :]
+    np.testing.assert_allclose(flipped, bank.volume(image), atol=1e-4)
+
+
+def test_ct_window_comes_from_the_painted_structures():
+    rng = np.random.default_rng(4)
+    image = np.full((20, 40, 40), -1000.0)  # air
+    image[:, 10:30, 10:30] = rng.normal(40, 10, (20, 20, 20))  # soft tissue
+    image[:, 15:20, 15:20] = 1500.0  # bone
+    annotation = np.zeros(image.shape, np.uint8)
+    annotation[10] = 1
+    annotation[10, 21:29, 21:29] = 2  # soft tissue painted, bone not
+    whole = fit_normalization([image])
+    painted = fit_normalization([image], [annotation])
+    assert whole.high - whole.low > 2000
+    assert painted.high - painted.low < 300  # soft tissue is no longer squeezed
+    assert painted.low < 0 < 40 < painted.high and abs(painted.mean - 40) < 5
+
+
+def test_only_background_painted_falls_back_to_the_whole_volume():
+    image = np.random.default_rng(5).random((10, 10, 10))
+    annotation = np.ones(image.shape, np.uint8)
+    assert fit_normalization([image], [annotation]) == fit_normalization([image])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    sample = make_sample(shape=(24, 64, 64), slices_per_axis=2, seed=1)
+    model = replace(preset("fast").model, features=(8, 16, 32))
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=30, pointwise_steps=600, device="cpu", seed=0)
+    segmenter = fit([sample.image], [sample.annotation], model, config, sample.spacing,
+                    class_names=sample.class_names)
+    return sample, segmenter
+
+
+def test_default_engine_learns_tubules_in_a_small_budget(trained):
+    sample, segmenter = trained
+    labels = predict(segmenter, sample.image).labels
+    result = evaluate(labels, sample.truth, n_classes=3, mask=sample.annotation == 0,
+                      class_names=sample.class_names)
+    dice = {name: m["dice"] for name, m in result["classes"].items()}
+    assert dice["tubule lumen"] >= 0.95 and dice["tubule wall"] >= 0.93, dice
+    assert bool(segmenter.net.stem.fitted)
+
+
+def test_u_net_correction_starts_at_zero():
+    net = checkpoint.Segmenter.create(ModelConfig(features=(4, 8), filters=(1.0,), pointwise=8), 3,
+                                      fit_normalization([np.zeros((4, 4, 4))])).net
+    x = torch.randn(1, net.stem.out_channels, 8, 16, 16)
+    assert torch.equal(net.from_features(x), net.pointwise(x))
+
+
+def test_model_with_stem_round_trips_and_continues_with_its_standardisation(trained, tmp_path):
+    sample, segmenter = trained
+    path = checkpoint.save(segmenter, tmp_path / "m.pt")
+    loaded = checkpoint.load(path)
+    assert torch.equal(loaded.net.stem.shift, segmenter.net.stem.shift)
+    expected = predict(segmenter, sample.image).labels
+    np.testing.assert_array_equal(predict(loaded, sample.image).labels, expected)
+    shift = loaded.net.stem.shift.clone()
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=2, pointwise_steps=5, device="cpu")
+    part = (slice(None), slice(0, 40))
+    fit([sample.image[part]], [sample.annotation[part]], loaded.config, config, sample.spacing, init=loaded)
+    assert torch.equal(loaded.net.stem.shift, shift)  # the U-Net keeps the input scale it learned
+
+
+def test_pointwise_needs_filters():
+    with pytest.raises(ValueError, match="filter"):
+        ModelConfig(pointwise=8)
