@@ -41,8 +41,9 @@ def fit_normalization(images, annotations=None, percentiles=(0.5, 99.5), seed: i
     mean and std. With annotations that paint a structure (value >= 2), the window comes from
     the painted structures, as nnU-Net does for CT with its foreground voxels: their robust range
     widened by half its width (at least 5 % of the volume's range) on each side, so the background
-    next to them stays distinct, never beyond the volume's own range; and their mean and std. A CT's -1000..3000 HU then no
-    longer squeezes soft tissues that differ by tens of HU. At most two million voxels are sampled.
+    next to them stays distinct, never beyond the volume's own range; and their mean and std.
+    A CT's -1000..3000 HU then no longer squeezes soft tissues that differ by tens of HU.
+    At most two million voxels are sampled.
     """
     rng = np.random.default_rng(seed)
     per_image = max(1, _MAX_SAMPLES // len(images))
