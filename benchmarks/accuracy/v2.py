@@ -6,7 +6,7 @@ score all on the unpainted voxels (the same protocol, commands and scoring as :m
 JSON per dataset (``results/accuracy/v2_<name>.json``) is rewritten after every run; ``--docs``
 replaces the engine-v2 section of docs/benchmarks.md.
 
-    .venv/bin/python -m benchmarks.accuracy.v2 --dataset all --budgets 12 20 120 --wait-quiet 120 --docs
+    .venv/bin/python -m benchmarks.accuracy.v2 --dataset all --budgets 12 20 120 --wait-quiet 60 --docs
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from . import data, protocol
 from .run import RESULTS, Recorder, run_forest, run_net, write_annotation
 
 HEADING = "## Engine v2: Dice at K = 3 against the plain U-Net and the forest"
-COMMAND = ".venv/bin/python -m benchmarks.accuracy.v2 --dataset all --budgets 12 20 120 --wait-quiet 120 --docs"
+COMMAND = ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 12 20 120 --wait-quiet 60 --docs"
 
 
 def parse_args(argv=None) -> argparse.Namespace:

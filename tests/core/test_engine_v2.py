@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from napari_sparseseg.core import checkpoint, filters
+from napari_sparseseg.core import checkpoint, filters, pointwise
 from napari_sparseseg.core.config import ModelConfig, TrainConfig, preset, replace
 from napari_sparseseg.core.inference import predict
 from napari_sparseseg.core.metrics import evaluate
@@ -114,3 +114,23 @@ def test_model_with_stem_round_trips_and_continues_with_its_standardisation(trai
 def test_pointwise_needs_filters():
     with pytest.raises(ValueError, match="filter"):
         ModelConfig(pointwise=8)
+
+
+def test_out_of_fold_logits_come_from_the_head_that_did_not_see_the_octant():
+    volume = np.zeros((2, 4, 6, 8), np.float32)
+    heads = [torch.nn.Conv3d(2, 1, 1), torch.nn.Conv3d(2, 1, 1)]
+    for value, head in enumerate(heads):
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.constant_(head.bias, float(value))
+    logits = pointwise.out_of_fold_logits(heads, volume, slab=3)
+    np.testing.assert_array_equal(logits[0], pointwise.octant_parity((4, 6, 8)))
+    assert logits[0, 0, 0, 0] == 0 and logits[0, 2, 0, 0] == 1 and logits[0, 2, 3, 0] == 0
+
+
+def test_out_of_fold_option_trains_and_predicts(trained):
+    sample, _ = trained
+    model = replace(preset("fast").model, features=(4, 8))
+    config = TrainConfig(patch_size=(16, 32, 32), iterations=3, pointwise_steps=20, out_of_fold=True,
+                         device="cpu")
+    segmenter = fit([sample.image], [sample.annotation], model, config, sample.spacing)
+    assert predict(segmenter, sample.image).labels.shape == sample.image.shape

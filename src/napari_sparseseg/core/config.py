@@ -89,6 +89,9 @@ class TrainConfig:
     A model with a pointwise classifier first trains it alone on every painted voxel for
     ``pointwise_steps`` steps or until ``pointwise_share`` of ``max_time`` (at most
     ``pointwise_seconds``) has passed, with its own ``pointwise_learning_rate``; then the U-Net.
+    ``out_of_fold`` trains the U-Net's correction on top of out-of-fold logits (two more pointwise
+    classifiers, each trained on the painted voxels of alternate octants) instead of the full
+    classifier's; measured and left off (docs/benchmarks.md, engine v2 ablation).
     """
 
     patch_size: Triple = (32, 64, 64)
@@ -107,6 +110,7 @@ class TrainConfig:
     pointwise_share: float = 0.5
     pointwise_seconds: float = 25.0
     pointwise_learning_rate: float = 1e-2
+    out_of_fold: bool = False
 
     def __post_init__(self):
         if self.iterations is None and self.max_time is None:
