@@ -56,6 +56,20 @@ def test_train_job_sends_progress_preview_model_and_prediction(request_):
     np.testing.assert_array_equal(again[-1].labels, result.labels)
 
 
+def test_default_engine_sends_a_complete_prediction_before_training_ends(request_, tiny_model):
+    model = replace(tiny_model, filters=(1.0,), pointwise=8, norm="none")
+    train = replace(request_.train_config, pointwise_steps=30)
+    job = replace(request_, model_config=model, train_config=train)
+    events = []
+    run_job(job, NoCommands(), events.append, lambda: False)
+    kinds = [type(e) for e in events]
+    first, model_ready = kinds.index(PredictionReady), kinds.index(ModelReady)
+    assert first < model_ready and kinds[-1] is PredictionReady  # an early answer, then the final one
+    progress_before = [e for e in events[:first] if isinstance(e, Progress)]
+    assert progress_before and progress_before[-1].iteration == 1  # right after the pointwise stage
+    assert events[first].labels.shape == (11, 19, 17)
+
+
 def _wait(worker, until, timeout=180):
     seen, started = [], time.monotonic()
     while time.monotonic() - started < timeout:

@@ -1,0 +1,97 @@
+"""Engine v2 ablation: each lever alone and the chosen combination, trained in-process at K = 3.
+
+Unlike :mod:`.v2` (whole commands, timed as a user sees them) this trains and predicts in one
+Python process with :func:`napari_sparseseg.core.trainer.fit`-style calls, so a variant is just a
+set of config overrides. Each run appends one JSON line to ``results/accuracy/ablation.jsonl``;
+``--docs`` renders the table into docs/benchmarks.md.
+
+    .venv/bin/python -m benchmarks.accuracy.ablation ct --variant default pointwise-only --budgets 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+
+from napari_sparseseg.core import inference, trainer
+from napari_sparseseg.core.config import preset, replace
+
+from .._docs import replace_section
+from . import data, protocol
+from .run import RESULTS, machine
+
+LOG = RESULTS / "ablation.jsonl"
+HEADING = "## Engine v2 ablation (in-process, K = 3)"
+# variant -> (preset, model overrides, train overrides)
+VARIANTS = {
+    "plain": ("plain", {}, {}),
+    "pointwise-only": ("fast", {}, {"iterations": 1}),
+    "filters-unet": ("fast", {"pointwise": 0}, {}),
+    "default": ("fast", {}, {}),
+    "out-of-fold": ("fast", {}, {"out_of_fold": True}),
+    "unet-lr-1e-3": ("fast", {}, {"learning_rate": 1e-3}),
+}
+
+
+def run(name: str, variant: str, budget: float, k: int = 3, seed: int = 0) -> dict:
+    """Train variant ``variant`` on dataset ``name`` for ``budget`` s and score the unpainted voxels."""
+    dataset = data.load(name)
+    annotation = protocol.paint(dataset.truth, k)
+    chosen, model, train = VARIANTS[variant]
+    p = preset(chosen)
+    config = replace(p.train, **{"max_time": budget, "iterations": None, "seed": seed, **train})
+    start = time.perf_counter()
+    segmenter, images, annotations = trainer.prepare([dataset.image], [annotation],
+                                                     replace(p.model, **model), config, dataset.spacing)
+    events = list(trainer.train(segmenter, images, annotations, config))
+    trained = time.perf_counter()
+    labels = inference.predict(segmenter, dataset.image, p.infer).labels
+    score = protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)
+    return {"dataset": name, "variant": variant, "budget_s": budget, "k": k, "seed": seed,
+            "iterations": events[-1].iteration, "train_s": round(trained - start, 1),
+            "predict_s": round(time.perf_counter() - trained, 1), **score, "date": machine()["date"]}
+
+
+def table(rows: list[dict]) -> list[str]:
+    """Mean foreground Dice per variant (rows) and dataset @ budget (columns); latest run wins."""
+    cells, columns = defaultdict(dict), []
+    for r in rows:
+        column = f"{r['dataset']} {r['budget_s']:g} s"
+        if column not in columns:
+            columns.append(column)
+        cells[r["variant"]][column] = r["mean_fg_dice"]
+    lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for variant in VARIANTS:
+        if variant in cells:
+            values = [f"{cells[variant][c]:.4f}" if c in cells[variant] else "–" for c in columns]
+            lines.append(f"| {variant} | " + " | ".join(values) + " |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datasets", nargs="*", choices=data.NAMES)
+    parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--budgets", type=float, nargs="+", default=[20.0, 120.0])
+    parser.add_argument("--docs", action="store_true")
+    args = parser.parse_args(argv)
+    for name in args.datasets:
+        for budget in args.budgets:
+            for variant in args.variant:
+                row = run(name, variant, budget)
+                print(json.dumps(row), flush=True)
+                with LOG.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in LOG.read_text().splitlines()] if LOG.is_file() else []
+    print("\n".join(table(rows)))
+    if args.docs and rows:
+        intro = ["Reproduce a cell with `.venv/bin/python -m benchmarks.accuracy.ablation DATASET "
+                 "--variant VARIANT --budgets SECONDS --docs` (2-core CPU, in-process, quiet machine).", ""]
+        replace_section(HEADING, "\n".join([HEADING, "", *intro, *table(rows)]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
