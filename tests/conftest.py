@@ -8,6 +8,25 @@ import pytest
 from napari_sparseseg.core.config import ModelConfig, TrainConfig
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", choices=("cpu", "cuda", "mps"),
+                     help="device for the tests marked as device tests (tests/core/test_cuda.py)")
+
+
+@pytest.fixture
+def device_name(request) -> str:
+    """The ``--device`` option; device tests are skipped unless it names an available GPU."""
+    name = request.config.getoption("--device")
+    if name == "cpu":
+        pytest.skip("GPU test: run with --device cuda (or mps) on a machine that has one")
+    import torch
+
+    available = torch.cuda.is_available() if name == "cuda" else torch.backends.mps.is_available()
+    if not available:
+        pytest.fail(f"--device {name} was given but torch sees no such device")
+    return name
+
+
 @pytest.fixture(autouse=True)
 def _two_threads():
     import torch

@@ -15,8 +15,8 @@ import argparse
 import json
 
 from .._docs import replace_section
-from . import data, protocol
-from .run import RESULTS, Recorder, run_forest, run_net, write_annotation
+from . import commands, data, protocol
+from .run import RESULTS, Recorder, run_forest, run_net, score_mask, write_annotation
 
 HEADING = "## Engine v2: Dice at K = 3 against the plain U-Net and the forest"
 COMMAND = ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 12 20 120 --wait-quiet 60 --docs"
@@ -27,9 +27,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=[*data.NAMES, "all"], default="all")
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--budgets", type=float, nargs="+", default=[12.0, 20.0, 120.0])
-    parser.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run --preset plain at the longest budget")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--also", nargs="*", default=["plain"], metavar="PRESET",
+                        help="other presets to run at the longest budget (default: plain)")
+    parser.add_argument("--tag", default="", help="results and docs apart from the CPU ones, e.g. gpu")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[], help="extra seeds at the longest budget")
+    parser.add_argument("--no-forest", action="store_true")
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S")
@@ -45,7 +47,7 @@ def run_dataset(name: str, args) -> None:
     folder = data.CACHE / "work" / f"v2_{name}"
     folder.mkdir(parents=True, exist_ok=True)
     write_annotation(folder, "image", dataset.image, dataset.spacing)
-    recorder = Recorder(RESULTS / f"v2_{name}.json", dataset, args)
+    recorder = Recorder(_path(name, args.tag), dataset, args)
     annotation = protocol.paint(dataset.truth, args.k)
     unpainted = annotation == 0
     path = write_annotation(folder, f"annotation_k{args.k}", annotation, dataset.spacing)
@@ -53,25 +55,49 @@ def run_dataset(name: str, args) -> None:
     print(f"{name}: {recorder.result['dataset']}", flush=True)
     for budget in sorted(args.budgets):
         recorder.add({"method": "net", **base, **run_net(dataset, folder, path, unpainted, budget, args)})
-    if args.plain:
-        args.preset = "plain"
+    for other in args.also:
+        args.preset = other
         found = run_net(dataset, folder, path, unpainted, max(args.budgets), args)
-        recorder.add({"method": "net-plain", **base, **found})
-        args.preset = "fast"
-    recorder.add({"method": "forest", **base, **run_forest(dataset, folder, path, unpainted, args)})
+        recorder.add({"method": f"net-{other}", **base, **found})
+    args.preset = "fast"
+    for seed in args.seeds:
+        found = _seeded(dataset, folder, path, unpainted, seed, args)
+        recorder.add({"method": f"net-seed{seed}", **base, **found})
+    if not args.no_forest:
+        recorder.add({"method": "forest", **base, **run_forest(dataset, folder, path, unpainted, args)})
+
+
+def _seeded(dataset, folder, path, unpainted, seed: int, args) -> dict:
+    budget = max(args.budgets)
+    mask = folder / f"net_seed{seed}_{path.name.split('.')[0]}_{budget:g}s.nii.gz"
+    quiet = commands.wait_quiet(args.wait_quiet) if args.wait_quiet else {}
+    found = commands.net(folder / "image.nii.gz", path, mask, budget, "fast", ("--seed", str(seed)))
+    return {"budget_s": budget, "seed": seed, **quiet, **found, **score_mask(mask, dataset, unpainted)}
+
+
+def _path(name: str, tag: str):
+    return RESULTS / f"v2{'_' + tag if tag else ''}_{name}.json"
+
+
+def _main_runs(res: dict) -> list[dict]:
+    """The runs of the main table: K = 3, budgets up to 120 s, no extra seeds."""
+    return [r for r in res["runs"]
+            if r["k"] == 3 and r.get("budget_s", 0) <= 120 and "seed" not in r["method"]]
 
 
 def table(results: list[dict]) -> list[str]:
     """One row per dataset: forest, plain U-Net and every default-preset budget."""
-    budgets = sorted({r["budget_s"] for res in results for r in res["runs"] if r["method"] == "net"})
-    head = ["dataset", "forest (wall s)", "plain U-Net 120 s", *[f"v2 {b:g} s (wall s)" for b in budgets],
-            "v2 − forest at the longest"]
+    main = [r for res in results for r in _main_runs(res)]
+    budgets = sorted({r["budget_s"] for r in main if r["method"] == "net"})
+    others = sorted({r["method"] for r in main if r["method"].startswith("net-")})
+    head = ["dataset", "forest (wall s)", *[f"{m[4:]} {budgets[-1]:g} s" for m in others],
+            *[f"v2 {b:g} s (wall s)" for b in budgets], "v2 − forest at the longest"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for res in results:
-        runs = {(r["method"], r.get("budget_s")): r for r in res["runs"]}
+        runs = {(r["method"], r.get("budget_s")): r for r in _main_runs(res)}
         forest = next((r for (m, _), r in runs.items() if m == "forest"), None)
-        plain = next((r for (m, _), r in runs.items() if m == "net-plain"), None)
-        cells = [res["dataset"]["name"], _cell(forest), _cell(plain)]
+        cells = [res["dataset"]["name"], _cell(forest)]
+        cells += [_cell(next((r for (m, _), r in runs.items() if m == method), None)) for method in others]
         cells += [_cell(runs.get(("net", b))) for b in budgets]
         last = runs.get(("net", budgets[-1])) if budgets else None
         gap = last["mean_fg_dice"] - forest["mean_fg_dice"] if last and forest else None
@@ -82,6 +108,23 @@ def table(results: list[dict]) -> list[str]:
 
 def _cell(run: dict | None) -> str:
     return "–" if run is None else f"{run['mean_fg_dice']:.4f} ({run['wall_s']:.0f})"
+
+
+def extra_table(results: list[dict]) -> list[str]:
+    """Runs outside the main table: other K, longer budgets, other seeds; the forest at that K."""
+    lines = ["| dataset | run | K | budget s | Dice | forest Dice at that K | wall s |",
+             "|---|---|---|---|---|---|---|"]
+    for res in results:
+        main = _main_runs(res)
+        forests = {r["k"]: r for r in res["runs"] if r["method"] == "forest"}
+        for r in res["runs"]:
+            if r in main or r["method"] == "forest":
+                continue
+            forest = forests.get(r["k"])
+            lines.append(f"| {res['dataset']['name']} | {r['method']} | {r['k']} | {r.get('budget_s', 0):g} "
+                         f"| {r['mean_fg_dice']:.4f} | {forest['mean_fg_dice'] if forest else float('nan'):.4f} "
+                         f"| {r['wall_s']:.0f} |")
+    return lines
 
 
 def per_class(results: list[dict]) -> list[str]:
@@ -95,11 +138,12 @@ def per_class(results: list[dict]) -> list[str]:
     return lines
 
 
-def docs_section(results: list[dict]) -> str:
+def docs_section(results: list[dict], tag: str = "") -> str:
     m = results[0]["machine"]
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
     return "\n".join([
-        HEADING, "", "Reproduce with:", "", "```bash", COMMAND, "```", "",
+        HEADING + (f" ({tag})" if tag else ""), "", "Reproduce with:", "", "```bash",
+        COMMAND if not tag else "bash benchmarks/gpu.sh", "```", "",
         f"- Machine: {m['cpu']}, {m['cores']} cores; {packages}; started {m['date']}.",
         "- K = 3 painted slices per axis, simulated as in the accuracy section below; mean foreground",
         "  Dice on the unpainted voxels; (wall s) = the whole `sparseseg segment` command (start-up,",
@@ -107,7 +151,8 @@ def docs_section(results: list[dict]) -> str:
         "- v2 = the default preset (filter-bank stem, pointwise first stage, U-Net correction);",
         "  plain = `--preset plain`, the 3D U-Net on the intensity alone (the default before v2).",
         "- `abdomen` was added after the method was fixed and was never tuned on.", "",
-        *table(results), "", *per_class(results),
+        *table(results), "", "Other K, longer budgets and other seeds (same protocol):", "",
+        *extra_table(results), "", *per_class(results),
     ])
 
 
@@ -117,11 +162,11 @@ def main(argv=None) -> int:
     if not args.report_only:
         for name in names:
             run_dataset(name, args)
-    paths = [RESULTS / f"v2_{name}.json" for name in data.NAMES]
+    paths = [_path(name, args.tag) for name in data.NAMES]
     results = [json.loads(p.read_text()) for p in paths if p.exists()]
     print("\n".join(table(results)))
     if args.docs and results:
-        replace_section(HEADING, docs_section(results))
+        replace_section(HEADING + (f" ({args.tag})" if args.tag else ""), docs_section(results, args.tag))
     return 0
 
 
