@@ -134,3 +134,16 @@ def test_out_of_fold_option_trains_and_predicts(trained):
                          device="cpu")
     segmenter = fit([sample.image], [sample.annotation], model, config, sample.spacing)
     assert predict(segmenter, sample.image).labels.shape == sample.image.shape
+
+
+def test_a_volume_whose_features_would_not_fit_is_predicted_chunk_by_chunk(trained, monkeypatch):
+    from napari_sparseseg.core import inference
+
+    sample, segmenter = trained
+    config = inference.InferConfig(window=(8, 16, 16), device="cpu")
+    whole = predict(segmenter, sample.image, config)
+    monkeypatch.setattr(inference, "MAX_FEATURE_BYTES", 1000)
+    chunked = predict(segmenter, sample.image, config)
+    assert chunked.labels.shape == whole.labels.shape and chunked.labels.dtype == np.uint8
+    assert np.mean(chunked.labels == whole.labels) > 0.999  # equal but for ties
+    assert np.abs(chunked.probabilities.astype(int) - whole.probabilities).max() <= 1

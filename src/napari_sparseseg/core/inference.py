@@ -23,6 +23,7 @@ from .validate import check_image
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 _FLIPS = ((2,), (3,), (4,))
+MAX_FEATURE_BYTES = 2 << 30  # whole-volume filter features above this: predict chunk by chunk
 
 
 @dataclass(frozen=True)
@@ -199,11 +200,15 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
     """Dense prediction of ``image`` (Z, Y, X) with a trained segmenter.
 
     For volumes larger than memory, see :func:`.chunked.predict_dask`: it gives the same result
-    chunk by chunk.
+    chunk by chunk. A model with a filter-bank stem whose whole-volume features would pass
+    :data:`MAX_FEATURE_BYTES` (19 float32 channels per voxel) is predicted that way here too.
     """
     config = config or InferConfig()
     image = check_image(image)
     check_channels(segmenter)
+    stem = segmenter.net.stem
+    if stem is not None and image.size * stem.out_channels * 4 > MAX_FEATURE_BYTES:
+        return _predict_in_chunks(segmenter, image, config)
     probs = sliding_window(
         model_inputs(segmenter, segmenter.normalization.apply(image)),
         segmenter_predictor(segmenter, config),
@@ -212,6 +217,16 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
         config.batch_size,
     )
     return Prediction(labels_uint8(probs), probabilities_uint8(probs))
+
+
+def _predict_in_chunks(segmenter: Segmenter, image: np.ndarray, config: InferConfig) -> Prediction:
+    import dask
+
+    from .chunked import predict_dask
+
+    lazy = predict_dask(image, segmenter, config)
+    labels, probabilities = dask.compute(lazy.labels, lazy.probabilities, scheduler="threads", num_workers=1)
+    return Prediction(labels, probabilities)
 
 
 def model_inputs(segmenter: Segmenter, volume: np.ndarray) -> np.ndarray:
