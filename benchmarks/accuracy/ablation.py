@@ -72,11 +72,14 @@ def table(rows: list[dict]) -> list[str]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datasets", nargs="*", choices=data.NAMES)
+    parser.add_argument("datasets", nargs="*", help=f"any of {', '.join(data.NAMES)}; none: only render")
     parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--budgets", type=float, nargs="+", default=[20.0, 120.0])
     parser.add_argument("--docs", action="store_true")
     args = parser.parse_args(argv)
+    unknown = set(args.datasets) - set(data.NAMES)
+    if unknown:
+        parser.error(f"unknown dataset(s) {', '.join(sorted(unknown))}; choose from {', '.join(data.NAMES)}")
     for name in args.datasets:
         for budget in args.budgets:
             for variant in args.variant:

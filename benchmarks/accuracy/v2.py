@@ -47,7 +47,7 @@ def run_dataset(name: str, args) -> None:
     folder = data.CACHE / "work" / f"v2_{name}"
     folder.mkdir(parents=True, exist_ok=True)
     write_annotation(folder, "image", dataset.image, dataset.spacing)
-    recorder = Recorder(_path(name, args.tag), dataset, args)
+    recorder = Recorder(_path(name, args.tag), dataset, argparse.Namespace(**{**vars(args), "k": [args.k]}))
     annotation = protocol.paint(dataset.truth, args.k)
     unpainted = annotation == 0
     path = write_annotation(folder, f"annotation_k{args.k}", annotation, dataset.spacing)

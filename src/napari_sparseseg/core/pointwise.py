@@ -68,7 +68,7 @@ def train_pointwise(head, features, labels, steps: int, seconds: float, learning
     """Fit the 1x1x1-convolution classifier ``head`` on ``features`` (N, C); yield every step's loss.
 
     Batches draw painted voxels uniformly, so classes keep the proportions the user painted (as
-    a random forest sees them; balancing classes made rare ones swallow their surroundings). The
+    a random forest sees them). The
     learning rate follows a cosine from ``learning_rate`` to zero over ``steps`` or ``seconds``,
     whichever runs out first.
     """
