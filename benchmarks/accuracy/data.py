@@ -175,6 +175,11 @@ def centre_box(shape, size) -> tuple[slice, ...]:
     return tuple(slice(a, a + min(n, s)) for a, n, s in zip(starts, size, shape))
 
 
+def selected(choice: str) -> tuple[str, ...]:
+    """The dataset names a ``--dataset`` choice stands for (``all`` = every one)."""
+    return NAMES if choice == "all" else (choice,)
+
+
 def load(name: str, quick: bool = False) -> Dataset:
     """Dataset ``name`` cropped to its labels plus a margin (``quick``: a small centre crop)."""
     from .extra_data import load_abdomen

@@ -190,10 +190,8 @@ def load_results(suffix: str) -> list[dict]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    names = data.NAMES if args.dataset == "all" else (args.dataset,)
-    if not args.report_only:
-        for name in names:
-            run_dataset(name, args)
+    for name in () if args.report_only else data.selected(args.dataset):
+        run_dataset(name, args)
     results = load_results(args.suffix)
     images = RESULTS if args.quick else IMAGES
     summary = report.render(results, images, prefix="quick_" if args.quick else "")

@@ -157,10 +157,8 @@ def docs_section(results: list[dict], tag: str = "") -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    names = data.NAMES if args.dataset == "all" else (args.dataset,)
-    if not args.report_only:
-        for name in names:
-            run_dataset(name, args)
+    for name in () if args.report_only else data.selected(args.dataset):
+        run_dataset(name, args)
     paths = [_path(name, args.tag) for name in data.NAMES]
     results = [json.loads(p.read_text()) for p in paths if p.exists()]
     print("\n".join(table(results)))
