@@ -30,9 +30,11 @@ VARIANTS = {
     "pointwise-only": ("fast", {}, {"iterations": 1}),
     "filters-unet": ("fast", {"pointwise": 0}, {}),
     "default": ("fast", {}, {}),
-    "out-of-fold": ("fast", {}, {"out_of_fold": True}),
-    "unet-lr-1e-3": ("fast", {}, {"learning_rate": 1e-3}),
+    "prior-weight-0": ("fast", {"prior_weight": 0.0}, {}),
+    "prior-weight-1": ("fast", {"prior_weight": 1.0}, {}),
 }
+# Rows of earlier designs stay in the log under their own names (measured with earlier commits).
+EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3")
 
 
 def run(name: str, variant: str, budget: float, k: int = 3, seed: int = 0) -> dict:
@@ -63,7 +65,7 @@ def table(rows: list[dict]) -> list[str]:
             columns.append(column)
         cells[r["variant"]][column] = r["mean_fg_dice"]
     lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for variant in VARIANTS:
+    for variant in (*VARIANTS, *EARLIER):
         if variant in cells:
             values = [f"{cells[variant][c]:.4f}" if c in cells[variant] else "–" for c in columns]
             lines.append(f"| {variant} | " + " | ".join(values) + " |")

@@ -1,11 +1,13 @@
 """Engine v2: filter-bank stem, pointwise first stage, normalisation from painted structures."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
-from napari_sparseseg.core import checkpoint, filters, pointwise
+from napari_sparseseg.core import checkpoint, filters
 from napari_sparseseg.core.config import ModelConfig, TrainConfig, preset, replace
 from napari_sparseseg.core.inference import predict
 from napari_sparseseg.core.metrics import evaluate
@@ -90,11 +92,40 @@ def test_default_engine_learns_tubules_in_a_small_budget(trained):
     assert bool(segmenter.net.stem.fitted)
 
 
-def test_u_net_correction_starts_at_zero():
-    net = checkpoint.Segmenter.create(ModelConfig(features=(4, 8), filters=(1.0,), pointwise=8), 3,
-                                      fit_normalization([np.zeros((4, 4, 4))])).net
+def _new_net(**model):
+    config = ModelConfig(features=(4, 8), filters=(1.0,), pointwise=8, **model)
+    return checkpoint.Segmenter.create(config, 3, fit_normalization([np.zeros((4, 4, 4))])).net
+
+
+def test_training_starts_at_the_pointwise_answer_with_a_soft_prior():
+    net = _new_net(prior_weight=0.3)
     x = torch.randn(1, net.stem.out_channels, 8, 16, 16)
-    assert torch.equal(net.from_features(x), net.pointwise(x))
+    start = net.pointwise(x)
+    logits = net.from_features(x)
+    torch.testing.assert_close(logits, 0.3 * torch.log_softmax(start, 1))
+    assert torch.equal(logits.argmax(1), start.argmax(1))
+
+
+def test_the_u_net_sees_the_pointwise_probabilities():
+    net = _new_net()
+    assert net.encoders[0][0].in_channels == net.stem.out_channels + 3
+    torch.nn.init.normal_(net.head.weight)
+    x = torch.randn(1, net.stem.out_channels, 8, 16, 16)
+    before = net.from_features(x) - 0.3 * torch.log_softmax(net.pointwise(x), 1)
+    with torch.no_grad():
+        net.pointwise[-1].bias += torch.tensor([5.0, 0.0, -5.0])
+    after = net.from_features(x) - 0.3 * torch.log_softmax(net.pointwise(x), 1)
+    assert not torch.allclose(before, after)  # only the U-Net's context input changed
+
+
+def test_a_model_from_the_first_engine_v2_asks_to_be_trained_again(trained, tmp_path):
+    _, segmenter = trained
+    payload = torch.load(io.BytesIO(checkpoint.to_bytes(segmenter)), weights_only=True)
+    del payload["model_config"]["prior_weight"]
+    path = tmp_path / "old.pt"
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="earlier development version.*train"):
+        checkpoint.load(path)
 
 
 def test_model_with_stem_round_trips_and_continues_with_its_standardisation(trained, tmp_path):
@@ -114,26 +145,6 @@ def test_model_with_stem_round_trips_and_continues_with_its_standardisation(trai
 def test_pointwise_needs_filters():
     with pytest.raises(ValueError, match="filter"):
         ModelConfig(pointwise=8)
-
-
-def test_out_of_fold_logits_come_from_the_head_that_did_not_see_the_octant():
-    volume = np.zeros((2, 4, 6, 8), np.float32)
-    heads = [torch.nn.Conv3d(2, 1, 1), torch.nn.Conv3d(2, 1, 1)]
-    for value, head in enumerate(heads):
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.constant_(head.bias, float(value))
-    logits = pointwise.out_of_fold_logits(heads, volume, slab=3)
-    np.testing.assert_array_equal(logits[0], pointwise.octant_parity((4, 6, 8)))
-    assert logits[0, 0, 0, 0] == 0 and logits[0, 2, 0, 0] == 1 and logits[0, 2, 3, 0] == 0
-
-
-def test_out_of_fold_option_trains_and_predicts(trained):
-    sample, _ = trained
-    model = replace(preset("fast").model, features=(4, 8))
-    config = TrainConfig(patch_size=(16, 32, 32), iterations=3, pointwise_steps=20, out_of_fold=True,
-                         device="cpu")
-    segmenter = fit([sample.image], [sample.annotation], model, config, sample.spacing)
-    assert predict(segmenter, sample.image).labels.shape == sample.image.shape
 
 
 def test_a_volume_whose_features_would_not_fit_is_predicted_chunk_by_chunk(trained, monkeypatch):

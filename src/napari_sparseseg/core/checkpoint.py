@@ -98,6 +98,10 @@ def from_bytes(data: bytes, name: str = "model") -> Segmenter:
 
 
 def _from_payload(payload: dict, name: str) -> Segmenter:
+    config = payload.get("model_config")
+    if isinstance(config, dict) and config.get("pointwise") and "prior_weight" not in config:
+        raise ValueError(f"{name} was trained by an earlier development version of the engine whose "
+                         "network differs; train a new model from the same annotations.")
     try:
         config = from_dict(ModelConfig, payload["model_config"])
         segmenter = Segmenter.create(

@@ -39,8 +39,13 @@ class ModelConfig:
         Scales σ of a fixed filter-bank first layer (:mod:`.filters`); empty = the U-Net sees
         the normalised intensity only (the plain U-Net).
     pointwise : int
-        Hidden width of a per-voxel classifier on the filter features whose logits the U-Net
-        corrects (the U-Net's last layer starts at zero); 0 = none. Needs ``filters``.
+        Hidden width of a per-voxel classifier on the filter features, trained first; 0 = none.
+        Needs ``filters``. The U-Net then also sees the classifier's class probabilities as
+        input channels (auto-context), and adds its output to the classifier's log-probabilities.
+    prior_weight : float
+        Weight of the classifier's log-probabilities in the final logits. The U-Net's last layer
+        starts at zero, so training starts at the classifier's answer; a weight below 1 keeps that
+        start uncertain enough that every painted voxel still teaches the U-Net.
     spacing : (float, float, float)
         Voxel spacing the filter bank is built for (set from the data when training starts).
     """
@@ -52,6 +57,7 @@ class ModelConfig:
     in_channels: int = 1
     filters: tuple[float, ...] = ()
     pointwise: int = 0
+    prior_weight: float = 0.3
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self):
@@ -66,6 +72,8 @@ class ModelConfig:
             )
         if self.pointwise and not self.filters:
             raise ValueError("A pointwise classifier needs filter-bank features (set filters).")
+        if not 0 <= self.prior_weight < math.inf:
+            raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight}.")
         if any(not s > 0 for s in (*self.filters, *self.spacing)):
             raise ValueError("Filter scales and spacing must be positive numbers.")
 
@@ -89,9 +97,6 @@ class TrainConfig:
     A model with a pointwise classifier first trains it alone on every painted voxel for
     ``pointwise_steps`` steps or until ``pointwise_share`` of ``max_time`` (at most
     ``pointwise_seconds``) has passed, with its own ``pointwise_learning_rate``; then the U-Net.
-    ``out_of_fold`` trains the U-Net's correction on top of out-of-fold logits (two more pointwise
-    classifiers, each trained on the painted voxels of alternate octants) instead of the full
-    classifier's; measured and left off (docs/benchmarks.md, engine v2 ablation).
     """
 
     patch_size: Triple = (32, 64, 64)
@@ -110,7 +115,6 @@ class TrainConfig:
     pointwise_share: float = 0.5
     pointwise_seconds: float = 25.0
     pointwise_learning_rate: float = 1e-2
-    out_of_fold: bool = False
 
     def __post_init__(self):
         if self.iterations is None and self.max_time is None:

@@ -67,7 +67,9 @@ class UNet3D(nn.Module):
         Widths, norm, pooling per level; ``config.pools`` must be resolved (not None)
         or every down-step pools 2x2x2. With ``config.filters`` a fixed :class:`FilterBank`
         feeds the U-Net; with ``config.pointwise`` a per-voxel classifier on those features gives
-        starting logits and the U-Net adds a correction whose last layer starts at zero.
+        starting log-probabilities (weighted by ``config.prior_weight``), its probabilities are
+        extra U-Net inputs (auto-context), and the U-Net adds a correction whose last layer starts
+        at zero.
     n_classes : int
         Number of output classes (background included).
 
@@ -86,6 +88,8 @@ class UNet3D(nn.Module):
         in_ch = self.stem.out_channels if self.stem else config.in_channels
         hidden = config.pointwise
         self.pointwise = pointwise_classifier(in_ch, hidden, n_classes) if hidden else None
+        if hidden:
+            in_ch += n_classes  # the classifier's probabilities
         self.encoders = nn.ModuleList()
         for width in feats:
             mid = width // 2 if config.paper_blocks else width
@@ -110,8 +114,12 @@ class UNet3D(nn.Module):
 
     def from_features(self, x: torch.Tensor) -> torch.Tensor:
         """Logits from the stem's output (the image itself without a stem), e.g. precomputed."""
-        start = self.pointwise(x) if self.pointwise is not None else 0
-        return start + self.unet(x)
+        if self.pointwise is None:
+            return self.unet(x)
+        start = self.pointwise(x).float()
+        context = torch.softmax(start, 1).to(x.dtype)
+        prior = self.config.prior_weight * torch.log_softmax(start, 1)
+        return prior + self.unet(torch.cat([x, context], 1))
 
     def unet(self, x: torch.Tensor) -> torch.Tensor:
         """The U-Net proper: (B, C, Z, Y, X) input features -> (B, n_classes, Z, Y, X) logits."""

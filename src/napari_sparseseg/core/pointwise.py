@@ -3,7 +3,8 @@
 A patch of 32x64x64 supervises only the few percent of its voxels that are painted; here every
 sample is a painted voxel, so a few seconds of training see each painted voxel many times and give
 an answer at the level of a random forest on the same features. The U-Net stage then starts from
-exactly that answer (its last layer starts at zero) and learns the spatial corrections.
+that answer (its last layer starts at zero), sees the classifier's probabilities as inputs and
+learns the spatial corrections (:class:`.model.UNet3D`).
 """
 
 from __future__ import annotations
@@ -21,46 +22,20 @@ BATCH = 2048  # many small steps beat few large ones per second (measured on CT 
 
 
 def painted_samples(volumes, targets, rng, max_voxels: int = MAX_VOXELS):
-    """Features (N, C) float32, classes (N,) int64 and folds (N,) of (a subset of) the painted voxels.
+    """Features (N, C) float32 and classes (N,) int64 of (a subset of) the painted voxels.
 
-    ``volumes`` are (C, Z, Y, X) feature volumes, ``targets`` (Z, Y, X) with -1 where unpainted;
-    the fold of a voxel is the parity of its octant (:func:`octant_parity`).
+    ``volumes`` are (C, Z, Y, X) feature volumes, ``targets`` (Z, Y, X) with -1 where unpainted.
     """
     total = sum(int(np.count_nonzero(t >= 0)) for t in targets)
     keep = min(1.0, max_voxels / max(1, total))
-    feats, labels, folds = [], [], []
+    feats, labels = [], []
     for volume, target in zip(volumes, targets):
         index = np.flatnonzero(target.ravel() >= 0)
         if keep < 1.0:
             index = np.sort(rng.choice(index, int(index.size * keep), replace=False))
         feats.append(volume.reshape(volume.shape[0], -1)[:, index].T)
         labels.append(target.ravel()[index].astype(np.int64))
-        folds.append(octant_parity(target.shape).ravel()[index])
-    return tuple(torch.from_numpy(np.concatenate(a)) for a in (feats, labels, folds))
-
-
-def octant_parity(shape) -> np.ndarray:
-    """0/1 per voxel of a volume split in 2x2x2 octants, alternating like a chessboard."""
-    halves = [(np.arange(n) * 2 // n).astype(np.uint8) for n in shape]
-    return (halves[0][:, None, None] + halves[1][None, :, None] + halves[2][None, None, :]) % 2
-
-
-@torch.no_grad()
-def out_of_fold_logits(heads, volume: np.ndarray, slab: int = 16) -> np.ndarray:
-    """Logits (K, Z, Y, X) of ``volume`` (C, Z, Y, X), each voxel from the head not trained on its fold.
-
-    ``heads[f]`` was trained on the painted voxels outside fold ``f``.
-    """
-    parity = torch.from_numpy(octant_parity(volume.shape[1:]))
-    out = None
-    for z in range(0, volume.shape[1], slab):
-        x = torch.from_numpy(np.ascontiguousarray(volume[:, z : z + slab]))[None]
-        a, b = (head.eval()(x)[0] for head in heads)
-        part = torch.where(parity[z : z + slab].bool(), b, a).numpy()
-        if out is None:
-            out = np.empty((part.shape[0], *volume.shape[1:]), np.float32)
-        out[:, z : z + slab] = part
-    return out
+    return tuple(torch.from_numpy(np.concatenate(a)) for a in (feats, labels))
 
 
 def train_pointwise(head, features, labels, steps: int, seconds: float, learning_rate: float,

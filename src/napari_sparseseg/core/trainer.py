@@ -7,7 +7,6 @@ form: it validates the data, builds or checks the segmenter and runs :func:`trai
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -20,7 +19,7 @@ from .checkpoint import Segmenter
 from .config import ModelConfig, TrainConfig, pools_for_spacing
 from .loss import class_weights, sparse_loss
 from .normalize import fit_normalization
-from .pointwise import out_of_fold_logits, painted_samples, train_pointwise
+from .pointwise import painted_samples, train_pointwise
 from .sampling import PatchSampler, annotation_to_target, fit_patch
 from .validate import check_pair, count_classes
 
@@ -108,26 +107,13 @@ def _pointwise_stage(segmenter, sampler, config: TrainConfig, rng, stop, start) 
     counted after the features are computed, so a short budget still gets a complete answer.
     """
     net = segmenter.net.cpu()
-    features, labels, folds = painted_samples(sampler.images, sampler.targets, rng)
+    features, labels = painted_samples(sampler.images, sampler.targets, rng)
     seconds = config.pointwise_seconds
     if config.max_time:
         seconds = min(seconds, config.pointwise_share * config.max_time)
     lr = config.pointwise_learning_rate
     steps = train_pointwise(net.pointwise, features, labels, config.pointwise_steps, seconds, lr, rng)
     yield from _progress(steps, config, start, stop)
-    if not config.out_of_fold or len(torch.unique(folds)) < 2:
-        return
-    heads = []
-    for fold in (0, 1):
-        head, outside = copy.deepcopy(net.pointwise), folds != fold
-        for layer in head:
-            if hasattr(layer, "reset_parameters"):
-                layer.reset_parameters()
-        steps = train_pointwise(head, features[outside], labels[outside], config.pointwise_steps // 2,
-                                seconds / 4, lr, rng)
-        yield from _progress(steps, config, start, stop)
-        heads.append(head)
-    sampler.images = [np.concatenate([v, out_of_fold_logits(heads, v)]) for v in sampler.images]
 
 
 def _progress(losses, config, start, stop) -> Iterator[Progress]:
@@ -218,20 +204,12 @@ def _step(net, optim, scaler, x, y, weight, dice_weight, device) -> float:
     y = torch.from_numpy(y).to(device)
     optim.zero_grad(set_to_none=True)
     with dev.autocast(device):
-        logits = _forward(net, x)
+        logits = net.from_features(x)
     loss = sparse_loss(logits, y, weight, dice_weight)
     scaler.scale(loss).backward()
     scaler.step(optim)
     scaler.update()
     return float(loss.detach())
-
-
-def _forward(net, x):
-    """Logits of a training batch; inputs beyond the stem's channels are out-of-fold starting logits."""
-    if net.stem is None or x.shape[1] == net.stem.out_channels:
-        return net.from_features(x)
-    features = x[:, : net.stem.out_channels]
-    return x[:, net.stem.out_channels :].float() + net.unet(features)
 
 
 def fit(
