@@ -23,6 +23,8 @@ from .pointwise import painted_samples, train_pointwise
 from .sampling import PatchSampler, annotation_to_target, fit_patch
 from .validate import check_pair, count_classes
 
+WARMUP = 50  # U-Net iterations of linear learning-rate warm-up after the pointwise stage
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -75,6 +77,7 @@ def train(
     if segmenter.net.pointwise is not None:
         yield from _pointwise_stage(segmenter, sampler, config, rng, stop, start)
     first = time.perf_counter() - start  # the U-Net stage's schedule spans the time left
+    warmup = WARMUP if segmenter.net.pointwise is not None else 0
     weight = _weights(annotations, segmenter.n_classes, config, device)
     net = dev.prepare(segmenter.net, device).train()
     optim = torch.optim.AdamW(_trainable(net), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -85,7 +88,7 @@ def train(
         reason = "stopped" if stopped else _budget_reached(config, it, time.perf_counter() - start)
         if reason:
             break
-        _set_lr(optim, config, it, time.perf_counter() - start, first)
+        _set_lr(optim, config, it, time.perf_counter() - start, first, warmup)
         x, y = sampler.sample(config.batch_size)
         loss = _step(net, optim, scaler, x, y, weight, config.dice_weight, device)
         it += 1
@@ -181,19 +184,22 @@ def _budget_reached(config: TrainConfig, it: int, elapsed: float) -> str:
     return ""
 
 
-def _set_lr(optim, config: TrainConfig, it: int, elapsed: float, first: float = 0.0) -> None:
-    """Polynomial decay to zero over whichever budget is further used up.
+def _set_lr(optim, config: TrainConfig, it: int, elapsed: float, first: float = 0.0,
+            warmup: int = 0) -> None:
+    """Linear warm-up over ``warmup`` iterations, then polynomial decay to zero over whichever
+    budget is further used up.
 
     Ending at (almost) zero lets the last iterations settle the weights instead of moving the
     decision boundary from one step to the next. ``first`` seconds of the time budget went to
-    the pointwise stage; the schedule spans the rest.
+    the pointwise stage; the schedule spans the rest. The warm-up keeps Adam's first, full-size
+    steps from overriding the pointwise answer when a short budget leaves only a few iterations.
     """
     used = 0.0
     if config.iterations:
         used = it / config.iterations
     if config.max_time:
         used = max(used, (elapsed - first) / max(config.max_time - first, 1e-9))
-    lr = config.learning_rate * max(1.0 - used, 0.0) ** 0.9
+    lr = config.learning_rate * max(1.0 - used, 0.0) ** 0.9 * min(1.0, (it + 1) / (warmup + 1))
     for group in optim.param_groups:
         group["lr"] = lr
 
