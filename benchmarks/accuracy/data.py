@@ -8,7 +8,10 @@
 - ``ct``: the contrast CT of an aortic dissection in ``../shared/data/ct-aorta`` (beside the
   repository, not in it; see its README): 1 true lumen, 2 false lumen, 3 vertebra T12.
 - ``abdomen``: an abdomen/pelvis CT with four organ groups from the ``totalsegmentator`` sdist
-  (:mod:`.extra_data`); added after the method was fixed, never tuned on.
+  (:mod:`.extra_data`); added after engine v2.0 was fixed and not tuned on then; engine v2.1 was
+  checked on it while being chosen, so it is no longer held out.
+- ``abdomen-mr``: a 20-slice abdominal MR with four groups from the same sdist; added after v2.1
+  was fixed, never tuned on.
 
 Arrays are (z, y, x) as the engine reads them: a NIfTI volume is reversed to (k, j, i) exactly as
 ``napari_sparseseg.core.io.read_volume`` does. Each volume is cropped to its labelled region plus a
@@ -41,7 +44,7 @@ CELLS3D_SPACING = (0.29, 0.26, 0.26)
 SYNTHETIC_SHAPE = (64, 160, 160)
 MARGIN = 4
 QUICK_SHAPE = (32, 64, 64)
-NAMES = ("mni", "nuclei", "synthetic", "ct", "abdomen")
+NAMES = ("mni", "nuclei", "synthetic", "ct", "abdomen", "abdomen-mr")
 CT_AORTA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct-aorta"
 
 
@@ -182,10 +185,10 @@ def selected(choice: str) -> tuple[str, ...]:
 
 def load(name: str, quick: bool = False) -> Dataset:
     """Dataset ``name`` cropped to its labels plus a margin (``quick``: a small centre crop)."""
-    from .extra_data import load_abdomen
+    from .extra_data import load_abdomen, load_abdomen_mr
 
     loaders = {"mni": load_mni, "nuclei": load_nuclei, "synthetic": load_synthetic, "ct": load_ct_aorta,
-               "abdomen": load_abdomen}
+               "abdomen": load_abdomen, "abdomen-mr": load_abdomen_mr}
     if name not in loaders:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(NAMES)}.")
     dataset = loaders[name]()

@@ -147,9 +147,11 @@ def docs_section(results: list[dict], tag: str = "") -> str:
         "- K = 3 painted slices per axis, simulated as in the accuracy section below; mean foreground",
         "  Dice on the unpainted voxels; (wall s) = the whole `sparseseg segment` command (start-up,",
         "  reading, training for the budget, prediction, writing) or the whole forest command.",
-        "- v2 = the default preset (filter-bank stem, pointwise first stage, U-Net correction);",
+        "- v2 = the default preset (engine v2.1: filter-bank stem, pointwise first stage, a U-Net that",
+        "  sees its probabilities and corrects a soft prior);",
         "  plain = `--preset plain`, the 3D U-Net on the intensity alone (the default before v2).",
-        "- `abdomen` was added after the method was fixed and was never tuned on.", "",
+        "- `abdomen` was added after engine v2.0 was fixed; v2.1 was checked on it while being chosen.",
+        "  `abdomen-mr` was added after v2.1 was fixed and was never tuned on.", "",
         *table(results), "", "Other K, longer budgets and other seeds (same protocol):", "",
         *extra_table(results), "", *per_class(results),
     ])

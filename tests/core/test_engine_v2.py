@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from napari_sparseseg.core import checkpoint, filters
 from napari_sparseseg.core.config import ModelConfig, TrainConfig, preset, replace
-from napari_sparseseg.core.inference import predict
+from napari_sparseseg.core.inference import model_inputs, predict
 from napari_sparseseg.core.metrics import evaluate
 from napari_sparseseg.core.normalize import fit_normalization
 from napari_sparseseg.core.synthetic import make_sample
@@ -90,6 +90,19 @@ def test_default_engine_learns_tubules_in_a_small_budget(trained):
     dice = {name: m["dice"] for name, m in result["classes"].items()}
     assert dice["tubule lumen"] >= 0.95 and dice["tubule wall"] >= 0.93, dice
     assert bool(segmenter.net.stem.fitted)
+
+
+def test_a_few_u_net_iterations_keep_the_pointwise_answer(trained):
+    """The warm-up: a short budget that leaves the U-Net 3 iterations must not undo the first stage."""
+    sample, _ = trained
+    model = replace(preset("fast").model, features=(8, 16, 32))
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=3, pointwise_steps=300, device="cpu", seed=0)
+    segmenter = fit([sample.image], [sample.annotation], model, config, sample.spacing)
+    features = torch.from_numpy(model_inputs(segmenter, segmenter.normalization.apply(sample.image)))[None]
+    with torch.no_grad():
+        first = segmenter.net.pointwise(features).argmax(1)[0].numpy()
+    labels = predict(segmenter, sample.image).labels
+    assert np.mean(labels == first) > 0.995
 
 
 def _new_net(**model):
