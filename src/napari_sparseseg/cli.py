@@ -266,6 +266,9 @@ def _run_measure(args) -> None:
     text = measure.format_classes(rows, mask.unit)
     if args.follow_up:
         second = _measured(args.follow_up, None)
+        if second.unit != mask.unit:
+            raise ValueError(f"{args.mask} is in {mask.unit or 'an unknown unit'} but {args.follow_up} in "
+                             f"{second.unit or 'an unknown unit'}; give two masks in the same unit.")
         rows = measure.change_table(rows, measure.class_table(second.data, second.spacing, names))
         text = measure.format_change(rows, mask.unit)
     elif args.objects:

@@ -106,6 +106,12 @@ def test_probabilities_on_another_grid_are_refused():
         measure.class_table(np.zeros((2, 2, 2), np.uint8), (1, 1, 1), probabilities=np.zeros((2, 3, 2, 2)))
 
 
+def test_probabilities_with_too_few_classes_are_refused():
+    mask = np.full((2, 2, 2), 2, np.uint8)
+    with pytest.raises(ValueError, match="2 classes but the mask has labels up to 2"):
+        measure.class_table(mask, (1, 1, 1), probabilities=np.zeros((2, 2, 2, 2)))
+
+
 def test_readable_volumes():
     assert measure.readable_volume(12345.0, "mm") == "12.345 mL"
     assert measure.readable_volume(1500.0, "um") == "1500 µm³"

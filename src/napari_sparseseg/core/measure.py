@@ -77,13 +77,16 @@ def class_table(mask, spacing, class_names=None, probabilities=None, image=None)
     counts = np.bincount(mask.ravel(), minlength=n + 1)
     if probabilities is not None:
         _check_grid(probabilities.shape[1:], mask.shape, "the probabilities")
+        if probabilities.shape[0] <= n:
+            raise ValueError(f"The probabilities hold {probabilities.shape[0]} classes but the mask has "
+                             f"labels up to {n}; give the probabilities written with this mask.")
     if image is not None:
         _check_grid(image.shape, mask.shape, "the image")
     rows = []
     for c in range(1, n + 1):
         row = {"class": c, "name": _name(class_names, c), "voxels": int(counts[c]),
                "volume": float(counts[c]) * voxel, "fraction": float(counts[c]) / max(mask.size, 1)}
-        if probabilities is not None and c < probabilities.shape[0]:
+        if probabilities is not None:
             row.update(_soft(probabilities[c], voxel))
         if image is not None:
             inside = image[mask == c]
@@ -182,8 +185,8 @@ def _soft(probability: np.ndarray, voxel: float) -> dict:
 
 def _check_grid(shape, expected, what: str) -> None:
     if tuple(shape) != tuple(expected):
-        raise ValueError(f"{what} is on a {tuple(shape)} grid but the mask on {tuple(expected)}; give "
-                         "files of the same volume.")
+        raise ValueError(f"The grid of {what}, {tuple(shape)}, differs from the mask's {tuple(expected)}; "
+                         "give files of the same volume.")
 
 
 def _name(class_names, c: int) -> str:
