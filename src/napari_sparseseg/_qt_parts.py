@@ -23,36 +23,43 @@ from .core.uncertainty import AXIS_PLANES
 
 
 class LayerCombo(QComboBox):
-    """A combo box listing the viewer's layers of one type, kept up to date."""
+    """A combo box listing the viewer's layers of one type, kept up to date.
+
+    The choice follows the layer itself, not its name: renaming it keeps it chosen (and shown
+    under its new name).
+    """
 
     def __init__(self, viewer, layer_type, parent=None, allow_none: bool = False):
         super().__init__(parent)
         self.viewer, self.layer_type, self.allow_none = viewer, layer_type, allow_none
+        self._layers: list = []
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed,
                       viewer.layers.events.reordered):
             event.connect(self.refresh)
         self.refresh()
 
     def refresh(self, *_) -> None:
-        current = self.currentText()
+        current = self.layer()
+        layers = [layer for layer in self.viewer.layers if isinstance(layer, self.layer_type)]
+        for layer in layers:
+            layer.events.name.connect(self.refresh)  # connecting twice is a no-op
+        self._layers = [None] * self.allow_none + layers
         self.blockSignals(True)
         self.clear()
-        if self.allow_none:
-            self.addItem("")
-        self.addItems([layer.name for layer in self.viewer.layers if isinstance(layer, self.layer_type)])
-        self.setCurrentIndex(max(self.findText(current), 0))
+        self.addItems(["" if layer is None else layer.name for layer in self._layers])
+        self.setCurrentIndex(next((i for i, layer in enumerate(self._layers) if layer is current), 0))
         self.blockSignals(False)
-        if self.currentText() != current:
+        if self.layer() is not current:
             self.currentIndexChanged.emit(self.currentIndex())
 
     def layer(self):
         """The selected layer, or None."""
-        name = self.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        index = self.currentIndex()
+        return self._layers[index] if 0 <= index < len(self._layers) else None
 
     def select(self, layer) -> None:
         self.refresh()
-        self.setCurrentIndex(self.findText(layer.name))
+        self.setCurrentIndex(next((i for i, known in enumerate(self._layers) if known is layer), 0))
 
 
 class ClassTable(QTableWidget):

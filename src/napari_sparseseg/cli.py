@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_segment(sub)
     _add_evaluate(sub)
+    _add_measure(sub)
     _add_demo(sub)
     return parser
 
@@ -107,6 +108,7 @@ def _add_segment(sub) -> None:
     p.add_argument("annotations", type=Path, help="0 unlabeled, 1 background, k+1 class k")
     p.add_argument("--output", "-o", type=Path, required=True, metavar="MASK")
     p.add_argument("--save-model", type=Path, metavar="PATH")
+    p.add_argument("--measure", action="store_true", help="print the volume of every class afterwards")
     _training_options(p)
     _predict_options(p, device=False)
     p.set_defaults(run=_run_segment)
@@ -119,6 +121,24 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--unpainted", type=Path, metavar="ANNOTATIONS", help="score only voxels unpainted here")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=_run_evaluate)
+
+
+def _add_measure(sub) -> None:
+    p = sub.add_parser("measure", help="volumes per class and sizes per object of a mask, in physical units")
+    p.add_argument("mask", type=Path)
+    p.add_argument("follow_up", type=Path, nargs="?", metavar="MASK2",
+                   help="a second mask of the same subject: print the change per class")
+    p.add_argument("--image", type=Path,
+                   help="add the image's mean per class (and its spacing for a .npy mask)")
+    p.add_argument("--probabilities", type=Path, metavar="PATH",
+                   help="written by --probabilities: add the soft volume and its range")
+    p.add_argument("--objects", action="store_true", help="one row per connected object")
+    p.add_argument("--connectivity", type=int, choices=(6, 26), default=6,
+                   help="6: objects touching at a face are one; 26: at an edge or corner too (default 6)")
+    p.add_argument("--names", nargs="+", metavar="NAME", help="names of classes 1, 2, …")
+    p.add_argument("--csv", type=Path, metavar="PATH", help="also write the table as CSV")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=_run_measure)
 
 
 def _add_demo(sub) -> None:
@@ -233,6 +253,47 @@ def _run_evaluate(args) -> None:
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 
 
+def _run_measure(args) -> None:
+    from .core import measure
+
+    if args.csv:
+        io.check_writable(args.csv)
+    mask = _measured(args.mask, args.image)
+    names = ("background", *args.names) if args.names else None
+    image = io.read_volume(args.image).data if args.image else None
+    probs = io.read_probabilities(args.probabilities).data if args.probabilities else None
+    rows = measure.class_table(mask.data, mask.spacing, names, probs, image)
+    text = measure.format_classes(rows, mask.unit)
+    if args.follow_up:
+        second = _measured(args.follow_up, None)
+        if second.unit != mask.unit:
+            raise ValueError(f"{args.mask} is in {mask.unit or 'an unknown unit'} but {args.follow_up} in "
+                             f"{second.unit or 'an unknown unit'}; give two masks in the same unit.")
+        rows = measure.change_table(rows, measure.class_table(second.data, second.spacing, names))
+        text = measure.format_change(rows, mask.unit)
+    elif args.objects:
+        rows = measure.object_table(mask.data, mask.spacing, names, args.connectivity)
+        text = measure.format_objects(rows, mask.unit)
+    result = {"unit": mask.unit, "spacing": mask.spacing, "rows": rows}
+    print(json.dumps(result, indent=2) if args.json else text)
+    if args.csv:
+        with io.atomic_write(args.csv) as tmp:
+            tmp.write_text(measure.csv_text(rows))
+        _say(f"table written to {args.csv}")
+
+
+def _measured(path: Path, image_path: Path | None) -> io.Volume:
+    """The mask as a label volume; a .npy mask takes the spacing and unit of ``--image``."""
+    from .core.measure import check_mask
+
+    mask = io.read_volume(path)
+    data = check_mask(_labels(mask.data, path) if mask.data.dtype.kind == "f" else mask.data, str(path))
+    if image_path and io.file_format(path) == "npy":
+        image = io.read_volume(image_path)
+        return io.Volume(data, image.spacing, path=path, unit=image.unit)
+    return io.Volume(data, mask.spacing, mask.affine, mask.header, path, mask.unit)
+
+
 def _run_demo(args) -> None:
     from .core.synthetic import make_sample
 
@@ -328,6 +389,12 @@ def _write_prediction(args, segmenter, image: io.Volume) -> None:
     if args.probabilities:
         io.write_probabilities(args.probabilities, prediction.probabilities, like=image)
         _say(f"probabilities (0..255) written to {args.probabilities}")
+    if getattr(args, "measure", False):
+        from .core import measure
+
+        rows = measure.class_table(prediction.labels, image.spacing, segmenter.class_names,
+                                   prediction.probabilities, image.data)
+        print(measure.format_classes(rows, image.unit))
 
 
 def _write_demo(folder: Path, sample, labels) -> None:

@@ -282,3 +282,17 @@ def test_upper_case_suffix_round_trip(tmp_path, name):
     data = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     np.testing.assert_array_equal(read_volume(write_volume(tmp_path / name, data)).data, data)
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_the_unit_travels_from_nifti_to_tiff_and_back_and_is_never_guessed(tmp_path):
+    image = nib.Nifti1Image(np.zeros((4, 3, 2), np.uint8), np.diag([0.5, 0.5, 2.0, 1.0]))
+    image.header.set_xyzt_units("mm")
+    nib.save(image, tmp_path / "a.nii.gz")
+    source = io.read_volume(tmp_path / "a.nii.gz")
+    assert source.unit == "mm"
+    io.write_volume(tmp_path / "b.tif", source.data, like=source)
+    assert io.read_volume(tmp_path / "b.tif").unit == "mm"
+    io.write_volume(tmp_path / "c.nii.gz", source.data, like=io.read_volume(tmp_path / "b.tif"))
+    assert io.read_volume(tmp_path / "c.nii.gz").unit == "mm"
+    io.write_volume(tmp_path / "d.tif", source.data, spacing=(1, 1, 1))
+    assert io.read_volume(tmp_path / "d.tif").unit == ""

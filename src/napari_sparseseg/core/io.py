@@ -49,7 +49,9 @@ class Volume:
 
     ``data`` is ``(z, y, x)`` for images and masks (other ndim possible when read);
     ``spacing`` is the voxel size in ``(z, y, x)`` order; ``affine`` (4x4, voxel
-    ``(i, j, k)`` -> world) and ``header`` are those of the source NIfTI, else None.
+    ``(i, j, k)`` -> world) and ``header`` are those of the source NIfTI, else None;
+    ``unit`` is the unit of ``spacing``: ``"mm"``, ``"um"``, ``"m"``, or ``""`` when the file
+    does not say (NIfTI ``xyzt_units``, the ImageJ or OME unit of a TIFF; never guessed).
     """
 
     data: np.ndarray
@@ -57,6 +59,7 @@ class Volume:
     affine: np.ndarray | None = None
     header: object | None = None
     path: Path | None = None
+    unit: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spacing", _as_spacing(self.spacing))
@@ -120,12 +123,28 @@ def _read_nifti(path: Path) -> Volume:
     data = data.transpose(*range(n - 1, -1, -1), *range(n, data.ndim))
     zooms = tuple(float(z) for z in img.header.get_zooms()[:n])[::-1]
     spacing = (1.0,) * (3 - n) + tuple(z if z > 0 else 1.0 for z in zooms)
-    return Volume(data, spacing, affine=img.affine, header=img.header, path=path)
+    unit = _UNITS.get(str(img.header.get_xyzt_units()[0]), "")
+    return Volume(data, spacing, affine=img.affine, header=img.header, path=path, unit=unit)
 
 
 def _read_tiff(path: Path) -> Volume:
     with tifffile.TiffFile(path) as tif:
-        return Volume(tif.asarray(), tiff_spacing(tif), path=path)
+        return Volume(tif.asarray(), tiff_spacing(tif), path=path, unit=tiff_unit(tif))
+
+
+# Unit spellings of NIfTI, ImageJ and OME -> ours.
+_UNITS = {"mm": "mm", "millimeter": "mm", "millimetre": "mm", "micron": "um", "um": "um", "µm": "um",
+          "\\u00B5m": "um", "micrometer": "um", "micrometre": "um", "meter": "m", "metre": "m", "m": "m"}
+_IMAGEJ_UNITS = {"mm": "mm", "um": "micron", "m": "m"}
+
+
+def tiff_unit(tif: tifffile.TiffFile) -> str:
+    """The unit of an open TIFF's spacing ("mm", "um", "m"), or "" when it does not say."""
+    if tif.is_ome and tif.ome_metadata:
+        for element in ET.fromstring(tif.ome_metadata).iter():
+            if element.tag.rsplit("}", 1)[-1] == "Pixels" and element.get("PhysicalSizeX"):
+                return _UNITS.get(element.get("PhysicalSizeXUnit", "µm"), "")  # OME's default is µm
+    return _UNITS.get(str((tif.imagej_metadata or {}).get("unit", "")).strip(), "")
 
 
 def tiff_spacing(tif: tifffile.TiffFile) -> tuple[float, float, float]:
@@ -237,9 +256,9 @@ def _storage_dtype(data: np.ndarray, path: Path, tiff: bool) -> np.dtype:
     raise ValueError(f"Cannot write {path}: values {low}..{high} exceed {fits}; save as .npy.")
 
 
-def _write_tiff(tmp: Path, data: np.ndarray, axes: str, spacing) -> None:
+def _write_tiff(tmp: Path, data: np.ndarray, axes: str, spacing, unit: str = "") -> None:
     z, y, x = spacing
-    meta = {"spacing": z, "unit": "um", "axes": axes}
+    meta = {"spacing": z, "axes": axes, **({"unit": _IMAGEJ_UNITS[unit]} if unit in _IMAGEJ_UNITS else {})}
     tifffile.imwrite(tmp, data, imagej=True, resolution=(1 / x, 1 / y), metadata=meta)
 
 
@@ -259,6 +278,8 @@ def _nifti_image(ijk: np.ndarray, like: Volume | None, spacing) -> nib.Nifti1Ima
         img = nib.Nifti1Image(ijk, affine)
         img.set_qform(affine, code="aligned")
         img.set_sform(affine, code="aligned")
+        if like is not None and like.unit in _IMAGEJ_UNITS:
+            img.header.set_xyzt_units(_IMAGEJ_UNITS[like.unit] if like.unit != "m" else "meter")
     img.header.set_slope_inter(None, None)
     img.header.set_zooms(zooms + (1.0,) * (ijk.ndim - 3))
     return img
@@ -268,7 +289,7 @@ def _write(path: Path, fmt: str, like, spacing, *, tiff, ijk, npy) -> Path:
     """Atomically write `tiff` = (array, ImageJ axes), `ijk` (NIfTI order) or `npy`."""
     with atomic_write(path) as tmp:
         if fmt == "tiff":
-            _write_tiff(tmp, *tiff, spacing)
+            _write_tiff(tmp, *tiff, spacing, like.unit if like is not None else "")
         elif fmt == "nifti":
             _nifti_image(ijk, like, spacing).to_filename(tmp)
         else:
@@ -351,3 +372,15 @@ def write_probabilities(path, probs, like: Volume | None = None, spacing=None) -
         probs = probs.astype(np.float32)
     tiff = (probs.transpose(1, 0, 2, 3), "ZCYX")
     return _write(path, fmt, like, spacing, tiff=tiff, ijk=probs.T, npy=probs)
+
+
+def read_probabilities(path) -> Volume:
+    """Read class probabilities written by :func:`write_probabilities` as ``(C, z, y, x)``."""
+    volume = read_volume(path)
+    data = volume.data
+    if data.ndim != 4:
+        raise ValueError(f"{path} holds a {data.ndim}D array, not class probabilities (C, z, y, x); give the "
+                         "file written by --probabilities.")
+    order = {"nifti": (3, 0, 1, 2), "tiff": (1, 0, 2, 3), "npy": (0, 1, 2, 3)}[file_format(path)]
+    data = data.transpose(order)
+    return Volume(data, volume.spacing, volume.affine, volume.header, volume.path, volume.unit)
