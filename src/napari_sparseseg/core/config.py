@@ -96,7 +96,8 @@ class TrainConfig:
     random intensity scale in [1 - a, 1 + a] and shift in [-a, a] (normalised units).
     A model with a pointwise classifier first trains it alone on every painted voxel for
     ``pointwise_steps`` steps or until ``pointwise_share`` of ``max_time`` (at most
-    ``pointwise_seconds``) has passed, with its own ``pointwise_learning_rate``; then the U-Net.
+    ``pointwise_seconds``) has passed, with its own ``pointwise_learning_rate``; then the U-Net,
+    whose learning rate warms up over its first 50 iterations (``trainer.WARMUP``).
     """
 
     patch_size: Triple = (32, 64, 64)
