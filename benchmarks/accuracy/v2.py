@@ -19,7 +19,11 @@ from . import commands, data, protocol
 from .run import RESULTS, Recorder, run_forest, run_net, score_mask, write_annotation
 
 HEADING = "## Engine v2: Dice at K = 3 against the plain U-Net and the forest"
-COMMAND = ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 12 20 120 --wait-quiet 60 --docs"
+COMMAND = "\n".join([
+    ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 12 20 120 --seeds 1 2 --wait-quiet 60 --docs",
+    "# longer budgets, e.g. ct and mni at 600 s:",
+    ".venv/bin/python -m benchmarks.accuracy.v2 --dataset ct --budgets 600 --also --no-forest --docs",
+])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
