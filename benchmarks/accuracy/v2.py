@@ -155,7 +155,10 @@ def docs_section(results: list[dict], tag: str = "") -> str:
         "  sees its probabilities and corrects a soft prior);",
         "  plain = `--preset plain`, the 3D U-Net on the intensity alone (the default before v2).",
         "- `abdomen` was added after engine v2.0 was fixed; v2.1 was checked on it while being chosen.",
-        "  `abdomen-mr` was added after v2.1 was fixed and was never tuned on.", "",
+        "  `abdomen-mr` was added after v2.1 was fixed and was never tuned on.",
+        "- Rows are merged across runs (`--no-forest`, `--also`): the forest rows (except abdomen-mr) come",
+        "  from the v2.0 run earlier that day and the plain rows from the first v2.1 run, before the",
+        "  U-Net warm-up, which changes neither; every default-preset row is from the final code.", "",
         *table(results), "", "Other K, longer budgets and other seeds (same protocol):", "",
         *extra_table(results), "", *per_class(results),
     ])

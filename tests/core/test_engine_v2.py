@@ -93,16 +93,17 @@ def test_default_engine_learns_tubules_in_a_small_budget(trained):
 
 
 def test_a_few_u_net_iterations_keep_the_pointwise_answer(trained):
-    """The warm-up: a short budget that leaves the U-Net 3 iterations must not undo the first stage."""
+    """The warm-up: a short budget that leaves the U-Net 10 iterations must not undo the first stage
+    (without it 0.7 % of the voxels flipped here; with it 0.01 %)."""
     sample, _ = trained
     model = replace(preset("fast").model, features=(8, 16, 32))
-    config = TrainConfig(patch_size=(16, 48, 48), iterations=3, pointwise_steps=300, device="cpu", seed=0)
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=10, pointwise_steps=300, device="cpu", seed=0)
     segmenter = fit([sample.image], [sample.annotation], model, config, sample.spacing)
     features = torch.from_numpy(model_inputs(segmenter, segmenter.normalization.apply(sample.image)))[None]
     with torch.no_grad():
         first = segmenter.net.pointwise(features).argmax(1)[0].numpy()
     labels = predict(segmenter, sample.image).labels
-    assert np.mean(labels == first) > 0.995
+    assert np.mean(labels == first) > 0.998
 
 
 def _new_net(**model):

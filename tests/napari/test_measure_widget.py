@@ -10,14 +10,6 @@ pytestmark = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a d
 
 
 @pytest.fixture
-def errors(monkeypatch):
-    messages = []
-    monkeypatch.setattr("napari_sparseseg._measure_widget.show_error", messages.append)
-    monkeypatch.setattr("napari_sparseseg._qt_parts.show_error", messages.append)
-    return messages
-
-
-@pytest.fixture
 def mask_file(tmp_path):
     data = np.zeros((10, 40, 40), np.uint8)
     data[2:8, 5:25, 5:25] = 1  # 2400 voxels of 2 x 0.5 x 0.5 mm: 1.2 mL

@@ -22,14 +22,6 @@ def tiny_preset(monkeypatch):
     monkeypatch.setitem(PRESETS, "tiny", tiny)
 
 
-@pytest.fixture
-def errors(monkeypatch):
-    messages = []
-    monkeypatch.setattr("napari_sparseseg._widget.show_error", messages.append)
-    monkeypatch.setattr("napari_sparseseg._qt_parts.show_error", messages.append)
-    return messages
-
-
 def _viewer_with_widget(make_napari_viewer):
     from napari_sparseseg._widget import SparseSegWidget
 
