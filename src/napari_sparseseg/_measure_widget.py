@@ -112,7 +112,7 @@ class MeasureWidget(QWidget):
                   "fraction": f"{r['fraction']:.2%}"} for r in classes]
         _fill(self.class_table, shown, CLASS_COLUMNS)
         _fill(self.object_table, objects, OBJECT_COLUMNS)
-        unit = self.unit or "unknown unit (set it above)"
+        unit = measure.UNIT_NAMES[self.unit] if self.unit else "unknown unit (set it above)"
         self.status.setText(f"'{layer.name}': {len(objects)} objects; lengths in {unit}. "
                             "Click an object to go to it.")
         self.measure_button.setEnabled(True)
@@ -176,5 +176,10 @@ def _fill(table: QTableWidget, rows: list[dict], columns) -> None:
     for i, r in enumerate(rows):
         for j, (key, _) in enumerate(columns):
             value = r[key]
-            text = f"{value:.4g}" if isinstance(value, float) else str(value)
+            text = _number(value) if isinstance(value, float) else str(value)
             table.setItem(i, j, QTableWidgetItem(text))
+
+
+def _number(value: float) -> str:
+    """Short enough for a narrow column: 73,850 rather than 7.385e+04."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
