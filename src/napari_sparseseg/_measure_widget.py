@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     import napari
 
 UNITS = {"unknown": "", "mm": "mm", "µm": "um", "m": "m"}
-NIFTI_UNITS = {"mm": "mm", "micron": "um", "meter": "m"}
 CLASS_COLUMNS = (("name", "class"), ("voxels", "voxels"), ("readable", "volume"), ("fraction", "%"))
 OBJECT_COLUMNS = (("name", "class"), ("object", "#"), ("volume", "volume"), ("max_diameter", "max diam."))
 
@@ -43,9 +42,7 @@ OBJECT_COLUMNS = (("name", "class"), ("object", "#"), ("volume", "volume"), ("ma
 def layer_unit(layer) -> str:
     """The unit a layer's scale is in, as the file it came from says ("" when unknown)."""
     header = layer.metadata.get(NIFTI_HEADER)
-    if header is not None and hasattr(header, "get_xyzt_units"):
-        return NIFTI_UNITS.get(str(header.get_xyzt_units()[0]), "")
-    return ""
+    return io.nifti_unit(header) if hasattr(header, "get_xyzt_units") else ""
 
 
 class MeasureWidget(QWidget):
@@ -98,7 +95,7 @@ class MeasureWidget(QWidget):
             return
         with notify_errors():
             data = measure.check_mask(np.asarray(layer.data), f"Layer '{layer.name}'")
-            spacing = measure.check_spacing(layer.scale[-3:])
+            spacing = io.as_spacing(layer.scale[-3:])
             self.measure_button.setEnabled(False)
             self.status.setText(f"Measuring '{layer.name}'…")
             self.worker = _measure(data, spacing, self.objects_box.isChecked())
@@ -127,8 +124,7 @@ class MeasureWidget(QWidget):
         obj, layer = self.objects[index], self.measured
         if layer is None or layer not in self.viewer.layers:
             return
-        spacing = np.asarray(layer.scale[-3:])
-        voxel = np.array([obj[f"centroid_{a}"] for a in "zyx"]) / np.asarray(measure.check_spacing(spacing))
+        voxel = np.array([obj[f"centroid_{a}"] for a in "zyx"]) / np.asarray(layer.scale[-3:])
         world = layer.data_to_world(np.concatenate([np.zeros(layer.ndim - 3), voxel]))
         self.viewer.dims.set_point(range(self.viewer.dims.ndim - 3, self.viewer.dims.ndim), world[-3:])
         self.viewer.camera.center = tuple(world[-3:])

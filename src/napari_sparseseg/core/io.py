@@ -32,7 +32,7 @@ SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz", ".npy")
 _FORMATS = {".tif": "tiff", ".tiff": "tiff", ".nii": "nifti", ".nii.gz": "nifti", ".npy": "npy"}
 
 
-def _as_spacing(spacing) -> tuple[float, float, float]:
+def as_spacing(spacing) -> tuple[float, float, float]:
     """Return `spacing` as three positive finite floats or raise ValueError."""
     try:
         values = tuple(float(s) for s in spacing)
@@ -62,7 +62,7 @@ class Volume:
     unit: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "spacing", _as_spacing(self.spacing))
+        object.__setattr__(self, "spacing", as_spacing(self.spacing))
         if self.path is not None:
             object.__setattr__(self, "path", Path(self.path))
 
@@ -123,8 +123,7 @@ def _read_nifti(path: Path) -> Volume:
     data = data.transpose(*range(n - 1, -1, -1), *range(n, data.ndim))
     zooms = tuple(float(z) for z in img.header.get_zooms()[:n])[::-1]
     spacing = (1.0,) * (3 - n) + tuple(z if z > 0 else 1.0 for z in zooms)
-    unit = _UNITS.get(str(img.header.get_xyzt_units()[0]), "")
-    return Volume(data, spacing, affine=img.affine, header=img.header, path=path, unit=unit)
+    return Volume(data, spacing, affine=img.affine, header=img.header, path=path, unit=nifti_unit(img.header))
 
 
 def _read_tiff(path: Path) -> Volume:
@@ -136,6 +135,12 @@ def _read_tiff(path: Path) -> Volume:
 _UNITS = {"mm": "mm", "millimeter": "mm", "millimetre": "mm", "micron": "um", "um": "um", "µm": "um",
           "\\u00B5m": "um", "micrometer": "um", "micrometre": "um", "meter": "m", "metre": "m", "m": "m"}
 _IMAGEJ_UNITS = {"mm": "mm", "um": "micron", "m": "m"}
+_NIFTI_UNITS = {"mm": "mm", "um": "micron", "m": "meter"}
+
+
+def nifti_unit(header) -> str:
+    """The unit of a NIfTI header's voxel sizes ("mm", "um", "m"), or "" when it does not say."""
+    return _UNITS.get(str(header.get_xyzt_units()[0]), "")
 
 
 def tiff_unit(tif: tifffile.TiffFile) -> str:
@@ -233,7 +238,7 @@ def write_bytes(path, data: bytes) -> Path:
 
 def _resolve_spacing(spacing, like: Volume | None) -> tuple[float, float, float]:
     if spacing is not None:
-        return _as_spacing(spacing)
+        return as_spacing(spacing)
     return like.spacing if like is not None else (1.0, 1.0, 1.0)
 
 
@@ -278,8 +283,8 @@ def _nifti_image(ijk: np.ndarray, like: Volume | None, spacing) -> nib.Nifti1Ima
         img = nib.Nifti1Image(ijk, affine)
         img.set_qform(affine, code="aligned")
         img.set_sform(affine, code="aligned")
-        if like is not None and like.unit in _IMAGEJ_UNITS:
-            img.header.set_xyzt_units(_IMAGEJ_UNITS[like.unit] if like.unit != "m" else "meter")
+        if like is not None and like.unit in _NIFTI_UNITS:
+            img.header.set_xyzt_units(_NIFTI_UNITS[like.unit])
     img.header.set_slope_inter(None, None)
     img.header.set_zooms(zooms + (1.0,) * (ijk.ndim - 3))
     return img

@@ -27,6 +27,8 @@ from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 from skimage.measure import marching_cubes, mesh_surface_area
 
+from .io import as_spacing
+
 UNIT_NAMES = {"mm": "mm", "um": "µm", "m": "m", "": "unknown unit"}
 CUBIC_PER_ML = {"mm": 1e3, "m": 1e-6}  # unit³ in one millilitre
 SOFT_BOUNDS = (0.75, 0.25)  # the probability thresholds of the reported volume range
@@ -48,14 +50,6 @@ def check_mask(mask: np.ndarray, name: str = "the mask") -> np.ndarray:
     return mask
 
 
-def check_spacing(spacing) -> tuple[float, float, float]:
-    """Three positive finite voxel sizes (z, y, x), or a ValueError."""
-    values = tuple(float(s) for s in spacing)
-    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"Voxel spacing {spacing} must be three positive numbers (z, y, x).")
-    return values
-
-
 def readable_volume(volume: float, unit: str) -> str:
     """``volume`` (unit³) as a user reads it: mL for mm and m, µm³ for microscopy."""
     if unit in CUBIC_PER_ML:
@@ -71,7 +65,7 @@ def class_table(mask, spacing, class_names=None, probabilities=None, image=None)
     image inside each class (e.g. HU). Classes are 1..max(mask, number of names - 1); an absent class
     has zero volume.
     """
-    mask, spacing = check_mask(mask), check_spacing(spacing)
+    mask, spacing = check_mask(mask), as_spacing(spacing)
     voxel = math.prod(spacing)
     n = max(int(mask.max(initial=0)), len(class_names or ()) - 1, 0)
     counts = np.bincount(mask.ravel(), minlength=n + 1)
@@ -98,7 +92,7 @@ def class_table(mask, spacing, class_names=None, probabilities=None, image=None)
 
 def object_table(mask, spacing, class_names=None, connectivity: int = 6) -> list[dict]:
     """One row per connected object of every foreground class (see the module docstring)."""
-    mask, spacing = check_mask(mask), check_spacing(spacing)
+    mask, spacing = check_mask(mask), as_spacing(spacing)
     if connectivity not in (6, 26):
         raise ValueError(f"connectivity must be 6 or 26, got {connectivity}.")
     structure = ndimage.generate_binary_structure(3, 1 if connectivity == 6 else 3)
