@@ -408,9 +408,9 @@ class Slicer:
 
 
 def sample():
-    from napari_sparseseg.core.synthetic import make_sample
+    from napari_sparseseg.core.synthetic import demo_sample
 
-    return make_sample(shape=(32, 96, 96), slices_per_axis=2, seed=0)
+    return demo_sample()
 
 
 def headless_reference(budget: float) -> dict:
@@ -719,7 +719,7 @@ def report(r: dict) -> str:
         f"- Date: {m['date']}",
         *experiment_lines(m.get("experiment", {})),
         "- Viewer: `napari.Viewer(show=True)`, File › Open Sample › Kidney tubules",
-        "  (`make_sample(shape=(32, 96, 96), slices_per_axis=2, seed=0)`: image with `scale=spacing`,",
+        "  (`demo_sample()`, `make_sample(**DEMO)`: image with `scale=spacing`,",
         "  painted planes as a Labels layer), the dock widget from the",
         f"  plugin manifest, preset `fast` (default), device `cpu`, time budget {r['args']['budget']:.0f} s,",
         "  predict after training on, preview every 3 s.",

@@ -120,7 +120,7 @@ def loop(viewer, widget, image, annotations, out: Path) -> None:
     click(widget, "xz")
     y = 40
     widget.go_to(1, y)
-    truth = make_sample(shape=(32, 96, 96), slices_per_axis=2, seed=0).truth  # the sample's truth
+    truth = demo_sample().truth  # the sample's truth
     annotations.data[:, y, :56] = truth[:, y, :56] + 1
     annotations.events.data(value=annotations.data)  # what a brush stroke announces
     annotations.refresh()
@@ -189,10 +189,10 @@ def _list_text(widget) -> str:
     return "\n".join(widget.slice_list.item(i).text() for i in range(widget.slice_list.count()))
 
 
-def make_sample(**kwargs):
-    from napari_sparseseg.core.synthetic import make_sample as make
+def demo_sample():
+    from napari_sparseseg.core.synthetic import demo_sample as sample
 
-    return make(**kwargs)
+    return sample()
 
 
 def painted(widget, axis: int) -> int:

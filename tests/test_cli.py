@@ -63,6 +63,16 @@ def test_train_predict_evaluate(capsys, files):
     assert result["n_voxels"] == int((io.read_volume(d / "ann.nii.gz").data == 0).sum())
 
 
+def test_a_model_keeps_the_inference_settings_of_its_preset(capsys, files):
+    d, _ = files
+    code, _, err = run(capsys, "train", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "m.pt", "--preset", "paper",
+                       "--iterations", "1", "--device", "cpu")
+    assert code == 0, err
+    assert checkpoint.load(d / "m.pt").infer == PRESETS["paper"].infer  # window 64x128x128, batch 1
+    code, _, err = run(capsys, "predict", d / "img.nii.gz", "-m", d / "m.pt", "-o", d / "mask.tif", "--tta")
+    assert code == 0 and "(window 10×24×24, flip TTA)" in err  # paper's window, shrunk to the volume
+
+
 def test_continue_training_from_a_model(capsys, files):
     d, _ = files
     run(capsys, "train", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "m.pt", *FAST)

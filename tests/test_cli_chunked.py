@@ -7,18 +7,17 @@ import torch
 from napari_sparseseg import cli
 from napari_sparseseg.core import checkpoint, io, zarr_io
 from napari_sparseseg.core.checkpoint import Segmenter
-from napari_sparseseg.core.config import PRESETS, InferConfig, ModelConfig, Preset, TrainConfig
+from napari_sparseseg.core.config import InferConfig, ModelConfig, Preset, TrainConfig
 from napari_sparseseg.core.normalize import Normalization
 from napari_sparseseg.core.synthetic import make_sample
 
 
 @pytest.fixture
-def files(tmp_path, monkeypatch):
+def files(tmp_path):
     tiny = Preset(ModelConfig(features=(4, 8)), TrainConfig(patch_size=(8, 16, 16)),
                   InferConfig(window=(8, 16, 16)))
-    monkeypatch.setitem(PRESETS, "fast", tiny)  # predict uses the default preset's window
     torch.manual_seed(1)
-    segmenter = Segmenter.create(tiny.model, 3, Normalization(0.0, 1.0, 0.4, 0.3))
+    segmenter = Segmenter.create(tiny.model, 3, Normalization(0.0, 1.0, 0.4, 0.3), infer=tiny.infer)
     checkpoint.save(segmenter, tmp_path / "m.pt")
     sample = make_sample(shape=(16, 40, 36), slices_per_axis=1, seed=3)
     io.write_volume(tmp_path / "img.tif", sample.image, spacing=(2.0, 0.5, 0.5))
@@ -34,7 +33,8 @@ def run(capsys, *argv):
 def test_zarr_output_equals_the_in_memory_mask_and_reads_back_as_input(capsys, files):
     d = files
     model = ["-m", d / "m.pt", "--device", "cpu"]
-    assert run(capsys, "predict", d / "img.tif", *model, "-o", d / "mask.tif")[0] == 0
+    code, _, err = run(capsys, "predict", d / "img.tif", *model, "-o", d / "mask.tif")
+    assert code == 0 and "(window 8×16×16)" in err  # the model's own window, not the default preset's
     code, _, err = run(capsys, "predict", d / "img.tif", *model, "-o", d / "mask.zarr", "--probabilities",
                        d / "p.zarr", "--chunks", "8,16,16", "--workers", "2")
     assert code == 0, err

@@ -8,26 +8,27 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from napari_sparseseg._worker import (
+from napari_sparseseg._worker import Worker, run_job
+from napari_sparseseg.core.config import InferConfig
+from napari_sparseseg.core.events import (
+    DescribeRequest,
     Failed,
     Finished,
     ModelReady,
     PredictionReady,
     PredictRequest,
     Preview,
+    Progress,
     TrainRequest,
-    Worker,
-    run_job,
 )
-from napari_sparseseg.core.config import InferConfig
-from napari_sparseseg.core.trainer import Progress
 
 
 @pytest.fixture
 def request_(tiny_model, tiny_train, blob_pair):
     image, ann, _ = blob_pair
-    return TrainRequest(image, ann, (1.0, 1.0, 1.0), ("bg", "ball"), tiny_model, tiny_train,
-                        InferConfig(window=(8, 16, 16), device="cpu"), view=(1, 9), preview_every=0.0)
+    return TrainRequest((image,), (ann,), (1.0, 1.0, 1.0), ("bg", "ball"), tiny_model, tiny_train,
+                        InferConfig(window=(8, 16, 16)), view=(1, 9), preview_every=0.0,
+                        uncertainty=True, infer_overrides={"device": "cpu"})
 
 
 class NoCommands:
@@ -50,16 +51,22 @@ def test_train_job_sends_progress_preview_model_and_prediction(request_):
     assert isinstance(result, PredictionReady) and result.labels.shape == (11, 19, 17)
     assert result.probabilities.shape == (2, 11, 19, 17) and result.uncertainty.dtype == np.uint8
 
-    again = []
-    run_job(PredictRequest(request_.image, model.model, request_.infer_config), NoCommands(),
-            again.append, lambda: False)
+    again = []  # the model's own inference settings (window 8x16x16), without being told
+    run_job(PredictRequest(request_.images[0], model.model), NoCommands(), again.append, lambda: False)
     np.testing.assert_array_equal(again[-1].labels, result.labels)
+    assert again[-1].uncertainty is None  # only computed when asked for
+
+    described = []
+    run_job(DescribeRequest(model.model, "m.pt"), NoCommands(), described.append, lambda: False)
+    assert described == [ModelReady(model.model, ("bg", "ball"), 0, "loaded")]
+    with pytest.raises(ValueError, match="not a napari-sparseseg model"):
+        run_job(DescribeRequest(b"not a model", "m.pt"), NoCommands(), described.append, lambda: False)
 
 
 def test_default_engine_sends_a_complete_prediction_before_training_ends(request_, tiny_model):
     model = replace(tiny_model, filters=(1.0,), pointwise=8, norm="none")
     train = replace(request_.train_config, pointwise_steps=30)
-    job = replace(request_, model_config=model, train_config=train)
+    job = replace(request_, model_config=model, train_config=train, early_answer=True)
     events = []
     run_job(job, NoCommands(), events.append, lambda: False)
     kinds = [type(e) for e in events]
@@ -102,7 +109,7 @@ def test_child_process_trains_stops_and_survives_a_crash(request_):
         assert "ended unexpectedly" in next(e for e in events if isinstance(e, Failed)).message
         assert not worker.busy
 
-        worker.submit(PredictRequest(request_.image, ready[0].model, request_.infer_config))
+        worker.submit(PredictRequest(request_.images[0], ready[0].model))
         events = _wait(worker, lambda e: isinstance(e, Finished))
         assert any(isinstance(e, PredictionReady) for e in events)
     finally:
@@ -113,13 +120,14 @@ def test_child_process_trains_stops_and_survives_a_crash(request_):
 PARENT_SCRIPT = """
 import sys, time
 import numpy as np
-from napari_sparseseg._worker import TrainRequest, Worker
-from napari_sparseseg.core.config import InferConfig, ModelConfig, TrainConfig
+from napari_sparseseg._worker import Worker
+from napari_sparseseg.core.config import ModelConfig, TrainConfig
+from napari_sparseseg.core.events import TrainRequest
 ann = np.zeros((8, 16, 16), np.uint8); ann[4] = 1; ann[4, 4:8, 4:8] = 2
 worker = Worker()
-worker.submit(TrainRequest(np.random.rand(8, 16, 16).astype(np.float32), ann, (1.0, 1.0, 1.0),
+worker.submit(TrainRequest((np.random.rand(8, 16, 16).astype(np.float32),), (ann,), (1.0, 1.0, 1.0),
     ("bg", "fg"), ModelConfig(features=(4, 8)), TrainConfig(patch_size=(8, 16, 16), iterations=10**6),
-    InferConfig(), predict_after=False))
+    predict_after=False))
 while not worker.poll():
     time.sleep(0.1)
 print(worker._process.pid, flush=True)

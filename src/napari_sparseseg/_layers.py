@@ -78,12 +78,12 @@ def class_names(layer) -> list[str]:
     return names + [f"class {v - 1}" for v in range(len(names) + 1, top + 1)]
 
 
-def show_prediction(viewer, image, labels: np.ndarray, colors: dict[int, tuple]):
-    """Create or update (in place) the Labels layer '<image> prediction'; returns it.
+def show_prediction(viewer, image, labels: np.ndarray, colors: dict[int, tuple], layer=None):
+    """Update ``layer`` in place with ``labels``, or add '<image> prediction'; returns the layer.
 
     ``colors`` are the annotation colours: prediction value k uses annotation value k+1's.
     """
-    layer = _own_layer(viewer, f"{image.name} prediction", labels.shape)
+    layer = _reusable(viewer, layer, labels.shape)
     shifted = {v - 1: c for v, c in colors.items() if v > 1}
     if layer is None:
         layer = viewer.add_labels(labels, name=f"{image.name} prediction", opacity=0.5, **_grid(image))
@@ -94,39 +94,39 @@ def show_prediction(viewer, image, labels: np.ndarray, colors: dict[int, tuple])
     return layer
 
 
-def show_lazy_prediction(viewer, image, path, colors: dict[int, tuple]):
-    """Show the OME-Zarr mask at ``path`` as '<image> prediction', read chunk by chunk as napari draws."""
+def show_lazy_prediction(viewer, image, path, colors: dict[int, tuple], layer=None):
+    """Show the OME-Zarr mask at ``path`` (read chunk by chunk as napari draws) instead of ``layer``."""
     import dask.array as da
 
-    name = f"{image.name} prediction"
-    if name in viewer.layers:
-        viewer.layers.remove(name)
+    if layer is not None and layer in viewer.layers:
+        viewer.layers.remove(layer)
     data = da.from_zarr(str(path), component="0")
-    layer = viewer.add_labels(data, name=name, opacity=0.5, **_grid(image))
+    layer = viewer.add_labels(data, name=f"{image.name} prediction", opacity=0.5, **_grid(image))
     layer.colormap = colormap({v - 1: c for v, c in colors.items() if v > 1})
     return layer
 
 
-def show_prediction_plane(viewer, image, axis: int, index: int, plane: np.ndarray, colors) -> None:
-    """Write a live preview plane into the prediction layer (created empty if needed)."""
-    layer = ensure_prediction_layer(viewer, image, colors)
+def show_prediction_plane(viewer, image, axis: int, index: int, plane: np.ndarray, colors, layer=None):
+    """Write a live preview plane into the prediction ``layer`` (created empty if needed); returns it."""
+    layer = ensure_prediction_layer(viewer, image, colors, layer)
     region = [slice(None)] * 3
     region[axis] = index
     layer.data[tuple(region)] = plane
     layer.refresh()
+    return layer
 
 
-def ensure_prediction_layer(viewer, image, colors):
+def ensure_prediction_layer(viewer, image, colors, layer=None):
     """The prediction layer, created empty if missing (at Train, not mid-training: it is slow)."""
-    layer = _own_layer(viewer, f"{image.name} prediction", image.data.shape)
+    layer = _reusable(viewer, layer, image.data.shape)
     if layer is None:
         layer = show_prediction(viewer, image, np.zeros(image.data.shape, np.uint8), colors)
     return layer
 
 
-def show_image(viewer, image, name: str, data: np.ndarray, **kwargs):
-    """Create or update the Image layer ``name`` on ``image``'s grid (extra leading axes allowed)."""
-    layer = _own_layer(viewer, name, data.shape)
+def show_image(viewer, image, name: str, data: np.ndarray, layer=None, **kwargs):
+    """Update ``layer`` or add the Image layer ``name`` on ``image``'s grid (extra leading axes allowed)."""
+    layer = _reusable(viewer, layer, data.shape)
     if layer is not None:  # in place: removing a layer costs napari a full garbage collection
         layer.data = data
         return layer
@@ -145,9 +145,11 @@ def check_volume(image) -> None:
         raise ValueError(f"'{image.name}' has {image.ndim} dimensions; a 3D (z, y, x) volume is needed.")
 
 
-def _own_layer(viewer, name: str, shape):
-    layer = viewer.layers[name] if name in viewer.layers else None
-    if layer is not None and layer.data.shape != tuple(shape):
+def _reusable(viewer, layer, shape):
+    """``layer`` if it is still in the viewer with this shape; a layer of another shape is removed."""
+    if layer is None or layer not in viewer.layers:
+        return None
+    if layer.data.shape != tuple(shape):
         viewer.layers.remove(layer)
         return None
     return layer

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from qtpy.QtWidgets import QCheckBox, QDoubleSpinBox, QFormLayout, QGroupBox, QSpinBox, QVBoxLayout, QWidget
 
 from ._qt_parts import combo, spin
-from .core.config import DEFAULT_PRESET, PRESETS, InferConfig, Preset, TrainConfig
-from .core.device import DEVICES
+from .core.config import DEFAULT_PRESET, DEVICES, PRESETS, Preset, resolve
 
 
 class TrainingOptions(QWidget):
@@ -53,15 +50,12 @@ class TrainingOptions(QWidget):
         QVBoxLayout(box).addWidget(inner)
         return box
 
-    def preset(self) -> Preset:
-        return PRESETS[self.preset_combo.currentText()]
+    def settings(self) -> Preset:
+        """The chosen preset with the user's budget, α, seed and device."""
+        return resolve(self.preset_combo.currentText(), max_time=self.time_spin.value(),
+                       iterations=self.iterations_spin.value() or None, dice_weight=self.alpha_spin.value(),
+                       seed=self.seed_spin.value(), device=self.device_combo.currentText())
 
-    def train_config(self) -> TrainConfig:
-        """The preset's training config with the user's budget, α, seed and device."""
-        return replace(self.preset().train, max_time=self.time_spin.value(),
-                       iterations=self.iterations_spin.value() or None,
-                       dice_weight=self.alpha_spin.value(), seed=self.seed_spin.value(),
-                       device=self.device_combo.currentText())
-
-    def infer_config(self) -> InferConfig:
-        return replace(self.preset().infer, device=self.device_combo.currentText())
+    def infer_overrides(self) -> dict:
+        """What the user chose for predictions with any model (the device)."""
+        return {"device": self.device_combo.currentText()}

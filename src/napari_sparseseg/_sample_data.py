@@ -11,9 +11,9 @@ def make_sample_data():
     The annotation paints two full planes per axis (values 1 background, 2 tubule
     lumen, 3 tubule wall), so a new user can press Train straight away.
     """
-    from .core.synthetic import make_sample
+    from .core.synthetic import demo_sample
 
-    sample = make_sample(shape=(32, 96, 96), slices_per_axis=2, seed=0)
+    sample = demo_sample()
     colors = {0: (0, 0, 0, 0), None: (0, 0, 0, 1)} | {v: PALETTE[v - 1] for v in (1, 2, 3)}
     annotation_meta = {
         "name": "tubules annotations",

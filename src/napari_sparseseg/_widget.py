@@ -1,8 +1,10 @@
 """The "Sparse segmentation" dock widget: annotate, train in the background, refine, export.
 
-GUI-thread handlers only. Training and prediction run in a child process
-(:mod:`._worker`); this widget sends it plain arrays and configs and turns the
-events it sends back into layer updates. Errors become napari notifications.
+Layout and wiring only. Training, prediction and model loading run in a child process
+(:mod:`._worker`, :mod:`.core.jobs`); this widget sends it plain arrays and configs and turns
+the events it sends back into layer updates. What it remembers between clicks (the model, the
+layers it made) is a :class:`._session.Session`. Errors become napari notifications. The napari
+process never imports torch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import _large, _layers
+from . import _layers, _lazy
 from ._options import TrainingOptions
 from ._qt_parts import (
     ClassTable,
@@ -38,24 +40,25 @@ from ._qt_parts import (
     notify_errors,
     row,
 )
-from ._results import ResultActions
-from ._worker import (
+from ._session import Session, plane_hint
+from ._worker import Worker
+from .core import io, zarr_io
+from .core.events import (
     ChunkedPredictionReady,
     ChunkedPredictRequest,
     ChunkProgress,
+    DescribeRequest,
     Failed,
     Finished,
     ModelReady,
     PredictionReady,
     PredictRequest,
     Preview,
+    Progress,
     TrainRequest,
-    Worker,
 )
-from .core import zarr_io
-from .core.trainer import Progress
 from .core.uncertainty import AXIS_PLANES, painted_planes
-from .core.validate import check_pair, count_classes
+from .core.validate import check_annotation, count_classes
 
 if TYPE_CHECKING:
     import napari
@@ -64,16 +67,14 @@ POLL_MS = 50
 SUMMARY_DELAY_MS = 300
 
 
-class SparseSegWidget(ResultActions, QWidget):
+class SparseSegWidget(QWidget):
     """Dock widget driving the sparse-annotation training loop for one image."""
 
     def __init__(self, napari_viewer: napari.Viewer, parent=None):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.worker = Worker()
-        self.model: bytes | None = None
-        self.model_classes: tuple[str, ...] = ()
-        self.uncertainty: np.ndarray | None = None
+        self.session = Session()
         self._job_image: Image | None = None
         self._sent_view = None
         self._watched: Labels | None = None
@@ -83,6 +84,7 @@ class SparseSegWidget(ResultActions, QWidget):
                                      timeout=self.refresh_summary)
         self.viewer.dims.events.current_step.connect(self._view_changed)
         self.viewer.dims.events.order.connect(self._view_changed)
+        self.viewer.layers.events.removed.connect(lambda event: self.session.forget(event.value))
         worker = self.worker  # not self: the slot must outlive the Python wrapper
         self.destroyed.connect(lambda *_: worker.close())
         self._annotation_changed()
@@ -179,9 +181,9 @@ class SparseSegWidget(ResultActions, QWidget):
             image = self.image()
             _layers.check_volume(image)
             region = None
-            if _large.is_lazy(image):  # too big to paint whole: a crop around the plane on screen
-                shape = _large.full_resolution(image).shape
-                region = _large.crop_box(shape, _large.view_centre(self.viewer, image))
+            if _lazy.is_lazy(image):  # too big to paint whole: a crop around the plane on screen
+                shape = _lazy.full_resolution(image).shape
+                region = _lazy.crop_box(shape, _lazy.view_centre(self.viewer, image))
             layer = _layers.new_annotation_layer(self.viewer, image, region=region)
             self.annotation_combo.select(layer)
             return layer
@@ -253,31 +255,34 @@ class SparseSegWidget(ResultActions, QWidget):
         """Start (or continue) training on the painted voxels in the background."""
         with notify_errors():
             request = self._train_request()
-            if not _large.is_lazy(self.image()):
-                _layers.ensure_prediction_layer(self.viewer, self.image(), self._annotation_colors())
+            image = self.image()
+            if not _lazy.is_lazy(image):
+                layer = _layers.ensure_prediction_layer(self.viewer, image, self._annotation_colors(),
+                                                        self.session.layer(image, "prediction"))
+                self.session.keep(image, "prediction", layer)
             self._start(request, f"Training ({request.train_config.max_time:.0f} s budget)…")
             self.loss_plot.clear()
 
     def _train_request(self) -> TrainRequest:
+        """The training job: the layers' data, shape and painted classes checked here, the rest in the job."""
         image, layer = self.image(), self.annotations()
         _layers.check_volume(image)
-        crop = _large.image_crop(image, layer)
-        data, ann = check_pair(crop, np.asarray(layer.data), image.name, layer.name)
-        whole = not _large.is_lazy(image)  # a large image trains on its crop; Predict does the rest
-        n_classes = count_classes([ann], [layer.name])
-        names = tuple(_layers.class_names(layer)[:n_classes])
-        init = None if self.options.scratch_check.isChecked() else self.model
-        if init is not None and len(self.model_classes) < n_classes:
-            show_info(f"{n_classes} classes are painted but the model knows "
-                      f"{len(self.model_classes)}; training a new model.")
-            init = None
+        data = _lazy.image_crop(image, layer)
+        ann = np.array(layer.data)  # a copy: the user may go on painting while the child trains
+        ann = check_annotation(ann, data.shape, f"'{layer.name}'")
+        whole = not _lazy.is_lazy(image)  # a large image trains on its crop; Predict does the rest
+        n_classes = count_classes([ann], [f"'{layer.name}'"])  # the answer decides whether to continue
+        init, why = self.session.start_from(n_classes, self.options.scratch_check.isChecked())
+        if why:
+            show_info(why)
+        chosen = self.options.settings()
         return TrainRequest(
-            data, ann.copy(), tuple(float(s) for s in image.scale[-3:]), names,
-            self.options.preset().model, self.options.train_config(), self.options.infer_config(),
-            init,
-            whole and self.options.predict_check.isChecked(),
-            _layers.current_plane(self.viewer, image) if whole else None,
-            self.options.preview_spin.value(),
+            (data,), (ann,), tuple(float(s) for s in image.scale[-3:]),
+            tuple(_layers.class_names(layer)[:n_classes]), chosen.model, chosen.train, chosen.infer,
+            init, ((image.name, layer.name),), whole and self.options.predict_check.isChecked(),
+            early_answer=True, uncertainty=True,
+            view=_layers.current_plane(self.viewer, image) if whole else None,
+            preview_every=self.options.preview_spin.value(), infer_overrides=self.options.infer_overrides(),
         )
 
     def stop(self) -> None:
@@ -288,15 +293,16 @@ class SparseSegWidget(ResultActions, QWidget):
     def predict(self, output: str | None = None) -> None:
         """Predict the whole image with the current model (a large one chunk by chunk into ``output``)."""
         with notify_errors():
-            if self.model is None:
+            if self.session.model is None:
                 raise ValueError("There is no model yet: press Train or Load model first.")
             image = self.image()
             _layers.check_volume(image)
-            if _large.is_lazy(image):
+            if _lazy.is_lazy(image):
                 self._predict_large(image, output)
                 return
-            self._start(PredictRequest(np.asarray(image.data), self.model, self.options.infer_config()),
-                        "Predicting…")
+            request = PredictRequest(np.asarray(image.data), self.session.model,
+                                     self.options.infer_overrides(), uncertainty=True)
+            self._start(request, "Predicting…")
 
     def _predict_large(self, image: Image, output: str | None) -> None:
         output = output or ask_path(self, "Save the whole-volume prediction", "OME-Zarr (*.zarr)", save=True)
@@ -304,13 +310,14 @@ class SparseSegWidget(ResultActions, QWidget):
             output = output if output.lower().endswith(".zarr") else f"{output}.zarr"
             zarr_io.check_zarr_output(Path(output))
             spacing = tuple(float(s) for s in image.scale[-3:])
-            request = ChunkedPredictRequest(_large.lazy_source(image), self.model,
-                                            self.options.infer_config(), str(output), spacing)
+            request = ChunkedPredictRequest(_lazy.lazy_source(image), self.session.model, Path(output),
+                                            spacing=spacing, infer_overrides=self.options.infer_overrides(),
+                                            source=f"'{image.name}'")
             self._start(request, f"Predicting the whole volume chunk by chunk into {output}…")
 
     def _start(self, request, message: str) -> None:
         self.worker.submit(request)
-        self._job_image, self._job_started = self.image(), time.perf_counter()
+        self._job_image, self._job_started = self.image_combo.layer(), time.perf_counter()
         self.progress.setValue(0)
         self.status.setText(message)
         self._poll_timer.start()
@@ -341,36 +348,51 @@ class SparseSegWidget(ResultActions, QWidget):
         self.loss_plot.add(event.loss)
 
     def _on_preview(self, event: Preview) -> None:
-        if self._job_image is not None and event.labels.ndim == 2:
-            _layers.show_prediction_plane(self.viewer, self._job_image, event.axis, event.index,
-                                          event.labels, self._annotation_colors())
+        image = self._job_image
+        if image is not None and event.labels.ndim == 2:
+            own = self.session.layer(image, "prediction")
+            layer = _layers.show_prediction_plane(self.viewer, image, event.axis, event.index, event.labels,
+                                                  self._annotation_colors(), own)
+            self.session.keep(image, "prediction", layer)
 
     def _on_chunks(self, event: ChunkProgress) -> None:
         self.progress.setValue(int(100 * event.done / event.total))
         self.status.setText(f"Predicting chunk by chunk: {event.done} of {event.total} tasks done.")
 
     def _on_chunked_prediction(self, event: ChunkedPredictionReady) -> None:
-        _layers.show_lazy_prediction(self.viewer, self._job_image, event.path, self._annotation_colors())
+        image = self._job_image
+        layer = _layers.show_lazy_prediction(self.viewer, image, event.path, self._annotation_colors(),
+                                             self.session.layer(image, "prediction"))
+        self.session.keep(image, "prediction", layer)
         seconds = time.perf_counter() - self._job_started
         self.status.setText(f"Prediction written to {event.path} in {seconds:.0f} s and shown lazily.")
 
     def _on_model(self, event: ModelReady) -> None:
-        self.model, self.model_classes = event.model, event.class_names
-        more = " Press Predict to apply it to the whole volume." if _large.is_lazy(self._job_image) else ""
+        self.session.set_model(event.model, event.class_names)
+        if event.reason == "loaded":
+            show_info(f"Loaded model for {', '.join(event.class_names)}; press Predict.")
+            return
+        more = " Press Predict to apply it to the whole volume." if _lazy.is_lazy(self._job_image) else ""
         show_info(f"Training stopped after {event.iterations} iterations ({event.reason}).{more}")
 
     def _on_prediction(self, event: PredictionReady) -> None:
-        image = self._job_image
-        _layers.show_prediction(self.viewer, image, event.labels, self._annotation_colors())
-        self.uncertainty = event.uncertainty
+        image, session = self._job_image, self.session
+        layer = _layers.show_prediction(self.viewer, image, event.labels, self._annotation_colors(),
+                                        session.layer(image, "prediction"))
+        session.keep(image, "prediction", layer)
+        session.uncertainty = event.uncertainty
         if self.options.probability_check.isChecked():
-            _layers.show_image(self.viewer, image, f"{image.name} probabilities", event.probabilities,
-                               colormap="magma", contrast_limits=(0, 255), visible=False)
+            self._show_extra(image, "probabilities", event.probabilities, colormap="magma", visible=False)
         if self.options.uncertainty_check.isChecked():
-            _layers.show_image(self.viewer, image, f"{image.name} uncertainty", event.uncertainty,
-                               colormap="inferno", contrast_limits=(0, 255), opacity=0.6)
+            self._show_extra(image, "uncertainty", event.uncertainty, colormap="inferno", opacity=0.6)
         seconds = time.perf_counter() - self._job_started
-        self.status.setText(f"Prediction ready after {seconds:.0f} s: '{image.name} prediction'.")
+        self.status.setText(f"Prediction ready after {seconds:.0f} s: '{layer.name}'.")
+
+    def _show_extra(self, image, kind: str, data: np.ndarray, **kwargs) -> None:
+        """The probabilities or uncertainty layer of ``image`` (0..255), updated in place."""
+        layer = _layers.show_image(self.viewer, image, f"{image.name} {kind}", data,
+                                   self.session.layer(image, kind), contrast_limits=(0, 255), **kwargs)
+        self.session.keep(image, kind, layer)
 
     def _on_failed(self, event: Failed) -> None:
         show_error(event.message)
@@ -389,12 +411,76 @@ class SparseSegWidget(ResultActions, QWidget):
         return _layers.class_colors(layer, max(len(_layers.class_names(layer)), 2))
 
     def _update_buttons(self) -> None:
-        busy = self.worker.busy
+        busy, model = self.worker.busy, self.session.model is not None
         self.train_button.setEnabled(not busy)
-        self.train_button.setText("Continue training" if self.model else "Train")
+        self.train_button.setText("Continue training" if model else "Train")
         self.stop_button.setEnabled(busy)
-        self.predict_button.setEnabled(not busy and self.model is not None)
-        self.save_button.setEnabled(self.model is not None)
+        self.predict_button.setEnabled(not busy and model)
+        self.save_button.setEnabled(model)
+
+    # ------------------------------------------------------------ refine, save, export, evaluate
+
+    def next_slice(self):
+        """Jump to the unpainted plane the model is least sure about; returns (axis, index)."""
+        with notify_errors():
+            axis, index, score = self.session.next_plane(np.asarray(self.annotations().data))
+            self.go_to(axis, index)
+            show_info(plane_hint(axis, index, score))
+            return axis, index
+        return None
+
+    def save_model(self, path: str | None = None) -> None:
+        with notify_errors():
+            if self.session.model is None:
+                raise ValueError("There is no model to save yet; train first.")
+            path = path or ask_path(self, "Save model", "napari-sparseseg model (*.pt)", save=True)
+            if path:
+                io.write_bytes(path, self.session.model)
+                show_info(f"Model saved to {path}.")
+
+    def load_model(self, path: str | None = None) -> None:
+        """Read a model file; the worker checks it (no code runs) and reports its classes."""
+        with notify_errors():
+            path = path or ask_path(self, "Load model", "napari-sparseseg model (*.pt)")
+            if path:
+                if not Path(path).is_file():
+                    raise ValueError(f"Model file {path} does not exist.")
+                self._start(DescribeRequest(Path(path).read_bytes(), str(path)), f"Loading {path}…")
+
+    def prediction_layer(self) -> Labels:
+        return self.session.prediction(self.image())
+
+    def export_prediction(self, path: str | None = None) -> None:
+        with notify_errors():
+            layer = self.prediction_layer()
+            if _lazy.is_lazy(layer):
+                raise ValueError(f"'{layer.name}' is already saved as OME-Zarr, chunk by chunk; it is too "
+                                 "large to export as one TIFF or NIfTI file.")
+            path = path or ask_path(self, "Export prediction", "Masks (*.tif *.tiff *.nii *.nii.gz)",
+                                     save=True)
+            if path:
+                from ._writer import write_labels
+
+                data, meta, _ = layer.as_layer_data_tuple()
+                write_labels(str(path), data, meta)
+                show_info(f"Prediction written to {path}.")
+
+    def evaluate(self) -> dict | None:
+        """Compare the prediction with the chosen ground-truth layer; show and return metrics."""
+        with notify_errors():
+            from .core.metrics import evaluate, format_table
+
+            truth = self.truth_combo.layer()
+            if truth is None:
+                raise ValueError("Choose a ground-truth Labels layer to evaluate against.")
+            prediction = self.prediction_layer()
+            if truth.data.shape != prediction.data.shape:
+                raise ValueError(f"'{truth.name}' has shape {truth.data.shape} but the prediction "
+                                 f"has {prediction.data.shape}.")
+            result = evaluate(np.asarray(prediction.data), np.asarray(truth.data))
+            self.metrics_label.setText(format_table(result))
+            return result
+        return None
 
 
 _HANDLERS = {

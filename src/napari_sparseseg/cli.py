@@ -17,8 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import checkpoint, io, zarr_io
-from .core.config import DEFAULT_PRESET, PRESETS, preset
+from .core import io, zarr_io
+from .core.config import DEFAULT_PRESET, PRESETS, resolve
+from .core.events import (
+    ChunkedPredictRequest,
+    ChunkProgress,
+    Failed,
+    Message,
+    Outputs,
+    PredictionReady,
+    PredictRequest,
+    Progress,
+    TrainRequest,
+    Written,
+)
 from .core.metrics import evaluate, format_table
 
 EXIT_USER_ERROR = 2
@@ -156,22 +168,26 @@ def _add_demo(sub) -> None:
 
 def _run_train(args) -> None:
     _check_outputs(model=args.output)
-    segmenter, _ = _train_from_args(args)
-    checkpoint.save(segmenter, args.output)
-    _say(f"model written to {args.output}")
+    request, _ = _train_request(args, predict_after=False)
+    _run(replace(request, outputs=Outputs(model=args.output)))
 
 
 def _run_predict(args) -> None:
     path, level = zarr_io.split_level(args.image)
     level = args.level if args.level is not None else level
+    overrides = _infer_overrides(args)
     if _chunked(args, Path(path), level):
-        _predict_chunked(args, Path(path), level)
+        volume = zarr_io.open_any(Path(path), level)
+        _run(ChunkedPredictRequest(
+            volume.array, _model_file(args.model), args.output, args.probabilities, volume.spacing,
+            volume.unit, _parse_chunks(args.chunks), overrides, args.scheduler, args.cluster, args.workers,
+            str(volume.path)))
         return
     _check_outputs(args.output, args.probabilities)
     lazy = level is not None or zarr_io.is_zarr(path)
     image = _in_memory(zarr_io.open_lazy(path, level)) if lazy else io.read_volume(path)
-    segmenter = checkpoint.load(args.model)
-    _write_prediction(args, segmenter, image)
+    outputs = Outputs(args.output, args.probabilities, like=image)
+    _run(PredictRequest(image.data, _model_file(args.model), overrides, outputs=outputs))
 
 
 def _chunked(args, path: Path, level) -> bool:
@@ -191,34 +207,10 @@ def _in_memory(volume) -> io.Volume:
     return io.Volume(np.asarray(volume.dask()), volume.spacing, path=volume.path)
 
 
-def _predict_chunked(args, path: Path, level) -> None:
-    from .core.chunked import overhead, plan_chunks, predict_dask
-    from .core.cluster import runner
-    from .core.inference import prediction_window
-
-    for out in (args.output, args.probabilities):
-        if out is not None:
-            zarr_io.check_zarr_output(out)
-    volume = zarr_io.open_any(path, level)
-    segmenter = checkpoint.load(args.model)
-    infer = _infer_config(args)
-    chunks = _parse_chunks(args.chunks)
-    grid = plan_chunks(volume.shape, segmenter, infer, chunks)
-    extra = overhead(grid, prediction_window(segmenter, infer, volume.shape))
-    with runner(args.scheduler, args.cluster, args.workers) as run:
-        _say(f"predicting {volume.path} {volume.shape} in {np.prod([len(c) for c in grid])} chunks of "
-             f"{tuple(c[0] for c in grid)} on {run.description} (window work x{extra:.2f} at borders)")
-        prediction = predict_dask(volume.array, segmenter, infer, chunks)
-        started = time.perf_counter()
-        zarr_io.store_prediction(prediction, args.output, args.probabilities, spacing=volume.spacing,
-                                 unit=volume.unit, class_names=segmenter.class_names, compute=run.compute)
-    seconds = time.perf_counter() - started
-    _say(f"predicted {np.prod(volume.shape):,} voxels in {seconds:.1f} s "
-         f"({np.prod(volume.shape) / seconds / 1e6:.2f} Mvox/s)")
-    legend = ", ".join(f"{k} {name}" for k, name in enumerate(segmenter.class_names))
-    _say(f"mask written to {args.output} (OME-Zarr, values: {legend})")
-    if args.probabilities:
-        _say(f"probabilities (0..255) written to {args.probabilities}")
+def _model_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"Model file {path} does not exist.")
+    return path
 
 
 def _parse_chunks(text):
@@ -237,11 +229,16 @@ def _parse_chunks(text):
 
 def _run_segment(args) -> None:
     _check_outputs(args.output, args.probabilities, model=args.save_model)
-    segmenter, image = _train_from_args(args)
-    if args.save_model:
-        checkpoint.save(segmenter, args.save_model)
-        _say(f"model written to {args.save_model}")
-    _write_prediction(args, segmenter, image)
+    request, image = _train_request(args, predict_after=True)
+    outputs = Outputs(args.output, args.probabilities, args.save_model, image)
+    terminal = _run(replace(request, outputs=outputs))
+    if args.measure:
+        from .core import measure
+
+        result = terminal.prediction
+        rows = measure.class_table(result.labels, image.spacing, result.class_names, result.probabilities,
+                                   image.data)
+        print(measure.format_classes(rows, image.unit))
 
 
 def _run_evaluate(args) -> None:
@@ -295,15 +292,14 @@ def _measured(path: Path, image_path: Path | None) -> io.Volume:
 
 
 def _run_demo(args) -> None:
-    from .core.synthetic import make_sample
+    from .core.synthetic import DEMO, demo_sample
 
-    sample = make_sample(shape=(32, 96, 96), slices_per_axis=2, seed=0)
-    chosen = preset(DEFAULT_PRESET)
-    budget = replace(chosen.train, max_time=args.max_time, iterations=args.iterations, device=args.device)
-    _say(f"demo: synthetic tubules {sample.image.shape}, painted slices: 2 per axis")
-    segmenter = _fit([sample.image], [sample.annotation], chosen.model, budget, sample.spacing,
-                     sample.class_names, None, [("sample", "sample annotations")])
-    prediction = _predict(segmenter, sample.image, replace(chosen.infer, device=args.device))
+    sample = demo_sample()
+    chosen = resolve(DEFAULT_PRESET, max_time=args.max_time, iterations=args.iterations, device=args.device)
+    _say(f"demo: synthetic tubules {sample.image.shape}, painted slices: {DEMO['slices_per_axis']} per axis")
+    request = TrainRequest((sample.image,), (sample.annotation,), sample.spacing, sample.class_names,
+                           chosen.model, chosen.train, chosen.infer, infer_overrides={"device": args.device})
+    prediction = _run(request).prediction
     result = evaluate(prediction.labels, sample.truth, n_classes=3, mask=sample.annotation == 0,
                       class_names=sample.class_names)
     print("Dice etc. on the voxels that were not painted:")
@@ -335,66 +331,55 @@ def _labels(data: np.ndarray, path: Path) -> np.ndarray:
     return data.astype(np.int64)
 
 
-def _train_from_args(args):
-    chosen = preset(args.preset)
+def _train_request(args, predict_after: bool) -> tuple[TrainRequest, io.Volume]:
+    """The training job the arguments ask for, with every input read and checked; and the image."""
+    chosen = resolve(args.preset, max_time=args.max_time, iterations=args.iterations, device=args.device,
+                     seed=args.seed, dice_weight=args.dice_weight)
     image = io.read_volume(args.image)
-    images = [image.data, *(io.read_volume(p).data for p, _ in args.pair)]
-    annotations = [io.read_volume(args.annotations).data, *(io.read_volume(a).data for _, a in args.pair)]
-    names = [(str(args.image), str(args.annotations)), *args.pair]
-    init = checkpoint.load(args.init) if args.init else None
-    config = _train_config(chosen.train, args)
-    class_names = args.class_names.split(",") if args.class_names else None
-    segmenter = _fit(images, annotations, chosen.model, config, image.spacing, class_names, init, names)
-    return segmenter, image
+    images = (image.data, *(io.read_volume(p).data for p, _ in args.pair))
+    annotations = (io.read_volume(args.annotations).data, *(io.read_volume(a).data for _, a in args.pair))
+    names = ((str(args.image), str(args.annotations)), *((str(p), str(a)) for p, a in args.pair))
+    init = _model_file(args.init) if args.init else None
+    class_names = tuple(args.class_names.split(",")) if args.class_names else None
+    request = TrainRequest(images, annotations, image.spacing, class_names, chosen.model, chosen.train,
+                           chosen.infer, init, names, predict_after,
+                           infer_overrides=_infer_overrides(args))
+    return request, image
 
 
-def _train_config(base, args):
-    budget = {"device": args.device, "seed": args.seed}
-    if args.max_time is not None or args.iterations is not None:
-        budget.update(max_time=args.max_time, iterations=args.iterations)
-    if args.dice_weight is not None:
-        budget["dice_weight"] = args.dice_weight
-    return replace(base, **budget)
+def _infer_overrides(args) -> dict:
+    return {"device": args.device, "flip_tta": getattr(args, "tta", None) or None}
 
 
-def _fit(images, annotations, model_config, train_config, spacing, class_names, init, names):
-    from .core.trainer import fit
+def _run(job) -> Terminal:
+    """Run ``job`` here with a progress bar; Ctrl-C stops training (twice: aborts)."""
+    from .core import jobs
 
-    bar = ProgressBar("training")
+    terminal = Terminal()
     with _stop_on_interrupt() as stop:
-        return fit(images, annotations, model_config, train_config, spacing, init,
-                   class_names, stop=stop, on_progress=bar.update, names=names)
+        jobs.run(job, terminal, stop)
+        if terminal.failed:
+            raise KeyboardInterrupt if stop() else ValueError(terminal.failed)
+    return terminal
 
 
-def _predict(segmenter, image, infer_config):
-    from .core.inference import predict
+class Terminal:
+    """``send`` for the command line: progress bars and messages on stderr; keeps the prediction."""
 
-    started = time.perf_counter()
-    prediction = predict(segmenter, image, infer_config)
-    _say(f"predicted {image.size:,} voxels in {time.perf_counter() - started:.1f} s")
-    return prediction
+    def __init__(self):
+        self.bars = {Progress: ProgressBar("training"), ChunkProgress: ProgressBar("predicting")}
+        self.prediction: PredictionReady | None = None
+        self.failed = ""
 
-
-def _infer_config(args):
-    return replace(preset(getattr(args, "preset", DEFAULT_PRESET)).infer, device=args.device,
-                   flip_tta=args.tta)
-
-
-def _write_prediction(args, segmenter, image: io.Volume) -> None:
-    infer = _infer_config(args)
-    prediction = _predict(segmenter, image.data, infer)
-    io.write_volume(args.output, prediction.labels, like=image)
-    legend = ", ".join(f"{k} {name}" for k, name in enumerate(segmenter.class_names))
-    _say(f"mask written to {args.output} (values: {legend})")
-    if args.probabilities:
-        io.write_probabilities(args.probabilities, prediction.probabilities, like=image)
-        _say(f"probabilities (0..255) written to {args.probabilities}")
-    if getattr(args, "measure", False):
-        from .core import measure
-
-        rows = measure.class_table(prediction.labels, image.spacing, segmenter.class_names,
-                                   prediction.probabilities, image.data)
-        print(measure.format_classes(rows, image.unit))
+    def __call__(self, event) -> None:
+        if type(event) in self.bars:
+            self.bars[type(event)].update(event)
+        elif isinstance(event, (Message, Written)):
+            _say(str(event))
+        elif isinstance(event, PredictionReady):
+            self.prediction = event
+        elif isinstance(event, Failed):
+            self.failed = event.message
 
 
 def _write_demo(folder: Path, sample, labels) -> None:
@@ -414,7 +399,7 @@ def _stop_on_interrupt():
         if requested:
             raise KeyboardInterrupt
         requested.append(True)
-        _say("\nstopping after this iteration (Ctrl-C again to abort)")
+        _say("\nstopping after this step (Ctrl-C again to abort)")
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -430,15 +415,21 @@ class ProgressBar:
         self.label, self.width, self.last = label, width, 0.0
 
     def update(self, event) -> None:
+        """Draw a training :class:`Progress` or a :class:`ChunkProgress`."""
+        if isinstance(event, ChunkProgress):
+            fraction, done, end = event.done / event.total, event.done == event.total, "\n"
+            text = f"{event.done}/{event.total} tasks"
+        else:
+            fraction, done, end = event.fraction, event.done, f"  ({event.reason})\n"
+            text = (f"it {event.iteration}  loss {event.loss:.4f}  {event.elapsed:.0f} s  "
+                    f"{event.voxels_per_s / 1e6:.2f} Mvox/s")
         now = time.perf_counter()
-        if not event.done and now - self.last < 0.2:
+        if not done and now - self.last < 0.2:
             return
         self.last = now
-        filled = int(event.fraction * self.width)
+        filled = int(fraction * self.width)
         bar = "#" * filled + "." * (self.width - filled)
-        line = (f"\r{self.label} [{bar}] {100 * event.fraction:3.0f}%  it {event.iteration}  "
-                f"loss {event.loss:.4f}  {event.elapsed:.0f} s  {event.voxels_per_s / 1e6:.2f} Mvox/s")
-        sys.stderr.write(line + (f"  ({event.reason})\n" if event.done else ""))
+        sys.stderr.write(f"\r{self.label} [{bar}] {100 * fraction:3.0f}%  {text}" + (end if done else ""))
         sys.stderr.flush()
 
 

@@ -89,17 +89,17 @@ def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, m
     assert previews[0][2:4] == (1, 20)  # the plane on screen
     widget.stop()
     _wait_idle(qtbot, widget)
-    assert widget.model is not None and not errors
+    assert widget.session.model is not None and not errors
     assert widget.train_button.text() == "Continue training"
     prediction = viewer.layers["tubules prediction"]
     assert prediction.data.shape == sample.image.shape and tuple(prediction.scale) == tuple(sample.spacing)
     np.testing.assert_array_equal(ann.data, before)  # the annotation layer is never written
 
-    first_model = widget.model
+    first_model = widget.session.model
     widget.options.iterations_spin.setValue(3)
     widget.train()  # continues from the current weights
     _wait_idle(qtbot, widget)
-    assert widget.model != first_model and not errors
+    assert widget.session.model != first_model and not errors
     assert viewer.layers["tubules prediction"] is prediction  # updated in place
 
     axis, index = widget.next_slice()
@@ -113,8 +113,10 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     _train_briefly(qtbot, widget, sample)
     widget.save_model(str(tmp_path / "m.pt"))
 
-    widget.model = None
+    widget.session.model = None
     widget.load_model(str(tmp_path / "m.pt"))
+    _wait_idle(qtbot, widget)  # the worker reads the file and reports its classes
+    assert widget.session.model == (tmp_path / "m.pt").read_bytes() and widget.predict_button.isEnabled()
     viewer.layers.remove("tubules prediction")
     widget.predict()
     _wait_idle(qtbot, widget)
@@ -133,7 +135,9 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     assert set(result["classes"]) == {"0", "1", "2"} and "dice" in widget.metrics_label.text()
 
     widget.load_model(str(tmp_path / "mask.tif"))
+    _wait_idle(qtbot, widget)
     assert errors and "not a napari-sparseseg model" in errors[-1]
+    assert widget.session.model == (tmp_path / "m.pt").read_bytes()  # the good model stays
 
 
 @pytest.mark.parametrize("case", ["nothing painted", "one class", "2D image", "RGB", "other shape"])
@@ -176,7 +180,7 @@ def test_crash_in_training_is_a_notification_and_the_last_model_survives(qtbot, 
 
     viewer, widget, sample = setup
     ann = _train_briefly(qtbot, widget, sample)
-    model, painted = widget.model, ann.data.copy()
+    model, painted = widget.session.model, ann.data.copy()
 
     widget.options.iterations_spin.setValue(100_000)
     widget.options.time_spin.setValue(600)
@@ -185,7 +189,7 @@ def test_crash_in_training_is_a_notification_and_the_last_model_survives(qtbot, 
     os.kill(widget.worker._process.pid, signal.SIGKILL)  # as the kernel's OOM killer would
     _wait_idle(qtbot, widget)
     assert len(errors) == 1 and "ended unexpectedly" in errors[0]
-    assert widget.model == model and widget.predict_button.isEnabled()
+    assert widget.session.model == model and widget.predict_button.isEnabled()
     np.testing.assert_array_equal(ann.data, painted)
 
     widget.predict()  # a fresh child process takes over

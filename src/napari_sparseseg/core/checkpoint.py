@@ -1,8 +1,10 @@
 """A trained segmenter and its single-file checkpoint.
 
 A checkpoint holds the weights, the model config, the intensity normalisation,
-class names and voxel spacing. It is written with ``torch.save`` and read back
-with ``torch.load(weights_only=True)``, so loading a file never runs code from it.
+class names, voxel spacing and the inference settings the model was trained for (its preset's
+window and overlap), which prediction uses unless told otherwise. It is written with
+``torch.save`` and read back with ``torch.load(weights_only=True)``, so loading a file never
+runs code from it.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 import io
 import pickle
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from .config import ModelConfig, from_dict, to_dict
+from .config import InferConfig, ModelConfig, from_dict, to_dict
 from .io import write_bytes
 from .model import UNet3D
 from .normalize import Normalization
@@ -31,6 +33,7 @@ class Segmenter:
     normalization: Normalization
     class_names: tuple[str, ...]
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    infer: InferConfig = field(default_factory=InferConfig)
 
     @property
     def config(self) -> ModelConfig:
@@ -41,12 +44,13 @@ class Segmenter:
         return self.net.n_classes
 
     @classmethod
-    def create(cls, config, n_classes, normalization, class_names=None, spacing=(1.0, 1.0, 1.0)):
+    def create(cls, config, n_classes, normalization, class_names=None, spacing=(1.0, 1.0, 1.0),
+               infer: InferConfig | None = None):
         """Build an untrained segmenter; default class names are 'background', 'class 1', ..."""
         names = tuple(class_names or default_class_names(n_classes))
         if len(names) != n_classes:
             raise ValueError(f"Got {len(names)} class names for {n_classes} classes.")
-        return cls(UNet3D(config, n_classes), normalization, names, tuple(spacing))
+        return cls(UNet3D(config, n_classes), normalization, names, tuple(spacing), infer or InferConfig())
 
 
 def default_class_names(n_classes: int) -> tuple[str, ...]:
@@ -64,6 +68,7 @@ def to_bytes(segmenter: Segmenter) -> bytes:
         "normalization": asdict(segmenter.normalization),
         "class_names": list(segmenter.class_names),
         "spacing": [float(s) for s in segmenter.spacing],
+        "infer_config": to_dict(replace(segmenter.infer, device="auto")),  # the device is the user's
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -110,6 +115,7 @@ def _from_payload(payload: dict, name: str) -> Segmenter:
             Normalization(**payload["normalization"]),
             payload["class_names"],
             payload["spacing"],
+            from_dict(InferConfig, payload.get("infer_config", {})),  # absent in files before 2026-12-02
         )
         segmenter.net.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError, ValueError) as err:

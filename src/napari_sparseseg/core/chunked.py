@@ -148,6 +148,7 @@ def predict_dask(image, segmenter: Segmenter, config: InferConfig | None = None,
         array goes through ``dask.array.map_overlap``.
     segmenter : Segmenter
     config : InferConfig, optional
+        Default: the inference settings stored with the model (``segmenter.infer``).
     chunks : (int, int, int), optional
         Chunk edge; default :func:`default_chunks`. Bigger chunks waste less work at borders
         and need more memory per dask task.
@@ -166,7 +167,7 @@ def predict_dask(image, segmenter: Segmenter, config: InferConfig | None = None,
 
 def probabilities_dask(image, segmenter: Segmenter, config: InferConfig | None = None, chunks=None):
     """Lazy float32 class probabilities (K, Z, Y, X) of ``image``; see :func:`predict_dask`."""
-    config = config or InferConfig()
+    config = config or segmenter.infer
     check_channels(segmenter)
     _check_array(image)
     window = prediction_window(segmenter, config, image.shape)

@@ -2,8 +2,9 @@
 
 Three configs describe a run: :class:`ModelConfig` (the network),
 :class:`TrainConfig` (how to learn from painted voxels) and :class:`InferConfig`
-(sliding-window prediction). Presets are plain instances; derive variants with
-:func:`dataclasses.replace`.
+(sliding-window prediction). Presets are plain instances; :func:`resolve` applies a user's
+overrides to one (the command line, the dock widget and the demo all go through it).
+No torch here: the napari process imports this module.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ Triple = tuple[int, int, int]
 
 NORMS = ("none", "batch", "instance", "group")
 FILTER_SIGMAS = (1.0, 2.5, 5.0)
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,8 @@ class TrainConfig:
             raise ValueError("pointwise_steps must be at least 1 and pointwise_share lie in (0, 1].")
         if not (self.pointwise_seconds > 0 and self.pointwise_learning_rate > 0):
             raise ValueError("pointwise_seconds and pointwise_learning_rate must be positive.")
-        if self.max_time is not None and self.max_time <= 0:
-            raise ValueError(f"max_time must be positive seconds, got {self.max_time}.")
+        if self.max_time is not None and not 0 < self.max_time < math.inf:
+            raise ValueError(f"max_time must be a positive, finite number of seconds, got {self.max_time}.")
         if not 0.0 <= self.dice_weight <= 1.0:
             raise ValueError(f"dice_weight (alpha) must lie in [0, 1], got {self.dice_weight}.")
         if not 0.0 <= self.intensity_augment < 1.0:
@@ -184,6 +186,35 @@ def preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+def resolve(name: str | Preset = DEFAULT_PRESET, **overrides) -> Preset:
+    """The preset ``name`` with the user's ``overrides`` applied.
+
+    Each override goes to every config that has a field of that name (``device`` to training
+    and inference alike); ``None`` means "the preset's value", except for ``max_time`` and
+    ``iterations``, which form one budget: giving either replaces both. An unknown name is a
+    ValueError.
+
+    >>> resolve("fast", max_time=30, device="cpu").train.max_time
+    30
+    """
+    chosen = name if isinstance(name, Preset) else preset(name)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "max_time" in given or "iterations" in given:
+        given = {"max_time": None, "iterations": None, **given}
+    configs = (chosen.model, chosen.train, chosen.infer)
+    known = set().union(*({f.name for f in fields(c)} for c in configs))
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ValueError(f"Unknown setting {unknown[0]!r}; settings are {', '.join(sorted(known))}.")
+    return Preset(*(override(c, **given) for c in configs))
+
+
+def override(config, **values):
+    """``config`` with those of ``values`` that are its fields (others are ignored)."""
+    own = {f.name for f in fields(config)}
+    return replace(config, **{k: v for k, v in values.items() if k in own})
+
+
 def pools_for_spacing(spacing, n_down: int) -> tuple[Triple, ...]:
     """Pool an axis by 2 only while its spacing is under twice the finest one.
 
@@ -202,7 +233,15 @@ def pools_for_spacing(spacing, n_down: int) -> tuple[Triple, ...]:
 
 def to_dict(config) -> dict:
     """Plain-dict form of a config (lists instead of tuples) for checkpoints."""
-    return asdict(config)
+    return _listify(asdict(config))
+
+
+def _listify(value):
+    if isinstance(value, dict):
+        return {k: _listify(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_listify(v) for v in value]
+    return value
 
 
 def from_dict(cls, data: dict):
@@ -220,14 +259,17 @@ def _tuplify(value):
 
 __all__ = [
     "DEFAULT_PRESET",
+    "DEVICES",
     "PRESETS",
     "InferConfig",
     "ModelConfig",
     "Preset",
     "TrainConfig",
     "from_dict",
+    "override",
     "pools_for_spacing",
     "preset",
     "replace",
+    "resolve",
     "to_dict",
 ]

@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+from .config import DEVICES
 
 
 def resolve_device(name: str = "auto") -> torch.device:

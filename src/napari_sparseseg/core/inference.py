@@ -199,11 +199,13 @@ def torch_predictor(net: torch.nn.Module, device: torch.device, flip_tta: bool =
 def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None = None) -> Prediction:
     """Dense prediction of ``image`` (Z, Y, X) with a trained segmenter.
 
+    ``config`` defaults to the inference settings stored with the model (``segmenter.infer``).
+
     For volumes larger than memory, see :func:`.chunked.predict_dask`: it gives the same result
     chunk by chunk. A model with a filter-bank stem whose whole-volume features would pass
     :data:`MAX_FEATURE_BYTES` (19 float32 channels per voxel) is predicted that way here too.
     """
-    config = config or InferConfig()
+    config = config or segmenter.infer
     image = check_image(image)
     check_channels(segmenter)
     stem = segmenter.net.stem

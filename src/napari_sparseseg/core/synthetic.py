@@ -258,6 +258,14 @@ def sparse_annotation(truth, slices_per_axis=1, partial=False, seed=0) -> np.nda
     return annotation
 
 
+DEMO = {"shape": (32, 96, 96), "slices_per_axis": 2, "seed": 0}  # the demo and napari's sample
+
+
+def demo_sample() -> Sample:
+    """The demo volume (``sparseseg demo``, napari's File > Open Sample): :data:`DEMO`."""
+    return make_sample(**DEMO)
+
+
 def make_sample(shape=(24, 64, 64), slices_per_axis=1, seed=0, partial=False, **kwargs) -> Sample:
     """Make a synthetic volume, its truth and a sparse slice annotation.
 

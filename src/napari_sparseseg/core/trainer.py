@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from . import device as dev
 from .checkpoint import Segmenter
-from .config import ModelConfig, TrainConfig, pools_for_spacing
+from .config import InferConfig, ModelConfig, TrainConfig, pools_for_spacing
+from .events import Progress
 from .loss import class_weights, sparse_loss
 from .normalize import fit_normalization
 from .pointwise import painted_samples, train_pointwise
@@ -24,30 +25,6 @@ from .sampling import PatchSampler, annotation_to_target, fit_patch
 from .validate import check_pair, count_classes
 
 WARMUP = 50  # U-Net iterations of linear learning-rate warm-up after the pointwise stage
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One training step. ``done`` is set on the last event with the ``reason``."""
-
-    iteration: int
-    loss: float
-    elapsed: float
-    voxels_per_s: float
-    total_iterations: int | None = None
-    max_time: float | None = None
-    done: bool = False
-    reason: str = ""
-
-    @property
-    def fraction(self) -> float:
-        """Share of the budget used, 0..1 (the larger of iterations and time)."""
-        parts = [0.0]
-        if self.total_iterations:
-            parts.append(self.iteration / self.total_iterations)
-        if self.max_time:
-            parts.append(self.elapsed / self.max_time)
-        return min(1.0, max(parts))
 
 
 def train(
@@ -229,13 +206,15 @@ def fit(
     stop: Callable[[], bool] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     names: Sequence[tuple[str, str]] | None = None,
+    infer_config: InferConfig | None = None,
 ) -> Segmenter:
     """Validate the pairs, build (or check ``init``) and train; return the segmenter.
 
-    ``names`` are (image, annotations) names per pair for error messages, e.g. file names.
+    ``names`` are (image, annotations) names per pair for error messages, e.g. file names;
+    ``infer_config`` the inference settings stored with a new model (default: the defaults).
     """
     segmenter, images, annotations = prepare(
-        images, annotations, model_config, train_config, spacing, init, class_names, names
+        images, annotations, model_config, train_config, spacing, init, class_names, names, infer_config
     )
     for event in train(segmenter, images, annotations, train_config, stop):
         if on_progress:
@@ -244,27 +223,28 @@ def fit(
 
 
 def prepare(images, annotations, model_config, train_config, spacing=(1.0, 1.0, 1.0), init=None,
-            class_names=None, names=None) -> tuple[Segmenter, list, list]:
+            class_names=None, names=None, infer_config=None) -> tuple[Segmenter, list, list]:
     """Validate the pairs and return (segmenter, images, annotations) ready for :func:`train`."""
     names = list(names or [(f"image {i + 1}", f"annotations {i + 1}") for i in range(len(images))])
     pairs = [check_pair(im, an, *n) for im, an, n in zip(images, annotations, names)]
     images, annotations = [p[0] for p in pairs], [p[1] for p in pairs]
     n_classes = count_classes(annotations, [n[1] for n in names])
     torch.manual_seed(train_config.seed)  # model initialisation is part of the reproducible run
-    segmenter = init or new_segmenter(model_config, images, n_classes, spacing, class_names, annotations)
+    segmenter = init or new_segmenter(model_config, images, n_classes, spacing, class_names, annotations,
+                                      infer_config)
     check_compatible(segmenter, n_classes)
     return segmenter, images, annotations
 
 
 def new_segmenter(model_config: ModelConfig, images, n_classes, spacing, class_names=None,
-                  annotations=None) -> Segmenter:
+                  annotations=None, infer_config: InferConfig | None = None) -> Segmenter:
     """An untrained segmenter with pooling and filters fitted to ``spacing`` and fitted normalisation
     (from the painted structures when ``annotations`` are given)."""
     if model_config.pools is None:
         model_config = replace(model_config, pools=pools_for_spacing(spacing, len(model_config.features) - 1))
     model_config = replace(model_config, spacing=tuple(float(s) for s in spacing))
     normalization = fit_normalization(images, annotations)
-    return Segmenter.create(model_config, n_classes, normalization, class_names, spacing)
+    return Segmenter.create(model_config, n_classes, normalization, class_names, spacing, infer_config)
 
 
 def check_compatible(segmenter: Segmenter, n_classes: int, in_channels: int = 1) -> None:

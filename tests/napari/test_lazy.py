@@ -7,7 +7,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_sparseseg import _large
+from napari_sparseseg import _lazy
 from napari_sparseseg.core import checkpoint, zarr_io
 from napari_sparseseg.core.config import PRESETS, InferConfig, ModelConfig, Preset, TrainConfig
 from napari_sparseseg.core.inference import predict
@@ -23,7 +23,7 @@ def large(make_napari_viewer, monkeypatch, tmp_path):
     tiny = Preset(ModelConfig(features=(4, 8)), TrainConfig(patch_size=(8, 16, 16)),
                   InferConfig(window=(8, 16, 16)))
     monkeypatch.setitem(PRESETS, "tiny", tiny)
-    monkeypatch.setattr(_large, "CROP", (8, 24, 24))
+    monkeypatch.setattr(_lazy, "CROP", (8, 24, 24))
     errors = []
     monkeypatch.setattr("napari_sparseseg._widget.show_error", errors.append)
     monkeypatch.setattr("napari_sparseseg._qt_parts.show_error", errors.append)
@@ -48,17 +48,17 @@ def _wait_idle(qtbot, widget):
 
 def test_annotate_a_crop_train_and_predict_the_whole_dask_layer(qtbot, large, tmp_path):
     viewer, widget, sample, image, errors = large
-    assert _large.is_lazy(image)
+    assert _lazy.is_lazy(image)
     ann = widget.new_annotation_layer()
     assert ann.data.shape == (8, 24, 24)  # a crop around the plane on screen, not the whole volume
-    region = _large.annotation_region(image, ann)
+    region = _lazy.annotation_region(image, ann)
     ann.data[...] = sample.annotation[region]
     ann.data[0] = 1 + sample.truth[region][0]  # make sure background and tubule are both painted
     ann.events.data(value=ann.data)
     widget.options.iterations_spin.setValue(3)
     widget.train()
     _wait_idle(qtbot, widget)
-    assert widget.model is not None and not errors
+    assert widget.session.model is not None and not errors
     assert "big prediction" not in viewer.layers  # no full-size in-memory layer was made
 
     started = time.perf_counter()
@@ -69,8 +69,8 @@ def test_annotate_a_crop_train_and_predict_the_whole_dask_layer(qtbot, large, tm
     layer = viewer.layers["big prediction"]
     assert isinstance(layer.data, da.Array) and layer.data.shape == sample.image.shape
     assert tuple(layer.scale) == pytest.approx(sample.spacing)
-    segmenter = checkpoint.from_bytes(widget.model)
-    reference = predict(segmenter, sample.image, widget.options.infer_config())
+    segmenter = checkpoint.from_bytes(widget.session.model)
+    reference = predict(segmenter, sample.image)  # the model's own settings: the tiny preset's window
     np.testing.assert_array_equal(np.asarray(layer.data), reference.labels)
     assert zarr_io.open_lazy(tmp_path / "mask.zarr").spacing == pytest.approx(sample.spacing)
     widget.export_prediction(str(tmp_path / "mask.tif"))
@@ -78,4 +78,4 @@ def test_annotate_a_crop_train_and_predict_the_whole_dask_layer(qtbot, large, tm
 
 
 def test_crop_box_stays_inside_the_volume():
-    assert _large.crop_box((10, 100, 50), (9.6, 0, 25), (8, 64, 64)) == ((2, 0, 0), (8, 64, 50))
+    assert _lazy.crop_box((10, 100, 50), (9.6, 0, 25), (8, 64, 64)) == ((2, 0, 0), (8, 64, 50))
