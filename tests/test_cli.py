@@ -65,8 +65,8 @@ def test_train_predict_evaluate(capsys, files):
 
 def test_a_model_keeps_the_inference_settings_of_its_preset(capsys, files):
     d, _ = files
-    code, _, err = run(capsys, "train", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "m.pt", "--preset", "paper",
-                       "--iterations", "1", "--device", "cpu")
+    code, _, err = run(capsys, "train", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "m.pt",
+                       "--preset", "paper", "--iterations", "1", "--device", "cpu")
     assert code == 0, err
     assert checkpoint.load(d / "m.pt").infer == PRESETS["paper"].infer  # window 64x128x128, batch 1
     code, _, err = run(capsys, "predict", d / "img.nii.gz", "-m", d / "m.pt", "-o", d / "mask.tif", "--tta")

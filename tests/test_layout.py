@@ -1,6 +1,10 @@
-"""House rules that a test can check: core/ is free of napari and Qt; the manifest is valid."""
+"""House rules that a test can check: core/ is free of napari and Qt, the napari process never
+imports torch, the manifest is valid."""
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import napari_sparseseg
@@ -25,6 +29,34 @@ def test_core_imports_neither_napari_nor_qt():
         if name in FORBIDDEN
     }
     assert not offenders
+
+
+LOADED = """
+import importlib, json, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def _loaded_by(*modules: str) -> set[str]:
+    """Top-level packages in ``sys.modules`` of a fresh interpreter after importing ``modules``."""
+    command = [sys.executable, "-c", LOADED, *modules]
+    found = subprocess.run(command, capture_output=True, text=True, check=True)
+    return set(json.loads(found.stdout))
+
+
+def test_the_napari_process_never_imports_torch_and_core_never_imports_qt():
+    import yaml
+
+    manifest = yaml.safe_load((PACKAGE / "napari.yaml").read_text())
+    gui = {c["python_name"].split(":")[0] for c in manifest["contributions"]["commands"]}
+    assert "napari_sparseseg._widget" in gui
+    assert "torch" not in _loaded_by(*sorted(gui))  # the dock, reader, writer, sample, measure dock
+    core = [f"napari_sparseseg.core.{path.stem}" for path in sorted((PACKAGE / "core").glob("*.py"))]
+    loaded = _loaded_by(*core)
+    assert "torch" in loaded  # the check sees transitive imports
+    assert not loaded & FORBIDDEN
 
 
 def test_manifest_is_valid_and_sample_data_loads():

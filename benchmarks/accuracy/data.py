@@ -130,11 +130,11 @@ def load_nuclei(cache: Path = CACHE) -> Dataset:
 
 def load_synthetic(shape=SYNTHETIC_SHAPE, seed: int = 0) -> Dataset:
     """The engine's synthetic tubule volume (spacing (2, 1, 1))."""
-    from napari_sparseseg.core.synthetic import CLASS_NAMES, make_tubules
+    from napari_sparseseg.core.synthetic import TUBULE_CLASSES, make_tubules
 
     image, truth = make_tubules(shape=shape, seed=seed)
     source = f"napari_sparseseg.core.synthetic.make_tubules(shape={tuple(shape)}, seed={seed})"
-    return Dataset("synthetic", image, truth, (2.0, 1.0, 1.0), CLASS_NAMES, source)
+    return Dataset("synthetic", image, truth, (2.0, 1.0, 1.0), TUBULE_CLASSES, source)
 
 
 def load_ct_aorta(folder: Path = CT_AORTA) -> Dataset:

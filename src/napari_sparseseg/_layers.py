@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._metadata import geometry_for
+from .core.labels import class_name
 
 if TYPE_CHECKING:
     import napari
 
-CLASS_NAMES = "class_names"  # annotation layer metadata: names of values 1, 2, ...
+NAMES_KEY = "class_names"  # annotation layer metadata: names of values 1, 2, ...
 PALETTE = (
     (0.55, 0.55, 0.60, 1.0),  # 1 background
     (0.90, 0.25, 0.20, 1.0),
@@ -32,13 +33,16 @@ def default_color(value: int) -> tuple:
     return PALETTE[(value - 1) % len(PALETTE)]
 
 
+def color_dict(colors: dict[int, tuple]) -> dict:
+    """Label value -> RGBA: 0 transparent, ``colors`` for the given values, black for the rest."""
+    return {None: (0.0, 0.0, 0.0, 1.0), 0: (0.0, 0.0, 0.0, 0.0)} | dict(colors)
+
+
 def colormap(colors: dict[int, tuple]):
-    """A direct label colormap: 0 transparent, ``colors`` for the given values."""
+    """A direct label colormap of :func:`color_dict`."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    mapping = {None: (0.0, 0.0, 0.0, 1.0), 0: (0.0, 0.0, 0.0, 0.0)}
-    mapping.update(colors)
-    return DirectLabelColormap(color_dict=mapping)
+    return DirectLabelColormap(color_dict=color_dict(colors))
 
 
 def new_annotation_layer(viewer: napari.Viewer, image, class_names=("background", "class 1"), region=None):
@@ -53,7 +57,7 @@ def new_annotation_layer(viewer: napari.Viewer, image, class_names=("background"
     layer = viewer.add_labels(
         np.zeros(shape, np.uint8),
         name=f"{image.name} annotations",
-        metadata={CLASS_NAMES: names} | grid["metadata"],
+        metadata={NAMES_KEY: names} | grid["metadata"],
         **{k: v for k, v in grid.items() if k != "metadata"},
     )
     set_class_colors(layer, {v: default_color(v) for v in range(1, len(names) + 1)})
@@ -73,9 +77,9 @@ def class_colors(layer, n_values: int) -> dict[int, tuple]:
 
 def class_names(layer) -> list[str]:
     """Names of values 1.. stored on the annotation layer (defaults when missing)."""
-    names = list(layer.metadata.get(CLASS_NAMES, []))
+    names = list(layer.metadata.get(NAMES_KEY, []))
     top = max(int(layer.data.max()), len(names), 2)
-    return names + [f"class {v - 1}" for v in range(len(names) + 1, top + 1)]
+    return names + [class_name(v - 1) for v in range(len(names) + 1, top + 1)]
 
 
 def show_prediction(viewer, image, labels: np.ndarray, colors: dict[int, tuple], layer=None):
@@ -135,6 +139,13 @@ def show_image(viewer, image, name: str, data: np.ndarray, layer=None, **kwargs)
     grid["scale"] = (1.0,) * extra + tuple(grid["scale"])
     grid["translate"] = (0.0,) * extra + tuple(grid["translate"])
     return viewer.add_image(data, name=name, **grid, **kwargs)
+
+
+def spacing(layer) -> tuple[float, float, float]:
+    """The voxel spacing (z, y, x) of a 3D layer: its scale, checked positive and finite."""
+    from .core.io import as_spacing
+
+    return as_spacing(layer.scale[-3:])
 
 
 def check_volume(image) -> None:

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from . import _layers
 from ._metadata import NIFTI_HEADER
 from ._qt_parts import LayerCombo, ask_path, button, notify_errors, row
 from .core import io, measure
@@ -95,7 +96,7 @@ class MeasureWidget(QWidget):
             return
         with notify_errors():
             data = measure.check_mask(np.asarray(layer.data), f"Layer '{layer.name}'")
-            spacing = io.as_spacing(layer.scale[-3:])
+            spacing = _layers.spacing(layer)
             self.measure_button.setEnabled(False)
             self.status.setText(f"Measuring '{layer.name}'…")
             self.worker = _measure(data, spacing, self.objects_box.isChecked())

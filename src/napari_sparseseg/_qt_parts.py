@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .core.labels import class_name
 from .core.uncertainty import AXIS_PLANES
 
 
@@ -88,7 +89,7 @@ class ClassTable(QTableWidget):
         self.blockSignals(False)
 
     def names(self) -> list[str]:
-        return [self.item(row, 1).text().strip() or f"class {row}" for row in range(self.rowCount())]
+        return [self.item(row, 1).text().strip() or class_name(row) for row in range(self.rowCount())]
 
     def _swatch(self, value: int, rgba: tuple) -> QPushButton:
         button = QPushButton()

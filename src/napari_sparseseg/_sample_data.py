@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._layers import CLASS_NAMES, PALETTE
+from ._layers import NAMES_KEY, color_dict, default_color
 
 
 def make_sample_data():
@@ -14,12 +14,11 @@ def make_sample_data():
     from .core.synthetic import demo_sample
 
     sample = demo_sample()
-    colors = {0: (0, 0, 0, 0), None: (0, 0, 0, 1)} | {v: PALETTE[v - 1] for v in (1, 2, 3)}
     annotation_meta = {
         "name": "tubules annotations",
         "scale": sample.spacing,
-        "metadata": {CLASS_NAMES: list(sample.class_names)},
-        "colormap": colors,
+        "metadata": {NAMES_KEY: list(sample.class_names)},
+        "colormap": color_dict({v: default_color(v) for v in (1, 2, 3)}),
     }
     return [
         (sample.image, {"name": "tubules", "scale": sample.spacing}, "image"),

@@ -57,6 +57,7 @@ from .core.events import (
     Progress,
     TrainRequest,
 )
+from .core.labels import class_name
 from .core.uncertainty import AXIS_PLANES, painted_planes
 from .core.validate import check_annotation, count_classes
 
@@ -192,8 +193,9 @@ class SparseSegWidget(QWidget):
     def add_class(self) -> None:
         with notify_errors():
             layer = self.annotations()
-            names = [*_layers.class_names(layer), f"class {len(_layers.class_names(layer))}"]
-            layer.metadata[_layers.CLASS_NAMES] = names
+            names = _layers.class_names(layer)
+            names.append(class_name(len(names)))
+            layer.metadata[_layers.NAMES_KEY] = names
             colors = _layers.class_colors(layer, len(names) - 1)
             colors[len(names)] = _layers.default_color(len(names))
             _layers.set_class_colors(layer, colors)
@@ -222,7 +224,7 @@ class SparseSegWidget(QWidget):
     def _names_edited(self, names: list[str]) -> None:
         layer = self.annotation_combo.layer()
         if layer is not None:
-            layer.metadata[_layers.CLASS_NAMES] = names
+            layer.metadata[_layers.NAMES_KEY] = names
 
     def _color_edited(self, value: int, rgba: tuple) -> None:
         layer = self.annotation_combo.layer()
@@ -277,7 +279,7 @@ class SparseSegWidget(QWidget):
             show_info(why)
         chosen = self.options.settings()
         return TrainRequest(
-            (data,), (ann,), tuple(float(s) for s in image.scale[-3:]),
+            (data,), (ann,), _layers.spacing(image),
             tuple(_layers.class_names(layer)[:n_classes]), chosen.model, chosen.train, chosen.infer,
             init, ((image.name, layer.name),), whole and self.options.predict_check.isChecked(),
             early_answer=True, uncertainty=True,
@@ -309,10 +311,9 @@ class SparseSegWidget(QWidget):
         if output:
             output = output if output.lower().endswith(".zarr") else f"{output}.zarr"
             zarr_io.check_zarr_output(Path(output))
-            spacing = tuple(float(s) for s in image.scale[-3:])
-            request = ChunkedPredictRequest(_lazy.lazy_source(image), self.session.model, Path(output),
-                                            spacing=spacing, infer_overrides=self.options.infer_overrides(),
-                                            source=f"'{image.name}'")
+            request = ChunkedPredictRequest(
+                _lazy.lazy_source(image), self.session.model, Path(output), spacing=_layers.spacing(image),
+                infer_overrides=self.options.infer_overrides(), source=f"'{image.name}'")
             self._start(request, f"Predicting the whole volume chunk by chunk into {output}…")
 
     def _start(self, request, message: str) -> None:

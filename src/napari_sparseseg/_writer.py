@@ -67,40 +67,12 @@ def _write_family(path: str, data: Any, meta: dict, fmt: str) -> list[str]:
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
-    """Write a 3D labels layer as an ImageJ TIFF with its spacing (npe2 writer).
-
-    Parameters
-    ----------
-    path : str
-        Target ``.tif`` or ``.tiff`` file.
-    data : array_like
-        Labels in ``(z, y, x)`` order.
-    meta : dict
-        Layer attributes.
-
-    Returns
-    -------
-    list of str
-        The written path.
-    """
+    """npe2 writer: a 3D labels layer (``data`` z, y, x; ``meta`` its attributes) to an ImageJ
+    ``.tif``/``.tiff`` with its spacing; returns the written path in a list."""
     return _write_family(path, data, meta, "tiff")
 
 
 def write_labels_nifti(path: str, data: Any, meta: dict) -> list[str]:
-    """Write a 3D labels layer as NIfTI with the source affine when known (npe2 writer).
-
-    Parameters
-    ----------
-    path : str
-        Target ``.nii`` or ``.nii.gz`` file.
-    data : array_like
-        Labels in ``(z, y, x)`` order.
-    meta : dict
-        Layer attributes.
-
-    Returns
-    -------
-    list of str
-        The written path.
-    """
+    """npe2 writer: a 3D labels layer to ``.nii``/``.nii.gz`` with the source affine when known;
+    returns the written path in a list."""
     return _write_family(path, data, meta, "nifti")

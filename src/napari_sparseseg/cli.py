@@ -31,6 +31,7 @@ from .core.events import (
     TrainRequest,
     Written,
 )
+from .core.labels import as_labels
 from .core.metrics import evaluate, format_table
 
 EXIT_USER_ERROR = 2
@@ -246,7 +247,7 @@ def _run_evaluate(args) -> None:
     region = None
     if args.unpainted:
         region = io.read_volume(args.unpainted).data == 0
-    result = evaluate(_labels(mask, args.mask), _labels(truth, args.truth), mask=region)
+    result = evaluate(as_labels(mask, str(args.mask)), as_labels(truth, str(args.truth)), mask=region)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 
 
@@ -284,7 +285,7 @@ def _measured(path: Path, image_path: Path | None) -> io.Volume:
     from .core.measure import check_mask
 
     mask = io.read_volume(path)
-    data = check_mask(_labels(mask.data, path) if mask.data.dtype.kind == "f" else mask.data, str(path))
+    data = check_mask(mask.data, str(path))
     if image_path and io.file_format(path) == "npy":
         image = io.read_volume(image_path)
         return io.Volume(data, image.spacing, path=path, unit=image.unit)
@@ -323,12 +324,6 @@ def _check_outputs(*masks, model=None) -> None:
             io.check_writable(path)
     if model is not None:
         io.check_writable(model)
-
-
-def _labels(data: np.ndarray, path: Path) -> np.ndarray:
-    if np.issubdtype(data.dtype, np.floating) and not np.array_equal(data, np.round(data)):
-        raise ValueError(f"{path} holds non-integer values; give a label mask.")
-    return data.astype(np.int64)
 
 
 def _train_request(args, predict_after: bool) -> tuple[TrainRequest, io.Volume]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_sparseseg.core.synthetic import (
-    CLASS_NAMES,
+    TUBULE_CLASSES,
     Sample,
     make_sample,
     make_tubules,
@@ -180,7 +180,7 @@ def test_make_sample():
     sample = make_sample(shape=(10, 30, 28), slices_per_axis=(1, 0, 2), seed=4, z_anisotropy=3.0)
     assert isinstance(sample, Sample)
     assert sample.spacing == (3.0, 1.0, 1.0)
-    assert sample.class_names == CLASS_NAMES == ("background", "tubule lumen", "tubule wall")
+    assert sample.class_names == TUBULE_CLASSES == ("background", "tubule lumen", "tubule wall")
     assert sample.image.shape == sample.truth.shape == sample.annotation.shape == (10, 30, 28)
     image, truth = make_tubules(shape=(10, 30, 28), seed=4, z_anisotropy=3.0)
     np.testing.assert_array_equal(sample.image, image)

@@ -30,6 +30,7 @@ def test_zarr_round_trip_keeps_values_spacing_and_ome_metadata(tmp_path):
     scale = attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
     assert scale == {"type": "scale", "scale": [2.5, 0.5, 0.7]}
     assert [a["name"] for a in attrs["multiscales"][0]["axes"]] == ["z", "y", "x"]
+    assert attrs["multiscales"][0]["name"] == "mask.zarr"  # not the temporary folder it was written in
     assert attrs["sparseseg"]["class_names"] == ["background", "tubule", "lumen"]
     assert zarr.open_array(str(tmp_path / "mask.zarr" / "0"), mode="r").chunks == (4, 16, 16)
     probs = zarr.open_group(str(tmp_path / "probs.zarr"), mode="r")

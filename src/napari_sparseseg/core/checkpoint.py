@@ -19,6 +19,7 @@ import torch
 
 from .config import InferConfig, ModelConfig, from_dict, to_dict
 from .io import write_bytes
+from .labels import default_class_names
 from .model import UNet3D
 from .normalize import Normalization
 
@@ -51,10 +52,6 @@ class Segmenter:
         if len(names) != n_classes:
             raise ValueError(f"Got {len(names)} class names for {n_classes} classes.")
         return cls(UNet3D(config, n_classes), normalization, names, tuple(spacing), infer or InferConfig())
-
-
-def default_class_names(n_classes: int) -> tuple[str, ...]:
-    return ("background",) + tuple(f"class {k}" for k in range(1, n_classes))
 
 
 def to_bytes(segmenter: Segmenter) -> bytes:

@@ -341,24 +341,10 @@ def write_volume(path, data, like: Volume | None = None, spacing=None) -> Path:
 def write_probabilities(path, probs, like: Volume | None = None, spacing=None) -> Path:
     """Write class probabilities ``(C, z, y, x)`` atomically.
 
-    TIFF is an ImageJ hyperstack with axes ``ZCYX``; NIfTI is 4D ``(i, j, k, C)``
-    on the grid of `like` when it matches; npy keeps ``(C, z, y, x)``.
-
-    Parameters
-    ----------
-    path : str or Path
-        Target file; its suffix picks the format.
-    probs : array_like
-        ``(C, z, y, x)`` probabilities as uint8 (0..255), float16 or float32.
-    like : Volume, optional
-        Source volume whose spacing/affine/header are kept.
-    spacing : sequence of 3 float, optional
-        ``(z, y, x)`` voxel size; wins over ``like.spacing``.
-
-    Returns
-    -------
-    Path
-        The written file.
+    ``probs`` are uint8 (0..255), float16 or float32; ``path``, ``like`` and ``spacing`` are as
+    for :func:`write_volume`. TIFF is an ImageJ hyperstack with axes ``ZCYX``; NIfTI is 4D
+    ``(i, j, k, C)`` on the grid of `like` when it matches; npy keeps ``(C, z, y, x)``. Returns
+    the written file.
     """
     path = Path(path)
     fmt = file_format(path)

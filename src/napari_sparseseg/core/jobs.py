@@ -41,6 +41,7 @@ from .events import (
     TrainRequest,
     Written,
 )
+from .labels import legend
 
 PROGRESS_INTERVAL = 0.2  # seconds between progress events (the last one is always sent)
 PREVIEW_SHARE = 9  # wait at least 9x a preview's cost before the next: previews take <= 10 %
@@ -151,11 +152,6 @@ def _predict(segmenter, image: np.ndarray, job, send) -> None:
     if outputs.probabilities is not None:
         io.write_probabilities(outputs.probabilities, result.probabilities, like=outputs.like)
         send(Written(str(outputs.probabilities), "probabilities (0..255)"))
-
-
-def legend(class_names) -> str:
-    """'0 background, 1 nuclei, …': what each mask value means."""
-    return ", ".join(f"{k} {name}" for k, name in enumerate(class_names))
 
 
 def _predict_chunked(job: ChunkedPredictRequest, send, should_stop) -> None:

@@ -28,6 +28,7 @@ from scipy.spatial.distance import pdist
 from skimage.measure import marching_cubes, mesh_surface_area
 
 from .io import as_spacing
+from .labels import as_labels, class_name
 
 UNIT_NAMES = {"mm": "mm", "um": "µm", "m": "m", "": "unknown unit"}
 CUBIC_PER_ML = {"mm": 1e3, "m": 1e-6}  # unit³ in one millilitre
@@ -40,14 +41,7 @@ def check_mask(mask: np.ndarray, name: str = "the mask") -> np.ndarray:
     if mask.ndim != 3:
         raise ValueError(f"{name} has {mask.ndim} dimensions ({mask.shape}); measuring needs a 3D label "
                          "image.")
-    if mask.dtype == bool:
-        return mask.astype(np.uint8)
-    if not np.issubdtype(mask.dtype, np.integer):
-        raise ValueError(f"{name} holds {mask.dtype} values, not class labels; give an integer label image "
-                         "(the mask sparseseg writes), not probabilities or an image.")
-    if mask.size and mask.min() < 0:
-        raise ValueError(f"{name} has negative labels (down to {int(mask.min())}); labels must be 0 or more.")
-    return mask
+    return as_labels(mask, name)
 
 
 def readable_volume(volume: float, unit: str) -> str:
@@ -78,7 +72,7 @@ def class_table(mask, spacing, class_names=None, probabilities=None, image=None)
         _check_grid(image.shape, mask.shape, "the image")
     rows = []
     for c in range(1, n + 1):
-        row = {"class": c, "name": _name(class_names, c), "voxels": int(counts[c]),
+        row = {"class": c, "name": class_name(c, class_names), "voxels": int(counts[c]),
                "volume": float(counts[c]) * voxel, "fraction": float(counts[c]) / max(mask.size, 1)}
         if probabilities is not None:
             row.update(_soft(probabilities[c], voxel))
@@ -100,7 +94,7 @@ def object_table(mask, spacing, class_names=None, connectivity: int = 6) -> list
     for c in (int(v) for v in np.unique(mask) if v > 0):
         labels, _ = ndimage.label(mask == c, structure)
         for index, box in enumerate(ndimage.find_objects(labels), start=1):
-            rows.append({"class": c, "name": _name(class_names, c), "object": index,
+            rows.append({"class": c, "name": class_name(c, class_names), "object": index,
                          **_object(labels[box] == index, box, spacing)})
     return rows
 
@@ -181,10 +175,6 @@ def _check_grid(shape, expected, what: str) -> None:
     if tuple(shape) != tuple(expected):
         raise ValueError(f"The grid of {what}, {tuple(shape)}, differs from the mask's {tuple(expected)}; "
                          "give files of the same volume.")
-
-
-def _name(class_names, c: int) -> str:
-    return class_names[c] if class_names and c < len(class_names) else f"class {c}"
 
 
 def format_classes(rows: list[dict], unit: str) -> str:

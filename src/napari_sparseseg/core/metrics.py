@@ -11,37 +11,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .labels import as_labels
+
 METRIC_NAMES = ("dice", "jaccard", "sensitivity", "specificity", "f_beta", "volumetric_similarity")
 
 _CHUNK = 1 << 22  # voxels per bincount pass
 _MAX_CLASSES = 4096  # the confusion matrix is n × n
 
 
-def _as_labels(array, name: str) -> np.ndarray:
-    """Return ``array`` as a non-negative integer array or raise ValueError."""
-    array = np.asarray(array)
-    if array.dtype == bool:
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.mod(array, 1) == 0):
-            raise ValueError(f"{name} must contain integer labels, got non-integer values.")
-        array = array.astype(np.int64)
-    elif not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{name} must be an integer label array, got dtype {array.dtype}.")
-    if array.size and array.min() < 0:
-        raise ValueError(f"{name} must contain non-negative labels, found {array.min()}.")
-    return array
-
-
 def _prepare(pred, truth, mask):
     """Validate inputs; return flat pred, flat truth and the flat boolean mask (or None)."""
-    pred, truth = _as_labels(pred, "pred"), _as_labels(truth, "truth")
+    pred, truth = as_labels(pred, "the prediction"), as_labels(truth, "the truth")
     if pred.shape != truth.shape:
-        raise ValueError(f"pred shape {pred.shape} does not match truth shape {truth.shape}.")
+        raise ValueError(f"The prediction has shape {pred.shape} but the truth {truth.shape}; give masks of "
+                         "the same volume.")
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != pred.shape:
-            raise ValueError(f"mask shape {mask.shape} does not match pred shape {pred.shape}.")
+            raise ValueError(f"The region to score has shape {mask.shape} but the prediction {pred.shape}.")
         mask = mask.astype(bool, copy=False).ravel()
     return pred.ravel(), truth.ravel(), mask
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-CLASS_NAMES = ("background", "tubule lumen", "tubule wall")
+TUBULE_CLASSES = ("background", "tubule lumen", "tubule wall")
 
 _LEVELS = np.array([0.1, 0.35, 1.0], dtype=np.float32)  # background, lumen, wall
 _WIGGLES = 3  # sinusoidal harmonics bending each tube
@@ -27,7 +27,7 @@ class Sample:
     truth: np.ndarray  # uint8 (z, y, x): 0 background, 1 tubule lumen, 2 tubule wall
     annotation: np.ndarray  # uint8 (z, y, x): 0 unlabeled, truth + 1 on painted voxels
     spacing: tuple[float, float, float]  # voxel size (z, y, x)
-    class_names: tuple[str, ...] = CLASS_NAMES  # name of each mask value
+    class_names: tuple[str, ...] = TUBULE_CLASSES  # name of each mask value
 
 
 def _check_shape(shape) -> tuple[int, int, int]:

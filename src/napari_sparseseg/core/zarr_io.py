@@ -294,8 +294,9 @@ def _store(targets, spacing, unit, attrs: dict, compute) -> None:
     for path, _, _ in targets:
         check_zarr_output(path)
     with ExitStack() as stack:
-        sinks = [_ome_array(stack.enter_context(atomic_dir(path)), data, axes, spacing, unit, attrs)
-                 for path, data, axes in targets]
+        folders = [stack.enter_context(atomic_dir(path)) for path, _, _ in targets]
+        sinks = [_ome_array(folder, path.name, data, axes, spacing, unit, attrs)
+                 for folder, (path, data, axes) in zip(folders, targets)]
         job = da.store([data for _, data, _ in targets], sinks, lock=False, compute=False)
         (compute or dask.compute)(job)
 
@@ -326,14 +327,14 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise
 
 
-def _ome_array(folder: Path, data: da.Array, axes: str, spacing, unit, attrs: dict):
-    """Create an OME-Zarr 0.4 image at ``folder`` for ``data``; return its level-0 zarr array."""
+def _ome_array(folder: Path, name: str, data: da.Array, axes: str, spacing, unit, attrs: dict):
+    """Create an OME-Zarr 0.4 image ``name`` at ``folder`` for ``data``; return its level-0 zarr array."""
     group = zarr.open_group(str(folder), mode="w", zarr_format=2)
     chunks = tuple(c[0] for c in data.chunks)
     scale = [1.0] * (len(axes) - 3) + [float(s) for s in spacing]
     group.attrs["multiscales"] = [{
         "version": "0.4",
-        "name": Path(str(folder)).name,
+        "name": name,
         "axes": [_axis(a, unit) for a in axes],
         "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
     }]
