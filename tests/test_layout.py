@@ -70,3 +70,10 @@ def test_manifest_is_valid_and_sample_data_loads():
     (image, image_meta, kind), (ann, ann_meta, ann_kind) = make_sample_data()
     assert (kind, ann_kind) == ("image", "labels") and image.shape == ann.shape
     assert image_meta["scale"] == ann_meta["scale"] and ann.max() == 3
+
+
+def test_readme_layout_names_every_module():
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    modules = {path.name for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"}
+    assert not {name for name in modules if f"{name}`" not in layout}
