@@ -3,7 +3,9 @@
 On a small shared machine (2 cores) a second busy process does not just halve our
 speed: torch's OpenMP threads wait for each other at every parallel region, so one
 descheduled thread stalls the other and a training step can become ~10x slower. Timings
-are therefore taken only after :func:`wait_quiet` saw the CPUs idle.
+are therefore taken only after :func:`wait_quiet` saw the CPUs idle. The one set of helpers
+for every benchmark (the accuracy package imports it as ``benchmarks._machine``); it does not
+import torch, so the GUI benchmark's napari process can use it.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 import time
-
-import torch
+from importlib.metadata import PackageNotFoundError, version
 
 # Longest wait for idle CPUs before a timing; scripts set 0 for smoke runs.
 MAX_WAIT_S = 300.0
 
 
-def _cpu_times() -> tuple[int, int]:
+def cpu_times() -> tuple[int, int]:
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
@@ -29,28 +31,29 @@ def _cpu_times() -> tuple[int, int]:
 def idle_fraction(seconds: float = 0.5) -> float:
     """Share of all CPU time that was idle during the next ``seconds`` (1.0 if unknown)."""
     try:
-        idle0, total0 = _cpu_times()
+        idle0, total0 = cpu_times()
         time.sleep(seconds)
-        idle1, total1 = _cpu_times()
+        idle1, total1 = cpu_times()
     except OSError:
         return 1.0
     return (idle1 - idle0) / max(total1 - total0, 1)
 
 
-def wait_quiet(min_idle: float = 0.85, max_wait: float | None = None, verbose: bool = True) -> bool:
-    """Block until the CPUs are at least ``min_idle`` idle; False if ``max_wait`` ran out."""
-    deadline = time.monotonic() + (MAX_WAIT_S if max_wait is None else max_wait)
-    warned = False
-    while time.monotonic() < deadline:
-        if idle_fraction() >= min_idle:
-            return True
-        if verbose and not warned:
-            print(
-                f"# waiting for other processes to leave the CPU (load {os.getloadavg()[0]:.1f})", flush=True
-            )
-            warned = True
+def wait_quiet(min_idle: float = 0.85, max_wait: float | None = None, verbose: bool = True) -> dict:
+    """Block until the CPUs are at least ``min_idle`` idle or ``max_wait`` s ran out.
+
+    Returns ``{"quiet": bool, "waited_s": …, "idle_before": …}`` (the idle share last seen).
+    """
+    start = time.monotonic()
+    deadline = start + (MAX_WAIT_S if max_wait is None else max_wait)
+    idle = idle_fraction()
+    if verbose and idle < min_idle < 1 and time.monotonic() < deadline:
+        print(f"# waiting for other processes to leave the CPU (load {os.getloadavg()[0]:.1f})", flush=True)
+    while idle < min_idle and time.monotonic() < deadline:
         time.sleep(2.0)
-    return False
+        idle = idle_fraction()
+    return {"quiet": idle >= min_idle, "waited_s": round(time.monotonic() - start, 1),
+            "idle_before": round(idle, 2)}
 
 
 @contextlib.contextmanager
@@ -62,12 +65,12 @@ def foreign_load():
     """
     result = {"share": float("nan")}
     tick = os.sysconf("SC_CLK_TCK")
-    idle0, total0 = _cpu_times()
+    idle0, total0 = cpu_times()
     own0, wall0 = time.process_time(), time.perf_counter()
     try:
         yield result
     finally:
-        idle1, total1 = _cpu_times()
+        idle1, total1 = cpu_times()
         busy = ((total1 - total0) - (idle1 - idle0)) / tick
         wall = time.perf_counter() - wall0
         own = time.process_time() - own0
@@ -98,16 +101,32 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def describe() -> dict:
-    """Machine facts worth printing next to every number."""
+def describe(packages=("torch",)) -> dict:
+    """Machine facts worth printing next to every number, with the versions of ``packages``.
+
+    Torch is not imported for it: ``threads`` is torch's thread count when torch is loaded, else
+    the number of cores (torch's default).
+    """
     flags = cpu_flags()
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    torch = sys.modules.get("torch")
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "isa": ", ".join(isa) or "unknown",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "torch": package_version("torch"),
+        "threads": torch.get_num_threads() if torch else os.cpu_count(),
         "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%d"),
+        "packages": {name: package_version(name) for name in packages},
+        "nice": os.nice(0),
+        "load": round(os.getloadavg()[0], 2),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def package_version(name: str) -> str:
+    """The installed version of ``name``, or 'missing'."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "missing"

@@ -40,24 +40,25 @@ SETTINGS = {"2 threads": (2, {}), "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OM
 
 WORKER = """
 import statistics, sys, time, torch
+import numpy as np
 from napari_sparseseg.core import device as dev
 from napari_sparseseg.core.config import DEFAULT_PRESET, preset
-from napari_sparseseg.core.loss import sparse_loss
-from napari_sparseseg.core.trainer import new_segmenter
-import numpy as np
+from napari_sparseseg.core.trainer import new_segmenter, train_step
 torch.set_num_threads(int(sys.argv[1])); steps = int(sys.argv[2])
 p = preset(DEFAULT_PRESET); cpu = torch.device("cpu")
 seg = new_segmenter(p.model, [np.zeros((8, 8, 8), np.float32)], 3, (2.0, 1.0, 1.0))
 net = dev.prepare(seg.net, cpu).train()
-x = torch.randn(p.train.batch_size, 1, *p.train.patch_size).contiguous(memory_format=torch.channels_last_3d)
-y = torch.randint(-1, 3, (p.train.batch_size, *p.train.patch_size))
+channels = net.stem.out_channels if net.stem is not None else 1  # the U-Net stage's input
+rng = np.random.default_rng(0)
+x = rng.standard_normal((p.train.batch_size, channels, *p.train.patch_size), dtype=np.float32)
+y = rng.integers(-1, 3, (p.train.batch_size, *p.train.patch_size))
 opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+scaler = torch.amp.GradScaler("cuda", enabled=False)
 times = []
 for i in range(steps + 2):
-    t = time.perf_counter(); opt.zero_grad()
-    with dev.autocast(cpu):
-        logits = net(x)
-    sparse_loss(logits, y).backward(); opt.step(); times.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    train_step(net, opt, scaler, x, y, None, p.train.dice_weight, cpu)  # the product's own step
+    times.append(time.perf_counter() - t)
 print(statistics.median(times[2:]))
 """
 

@@ -39,7 +39,7 @@ from napari_sparseseg.core.config import DEFAULT_PRESET, preset
 from napari_sparseseg.core.inference import predict
 from napari_sparseseg.core.loss import sparse_loss
 from napari_sparseseg.core.synthetic import make_tubules
-from napari_sparseseg.core.trainer import new_segmenter
+from napari_sparseseg.core.trainer import new_segmenter, train_step
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -113,10 +113,12 @@ def conv_gflops(fmt: str, repeats: int = 5) -> float:
     return 2 * 27 * 32 * 32 * 64**3 / timed(run, repeats, label=f"conv {fmt}") / 1e9
 
 
-def make_batch(patch, batch: int, n_classes: int = 3, painted: float = 0.1, seed: int = 0):
-    """Random image batch (B, 1, *patch) and sparse target (B, *patch), -1 where unpainted."""
+def make_batch(net, patch, batch: int, n_classes: int = 3, painted: float = 0.1, seed: int = 0):
+    """A random batch of what the training step sees: the stem's features (B, C, *patch), or the
+    image without a stem, and a sparse target (B, *patch), -1 where unpainted."""
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 1, *patch, generator=gen)
+    channels = net.stem.out_channels if net.stem is not None else net.config.in_channels
+    x = torch.randn(batch, channels, *patch, generator=gen)
     y = torch.randint(0, n_classes, (batch, *patch), generator=gen)
     y[torch.rand(batch, *patch, generator=gen) > painted] = -1
     return x, y
@@ -132,13 +134,20 @@ def count_train_flops(net, x, y) -> int:
     """FLOPs of one forward + backward (convolutions and matmuls, 2 per multiply-add)."""
     counter = FlopCounterMode(display=False)
     with counter:
-        sparse_loss(net(x), y).backward()
+        sparse_loss(net.from_features(x), y).backward()
     net.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
 def train_step_fn(net, x, y, fast: bool, bf16: bool):
-    """One trainer-style step: optional channels_last_3d + bf16 autocast, sparse loss, AdamW."""
+    """The product's step (:func:`trainer.train_step`) when ``fast`` and ``bf16``; otherwise the
+    same step on a path the product does not take (fp32, or NCDHW memory), for comparison."""
+    if fast and bf16:
+        net = dev.prepare(net, CPU).train()
+        optim = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
+        scaler = torch.amp.GradScaler("cuda", enabled=False)
+        weight, xs, ys = torch.ones(net.n_classes), x.numpy(), y.numpy()
+        return lambda: train_step(net, optim, scaler, xs, ys, weight, 0.5, CPU)
     if fast:
         net = dev.prepare(net, CPU)
         x = x.contiguous(memory_format=dev.memory_format(CPU))
@@ -149,7 +158,7 @@ def train_step_fn(net, x, y, fast: bool, bf16: bool):
     def step():
         optim.zero_grad(set_to_none=True)
         with dev.autocast(CPU, bf16):
-            logits = net(x)
+            logits = net.from_features(x)
         sparse_loss(logits, y, weight, 0.5).backward()
         optim.step()
 
@@ -159,7 +168,7 @@ def train_step_fn(net, x, y, fast: bool, bf16: bool):
 def bench_train(label, model_config, patch, batch, steps, fast=True, bf16=True) -> dict:
     """GFLOP/s of training steps for one model / path; median of ``steps`` timed steps."""
     net = build_net(model_config)
-    x, y = make_batch(patch, batch)
+    x, y = make_batch(net, patch, batch)
     flops = count_train_flops(net, x, y)
     seconds = timed(train_step_fn(net, x, y, fast, bf16), steps, warmup=2, label=label)
     voxels = batch * int(np.prod(patch))

@@ -41,6 +41,7 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _docs import replace_section
 from _machine import describe, idle_fraction
 from napari_sparseseg.core import checkpoint, cluster, zarr_io
 from napari_sparseseg.core.chunked import predict_dask
@@ -50,7 +51,6 @@ from napari_sparseseg.core.normalize import Normalization
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "bench_dask.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- dask:start -->", "<!-- dask:end -->"
 HEADING = "## Large volumes with dask"
 GIB = 2**30
 
@@ -223,15 +223,8 @@ def _cpu_seconds() -> float:
 
 
 def write_docs(results: dict, argv: str) -> None:
-    """Replace only the text between the dask markers of docs/benchmarks.md (append if absent)."""
-    block = "\n".join(_lines(results, argv))
-    text = DOCS.read_text() if DOCS.is_file() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + START + "\n" + block + "\n" + END + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + f"\n\n{HEADING}\n{START}\n{block}\n{END}\n"
-    DOCS.write_text(text)
+    """Replace this script's section of docs/benchmarks.md (append it if absent)."""
+    replace_section(HEADING, "\n".join([HEADING, *_lines(results, argv)]))
 
 
 def _lines(r: dict, argv: str) -> list[str]:

@@ -37,9 +37,8 @@ On a shared machine prefix ``nice -n -10`` (root) so other jobs do not take the 
 measurement; the training child keeps its priority relative to napari. ``--docs`` replaces the
 section "## GUI responsiveness while training" in docs/benchmarks.md (other sections and the
 hand-written findings between its markers are kept); ``--json`` saves the raw results and
-``--render JSON [--docs]`` re-renders them. Experiments (never written to the docs):
-``--child-nice N`` renices the training child, ``--child-threads N`` sets its OMP_NUM_THREADS,
-``--try-fixes`` patches in the fixes proposed in the findings; ``--phases`` picks phases.
+``--render JSON [--docs]`` re-renders them; ``--phases`` picks phases. The wrappers only time
+calls; nothing in the plugin's behaviour is replaced.
 """
 
 from __future__ import annotations
@@ -49,17 +48,16 @@ import functools
 import gc
 import json
 import os
-import platform
 import re
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from _docs import DOCS, find_section, replace_section
+from _machine import cpu_times, describe, wait_quiet
 from _qt_wait import wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -91,24 +89,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="longest wait for idle CPUs before measuring (default 600, quick 0)",
     )
     p.add_argument(
-        "--child-nice",
-        type=int,
-        metavar="N",
-        help="experiment: renice every thread of the training process to N (the worker uses 5)",
-    )
-    p.add_argument(
-        "--child-threads",
-        type=int,
-        metavar="N",
-        help="experiment: OMP_NUM_THREADS=N for the training process (torch threads)",
-    )
-    p.add_argument(
-        "--try-fixes",
-        action="store_true",
-        help="experiment: patch in the fixes proposed in docs/benchmarks.md (layers updated in "
-        "place, prediction layer created when Train is pressed)",
-    )
-    p.add_argument(
         "--phases",
         default=",".join(PHASES),
         help=f"comma-separated phases to run (default all: {','.join(PHASES)})",
@@ -125,33 +105,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-# ------------------------------------------------------------------ machine
-
-
 def machine() -> dict:
     """CPU, cores, load and versions (without importing torch into the GUI process)."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from qtpy import API_NAME, QT_VERSION
 
-    import napari
-
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "load": os.getloadavg()[0],
-        "nice": os.nice(0),
-        "python": platform.python_version(),
-        "napari": napari.__version__,
-        "qt": f"{API_NAME} {QT_VERSION}",
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
+    info = describe(packages=("napari",))
+    return {**info, "napari": info["packages"]["napari"], "qt": f"{API_NAME} {QT_VERSION}"}
 
 
 def gl_renderer(viewer) -> str:
@@ -167,35 +126,6 @@ def gl_renderer(viewer) -> str:
 def option(widget, name: str):
     """A training option's Qt widget (on ``widget.options`` when the widget has that panel)."""
     return getattr(getattr(widget, "options", widget), name)
-
-
-def _cpu_times() -> tuple[int, int]:
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return values[3] + values[4], sum(values)
-
-
-def busy_fraction(seconds: float = 1.0) -> float:
-    """Share of all CPU time used by anything during the next ``seconds``."""
-    idle0, total0 = _cpu_times()
-    time.sleep(seconds)
-    idle1, total1 = _cpu_times()
-    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
-
-
-def wait_quiet(max_wait: float, max_busy: float = 0.15) -> float:
-    """Wait (up to ``max_wait`` s) until other processes leave the CPUs; returns the last busy share."""
-    deadline, busy = time.monotonic() + max_wait, busy_fraction()
-    if busy > max_busy and max_wait > 0:
-        print(
-            f"# waiting up to {max_wait:.0f} s for other processes to leave the CPUs "
-            f"(busy {busy:.0%}, load {os.getloadavg()[0]:.1f})",
-            flush=True,
-        )
-    while busy > max_busy and time.monotonic() < deadline:
-        time.sleep(2.0)
-        busy = busy_fraction()
-    return busy
 
 
 # ------------------------------------------------------------------ instrumentation
@@ -267,55 +197,6 @@ def instrument() -> None:
         setattr(_worker.Worker, name, timed(f"Worker.{name}", getattr(_worker.Worker, name)))
     for name in ("show_prediction", "show_prediction_plane", "show_image"):
         setattr(_layers, name, timed(f"_layers.{name}", getattr(_layers, name)))
-
-
-def try_fixes() -> None:
-    """Experiment: the proposed fixes, patched in (call before ``instrument``)."""
-    from napari_sparseseg import _layers, _widget
-    from napari_sparseseg._worker import TrainRequest
-
-    add_image = _layers.show_image
-
-    def show_image(viewer, image, name, data, **kwargs):
-        if name in viewer.layers and viewer.layers[name].data.shape == data.shape:
-            layer = viewer.layers[name]  # update in place: removing a layer costs napari a gc.collect()
-            layer.data = data
-            return layer
-        return add_image(viewer, image, name, data, **kwargs)
-
-    _layers.show_image = show_image
-    start = _widget.SparseSegWidget._start
-
-    def _start(self, request, message):
-        start(self, request, message)
-        if isinstance(request, TrainRequest) and self.worker.busy:
-            image = self._job_image  # create the preview target now, not in the middle of training
-            if f"{image.name} prediction" not in self.viewer.layers:
-                _layers.show_prediction(
-                    self.viewer, image, np.zeros(image.data.shape, np.uint8), self._annotation_colors()
-                )
-
-    _widget.SparseSegWidget._start = _start
-
-
-def renice_children(nice: int) -> None:
-    """Experiment: after every poll, put each thread of the worker's child at ``nice``."""
-    from napari_sparseseg import _worker
-
-    poll = _worker.Worker.poll
-
-    def polled(self, *args, **kwargs):
-        process = getattr(self, "_process", None)
-        if process is not None and process.pid:
-            try:
-                for tid in os.listdir(f"/proc/{process.pid}/task"):
-                    if os.getpriority(os.PRIO_PROCESS, int(tid)) != nice:
-                        os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-            except OSError:
-                pass
-        return poll(self, *args, **kwargs)
-
-    _worker.Worker.poll = polled
 
 
 def _record(fn):
@@ -415,23 +296,15 @@ def sample():
 
 def headless_reference(budget: float) -> dict:
     """Train the same request through the Worker with no Qt in the loop; voxels/s and timings."""
-    from napari_sparseseg._worker import Finished, PredictionReady, TrainRequest, Worker
-    from napari_sparseseg.core.config import DEFAULT_PRESET, PRESETS
-    from napari_sparseseg.core.trainer import Progress
+    from napari_sparseseg._worker import Worker
+    from napari_sparseseg.core.config import DEFAULT_PRESET, resolve
+    from napari_sparseseg.core.events import Finished, PredictionReady, Progress, TrainRequest
 
-    s, p = sample(), PRESETS[DEFAULT_PRESET]
+    s, p = sample(), resolve(DEFAULT_PRESET, max_time=budget, device="cpu")
     request = TrainRequest(
-        s.image,
-        s.annotation,
-        s.spacing,
-        ("background", "lumen", "wall"),
-        p.model,
-        replace(p.train, max_time=budget, iterations=None, device="cpu"),
-        replace(p.infer, device="cpu"),
-        None,
-        True,
-        (0, s.image.shape[0] // 2),
-        3.0,
+        (s.image,), (s.annotation,), s.spacing, ("background", "lumen", "wall"), p.model, p.train, p.infer,
+        early_answer=True, uncertainty=True, view=(0, s.image.shape[0] // 2), preview_every=3.0,
+        infer_overrides={"device": "cpu"},
     )
     worker, last, marks = Worker(), None, {}
     t0 = time.perf_counter()
@@ -491,8 +364,7 @@ def overlapping(t: float, stall_ms: float) -> list[tuple[str, float, float, floa
 
 
 def training_stats(events: list, start: float, end: float) -> dict:
-    from napari_sparseseg._worker import Finished, ModelReady, PredictionReady, Preview
-    from napari_sparseseg.core.trainer import Progress
+    from napari_sparseseg.core.events import Finished, ModelReady, PredictionReady, Preview, Progress
 
     inside = [(t, e) for t, e in events if start <= t <= end]
     progress = [e for _, e in inside if isinstance(e, Progress)]
@@ -524,22 +396,9 @@ def main(argv=None) -> int:
     SCHED.append(SchedStat())
     MAIN_TID.append(threading.get_native_id())
     info = machine()
-    info["busy_before"] = wait_quiet(args.wait_quiet)
-    info["load"] = os.getloadavg()[0]
-    info["date"] = time.strftime("%Y-%m-%d %H:%M")
+    info["busy_before"] = 1.0 - wait_quiet(max_wait=args.wait_quiet)["idle_before"]
     print(f"# {info['cpu']}, {info['cores']} cores, load {info['load']:.2f}, {info['date']}", flush=True)
 
-    if args.child_threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.child_threads)  # inherited by the spawned child
-    if args.child_nice is not None:
-        renice_children(args.child_nice)
-    if args.try_fixes:
-        try_fixes()
-    info["experiment"] = {
-        "child_nice": args.child_nice,
-        "child_threads": args.child_threads,
-        "fixes": args.try_fixes,
-    }
     reference = None
     if not args.no_reference:
         print(f"# headless reference: Worker, {args.budget:.0f} s budget, no Qt", flush=True)
@@ -575,7 +434,7 @@ def main(argv=None) -> int:
 
     def measure_cpu(name: str, before: tuple) -> None:
         idle0, total0, gui0, wall0 = before
-        idle1, total1 = _cpu_times()
+        idle1, total1 = cpu_times()
         cpu[name] = {
             "machine_busy": 1.0 - (idle1 - idle0) / max(total1 - total0, 1),
             "gui_cpu": (time.process_time() - gui0) / (time.perf_counter() - wall0),
@@ -583,7 +442,7 @@ def main(argv=None) -> int:
         }
 
     def snapshot() -> tuple:
-        return (*_cpu_times(), time.process_time(), time.perf_counter())
+        return (*cpu_times(), time.process_time(), time.perf_counter())
 
     timeout = args.budget * 3 + 180
 
@@ -623,7 +482,7 @@ def main(argv=None) -> int:
         job_phase("train", widget.train_button, slicing=False)
     if "train+slicing" in wanted:
         job_phase("train+slicing", widget.train_button, slicing=True)
-    if "predict+layers" in wanted and widget.model is not None:
+    if "predict+layers" in wanted and widget.session.model is not None:
         option(widget, "probability_check").setChecked(True)
         option(widget, "uncertainty_check").setChecked(True)
         job_phase("predict+layers", widget.predict_button, slicing=False)  # creates the two layers
@@ -643,9 +502,7 @@ def publish(results: dict, docs: bool) -> int:
     """Print the markdown section; with ``docs``, write it into docs/benchmarks.md."""
     block = report(results)
     print(block)
-    if docs and any(v not in (None, False) for v in results["machine"].get("experiment", {}).values()):
-        print("# --docs ignored: experiment flags were given (the docs show the shipped settings)")
-    elif docs:
+    if docs:
         write_section(block)
         print(f"# wrote '{HEADING}' in {DOCS}")
     return 0
@@ -717,7 +574,6 @@ def report(r: dict) -> str:
         f"- napari {m['napari']}, {m['qt']}, Python {m['python']}; Xvfb 1600×1000,",
         f"  OpenGL renderer: {m['gl']} (software: the CPU renders the canvas)",
         f"- Date: {m['date']}",
-        *experiment_lines(m.get("experiment", {})),
         "- Viewer: `napari.Viewer(show=True)`, File › Open Sample › Kidney tubules",
         "  (`demo_sample()`, `make_sample(**DEMO)`: image with `scale=spacing`,",
         "  painted planes as a Labels layer), the dock widget from the",
@@ -757,17 +613,6 @@ def nice_lines(nice: int) -> list[str]:
         "  keeps its +5 relative to napari), so that other jobs on the shared machine do not take the",
         "  CPUs from the measurement; inside the measured tree the priorities are those of normal use",
     ]
-
-
-def experiment_lines(experiment: dict) -> list[str]:
-    parts = []
-    if experiment.get("child_nice") is not None:
-        parts.append(f"training process reniced to {experiment['child_nice']}")
-    if experiment.get("child_threads"):
-        parts.append(f"OMP_NUM_THREADS={experiment['child_threads']} in the training process")
-    if experiment.get("fixes"):
-        parts.append("proposed fixes patched in (`--try-fixes`)")
-    return [f"- **Experiment**: {', '.join(parts)} (not the shipped settings)"] if parts else []
 
 
 PHASE_TEXT = {

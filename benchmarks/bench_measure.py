@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-wait", type=float, default=120.0)
     args = parser.parse_args(argv)
     mask = make_mask()
-    quiet = wait_quiet(max_wait=args.max_wait)
+    quiet = wait_quiet(max_wait=args.max_wait)["quiet"]
     times, cpu = {}, time.process_time()
     start = time.perf_counter()
     classes = measure.class_table(mask, SPACING)

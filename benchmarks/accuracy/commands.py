@@ -48,30 +48,6 @@ def _usage(run: dict) -> dict:
     return {key: run[key] for key in ("wall_s", "cpu_s", "peak_rss_mib")}
 
 
-def idle_fraction(seconds: float = 1.0) -> float:
-    """Share of all CPU time that was idle during the next ``seconds``."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return values[3] + values[4], sum(values)
-
-    idle0, total0 = sample()
-    time.sleep(seconds)
-    idle1, total1 = sample()
-    return (idle1 - idle0) / max(total1 - total0, 1)
-
-
-def wait_quiet(max_wait: float, min_idle: float = 0.85) -> dict:
-    """Wait (at most ``max_wait`` s) until the CPUs are ``min_idle`` idle; say how it went."""
-    start = time.monotonic()
-    idle = idle_fraction()
-    while idle < min_idle and time.monotonic() - start < max_wait:
-        time.sleep(2.0)
-        idle = idle_fraction()
-    return {"waited_s": round(time.monotonic() - start, 1), "idle_before": round(idle, 2)}
-
-
 def _check(run: dict, command: list[str]) -> None:
     if run["returncode"] != 0:
         tail = run["stderr"][-2000:]

@@ -14,9 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ import numpy as np
 from napari_sparseseg.core import io
 
 from .._docs import replace_section
+from .._machine import describe, wait_quiet
 from . import commands, data, protocol, report
 
 RESULTS = data.CACHE.parent
@@ -71,24 +69,7 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
 
 def machine() -> dict:
     """Facts worth printing next to every number (no torch import needed)."""
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "packages": {p: _version(p) for p in ("torch", "scikit-learn", "numpy", "scipy")},
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "nice": os.nice(0),
-    }
-
-
-def _version(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "missing"
+    return describe(packages=("torch", "scikit-learn", "numpy", "scipy"))
 
 
 class Recorder:
@@ -132,14 +113,14 @@ def score_mask(path: Path, dataset: data.Dataset, unpainted: np.ndarray) -> dict
 
 def run_net(dataset, folder: Path, annotation_path: Path, unpainted, budget: float, args) -> dict:
     mask = folder / f"net_{annotation_path.name.split('.')[0]}_{budget:g}s.nii.gz"
-    quiet = commands.wait_quiet(args.wait_quiet) if args.wait_quiet else {}
+    quiet = wait_quiet(max_wait=args.wait_quiet, verbose=False) if args.wait_quiet else {}
     found = quiet | commands.net(folder / "image.nii.gz", annotation_path, mask, budget, args.preset)
     return {"budget_s": budget, **found, **score_mask(mask, dataset, unpainted)}
 
 
 def run_forest(dataset, folder: Path, annotation_path: Path, unpainted, args) -> dict:
     mask = folder / f"forest_{annotation_path.name.split('.')[0]}.nii.gz"
-    quiet = commands.wait_quiet(args.wait_quiet) if args.wait_quiet else {}
+    quiet = wait_quiet(max_wait=args.wait_quiet, verbose=False) if args.wait_quiet else {}
     found = quiet | commands.forest(folder / "image.nii.gz", annotation_path, mask, args.trees, args.jobs)
     return {**found, **score_mask(mask, dataset, unpainted)}
 

@@ -15,6 +15,7 @@ import argparse
 import json
 
 from .._docs import replace_section
+from .._machine import wait_quiet
 from . import commands, data, protocol
 from .run import RESULTS, Recorder, run_forest, run_net, score_mask, write_annotation
 
@@ -74,7 +75,7 @@ def run_dataset(name: str, args) -> None:
 def _seeded(dataset, folder, path, unpainted, seed: int, args) -> dict:
     budget = max(args.budgets)
     mask = folder / f"net_seed{seed}_{path.name.split('.')[0]}_{budget:g}s.nii.gz"
-    quiet = commands.wait_quiet(args.wait_quiet) if args.wait_quiet else {}
+    quiet = wait_quiet(max_wait=args.wait_quiet, verbose=False) if args.wait_quiet else {}
     found = commands.net(folder / "image.nii.gz", path, mask, budget, "fast", ("--seed", str(seed)))
     return {"budget_s": budget, "seed": seed, **quiet, **found, **score_mask(mask, dataset, unpainted)}
 

@@ -67,7 +67,7 @@ def train(
             break
         _set_lr(optim, config, it, time.perf_counter() - start, first, warmup)
         x, y = sampler.sample(config.batch_size)
-        loss = _step(net, optim, scaler, x, y, weight, config.dice_weight, device)
+        loss = train_step(net, optim, scaler, x, y, weight, config.dice_weight, device)
         it += 1
         elapsed = time.perf_counter() - start
         yield Progress(it, loss, elapsed, voxels * it / elapsed, config.iterations, config.max_time)
@@ -181,7 +181,9 @@ def _set_lr(optim, config: TrainConfig, it: int, elapsed: float, first: float = 
         group["lr"] = lr
 
 
-def _step(net, optim, scaler, x, y, weight, dice_weight, device) -> float:
+def train_step(net, optim, scaler, x, y, weight, dice_weight, device) -> float:
+    """One optimiser step of the U-Net stage on numpy inputs ``x`` (the stem's features, or the
+    image without a stem) and targets ``y`` (-1 unpainted); returns the loss (benchmarks time it)."""
     fmt = dev.memory_format(device)
     x = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
     y = torch.from_numpy(y).to(device)
