@@ -140,6 +140,20 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     assert widget.session.model == (tmp_path / "m.pt").read_bytes()  # the good model stays
 
 
+def test_renamed_layers_keep_working(qtbot, setup, errors, tmp_path):
+    viewer, widget, sample = setup
+    ann = _train_briefly(qtbot, widget, sample)
+    image, prediction = viewer.layers["tubules"], viewer.layers["tubules prediction"]
+    image.name, prediction.name, ann.name = "scan", "my result", "my strokes"
+    assert widget.image_combo.layer() is image and widget.annotation_combo.layer() is ann
+    widget.predict()
+    _wait_idle(qtbot, widget)
+    assert viewer.layers["my result"] is prediction and "scan prediction" not in viewer.layers
+    widget.export_prediction(str(tmp_path / "mask.tif"))
+    np.testing.assert_array_equal(io.read_volume(tmp_path / "mask.tif").data, prediction.data)
+    assert widget.next_slice() is not None and not errors
+
+
 @pytest.mark.parametrize("case", ["nothing painted", "one class", "2D image", "RGB", "other shape"])
 def test_bad_input_is_a_notification(qtbot, setup, errors, case):
     viewer, widget, sample = setup
