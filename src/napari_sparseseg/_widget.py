@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
+from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtGui import QFont
@@ -77,6 +78,8 @@ class SparseSegWidget(QWidget):
         self.worker = Worker()
         self.session = Session()
         self._job_image: Image | None = None
+        self.metrics: dict | None = None  # the last evaluation
+        self._evaluation = None
         self._sent_view = None
         self._watched: Labels | None = None
         self._build()
@@ -466,11 +469,9 @@ class SparseSegWidget(QWidget):
                 write_labels(str(path), data, meta)
                 show_info(f"Prediction written to {path}.")
 
-    def evaluate(self) -> dict | None:
-        """Compare the prediction with the chosen ground-truth layer; show and return metrics."""
+    def evaluate(self) -> None:
+        """Compare the prediction with the chosen ground-truth layer (in a thread); show the metrics."""
         with notify_errors():
-            from .core.metrics import evaluate, format_table
-
             truth = self.truth_combo.layer()
             if truth is None:
                 raise ValueError("Choose a ground-truth Labels layer to evaluate against.")
@@ -478,10 +479,27 @@ class SparseSegWidget(QWidget):
             if truth.data.shape != prediction.data.shape:
                 raise ValueError(f"'{truth.name}' has shape {truth.data.shape} but the prediction "
                                  f"has {prediction.data.shape}.")
-            result = evaluate(np.asarray(prediction.data), np.asarray(truth.data))
-            self.metrics_label.setText(format_table(result))
-            return result
-        return None
+            self.metrics, self._evaluation = None, _evaluate(
+                np.asarray(prediction.data), np.asarray(truth.data), self.session.model_classes)
+            self._evaluation.returned.connect(self._show_metrics)
+            self._evaluation.errored.connect(lambda err: self._on_failed(Failed(str(err))))
+            self.metrics_label.setText(f"Evaluating '{prediction.name}' against '{truth.name}'…")
+            self._evaluation.start()
+
+    def _show_metrics(self, result: dict) -> None:
+        from .core.metrics import format_table
+
+        self.metrics = result
+        self.metrics_label.setText(format_table(result))
+
+
+@thread_worker(start_thread=False)
+def _evaluate(prediction: np.ndarray, truth: np.ndarray, names) -> dict:
+    """Per-class metrics named after the model's classes (numpy only: off the GUI thread)."""
+    from .core.metrics import evaluate
+
+    n = max(int(prediction.max(initial=0)), int(truth.max(initial=0))) + 1
+    return evaluate(prediction, truth, n, class_names=[class_name(k, names) for k in range(n)])
 
 
 _HANDLERS = {

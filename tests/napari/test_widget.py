@@ -131,8 +131,10 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     np.testing.assert_array_equal(tiff.data, viewer.layers["tubules prediction"].data)
     viewer.add_labels(sample.truth, name="truth", scale=sample.spacing)
     widget.truth_combo.setCurrentText("truth")
-    result = widget.evaluate()
-    assert set(result["classes"]) == {"0", "1", "2"} and "dice" in widget.metrics_label.text()
+    widget.evaluate()  # in a thread: the viewer stays responsive
+    qtbot.waitUntil(lambda: widget.metrics is not None, timeout=30_000)
+    assert set(widget.metrics["classes"]) == {"background", "class 1", "class 2"}
+    assert "dice" in widget.metrics_label.text() and not errors
 
     widget.load_model(str(tmp_path / "mask.tif"))
     _wait_idle(qtbot, widget)
