@@ -6,6 +6,7 @@ uncertainty go to layers of their own on the image's grid.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -82,6 +83,17 @@ def class_names(layer) -> list[str]:
     return names + [class_name(v - 1) for v in range(len(names) + 1, top + 1)]
 
 
+@contextmanager
+def keeping_selection(viewer):
+    """Add layers without taking the user's active layer (napari selects every new layer)."""
+    active = viewer.layers.selection.active
+    try:
+        yield
+    finally:
+        if active is not None and active in viewer.layers:
+            viewer.layers.selection.active = active
+
+
 def show_prediction(viewer, image, labels: np.ndarray, colors: dict[int, tuple], layer=None):
     """Update ``layer`` in place with ``labels``, or add '<image> prediction'; returns the layer.
 
@@ -90,7 +102,8 @@ def show_prediction(viewer, image, labels: np.ndarray, colors: dict[int, tuple],
     layer = _reusable(viewer, layer, labels.shape)
     shifted = {v - 1: c for v, c in colors.items() if v > 1}
     if layer is None:
-        layer = viewer.add_labels(labels, name=f"{image.name} prediction", opacity=0.5, **_grid(image))
+        with keeping_selection(viewer):
+            layer = viewer.add_labels(labels, name=f"{image.name} prediction", opacity=0.5, **_grid(image))
     else:
         layer.data[...] = labels
     layer.colormap = colormap(shifted)
@@ -105,7 +118,8 @@ def show_lazy_prediction(viewer, image, path, colors: dict[int, tuple], layer=No
     if layer is not None and layer in viewer.layers:
         viewer.layers.remove(layer)
     data = da.from_zarr(str(path), component="0")
-    layer = viewer.add_labels(data, name=f"{image.name} prediction", opacity=0.5, **_grid(image))
+    with keeping_selection(viewer):
+        layer = viewer.add_labels(data, name=f"{image.name} prediction", opacity=0.5, **_grid(image))
     layer.colormap = colormap({v - 1: c for v, c in colors.items() if v > 1})
     return layer
 
@@ -138,7 +152,8 @@ def show_image(viewer, image, name: str, data: np.ndarray, layer=None, **kwargs)
     extra = data.ndim - 3
     grid["scale"] = (1.0,) * extra + tuple(grid["scale"])
     grid["translate"] = (0.0,) * extra + tuple(grid["translate"])
-    return viewer.add_image(data, name=name, **grid, **kwargs)
+    with keeping_selection(viewer):
+        return viewer.add_image(data, name=name, **grid, **kwargs)
 
 
 def spacing(layer) -> tuple[float, float, float]:

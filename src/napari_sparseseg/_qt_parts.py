@@ -30,9 +30,10 @@ class LayerCombo(QComboBox):
     under its new name).
     """
 
-    def __init__(self, viewer, layer_type, parent=None, allow_none: bool = False):
+    def __init__(self, viewer, layer_type, parent=None, allow_none: bool = False, exclude=None):
         super().__init__(parent)
         self.viewer, self.layer_type, self.allow_none = viewer, layer_type, allow_none
+        self.exclude = exclude or (lambda layer: False)  # e.g. the plugin's own layers
         self._layers: list = []
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed,
                       viewer.layers.events.reordered):
@@ -41,7 +42,8 @@ class LayerCombo(QComboBox):
 
     def refresh(self, *_) -> None:
         current = self.layer()
-        layers = [layer for layer in self.viewer.layers if isinstance(layer, self.layer_type)]
+        layers = [layer for layer in self.viewer.layers
+                  if isinstance(layer, self.layer_type) and not self.exclude(layer)]
         for layer in layers:
             layer.events.name.connect(self.refresh)  # connecting twice is a no-op
         self._layers = [None] * self.allow_none + layers

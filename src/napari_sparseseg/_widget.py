@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     import napari
 
 POLL_MS = 50
+FEW_ITERATIONS = 50  # fewer U-Net iterations than its learning-rate warm-up: say the answer is rough
 SUMMARY_DELAY_MS = 300
 
 
@@ -78,6 +79,7 @@ class SparseSegWidget(QWidget):
         self.worker = Worker()
         self.session = Session()
         self._job_image: Image | None = None
+        self._stopping = False
         self.metrics: dict | None = None  # the last evaluation
         self._evaluation = None
         self._sent_view = None
@@ -106,8 +108,9 @@ class SparseSegWidget(QWidget):
     def _layers_box(self) -> QGroupBox:
         box, form = QGroupBox("Layers"), QFormLayout()
         self.image_combo = LayerCombo(self.viewer, Image)
-        self.annotation_combo = LayerCombo(self.viewer, Labels)
+        self.annotation_combo = LayerCombo(self.viewer, Labels, exclude=self.session.own)
         self.annotation_combo.currentIndexChanged.connect(self._annotation_changed)
+        self.image_combo.currentIndexChanged.connect(lambda *_: self._update_buttons())
         self.new_layer_button = button("New annotation layer", self.new_annotation_layer)
         self.class_table = ClassTable()
         self.class_table.names_changed.connect(self._names_edited)
@@ -153,11 +156,13 @@ class SparseSegWidget(QWidget):
         self.predict_button = button("Predict", self.predict)
         self.next_button = button("Next slice to annotate", self.next_slice)
         form.addRow(row(self.predict_button, self.next_button))
+        self.export_button = button("Export prediction…", self.export_prediction)
+        self.evaluate_button = button("Evaluate", self.evaluate)
         self.save_button = button("Save model…", self.save_model)
         form.addRow(row(self.save_button, button("Load model…", self.load_model)))
-        form.addRow(button("Export prediction…", self.export_prediction))
-        self.truth_combo = LayerCombo(self.viewer, Labels, allow_none=True)
-        form.addRow("Ground truth", row(self.truth_combo, button("Evaluate", self.evaluate)))
+        form.addRow(self.export_button)
+        self.truth_combo = LayerCombo(self.viewer, Labels, allow_none=True, exclude=self.session.own)
+        form.addRow("Ground truth", row(self.truth_combo, self.evaluate_button))
         self.metrics_label = QLabel()
         self.metrics_label.setFont(QFont("monospace", 8))
         form.addRow(self.metrics_label)
@@ -264,7 +269,7 @@ class SparseSegWidget(QWidget):
             if not _lazy.is_lazy(image):
                 layer = _layers.ensure_prediction_layer(self.viewer, image, self._annotation_colors(),
                                                         self.session.layer(image, "prediction"))
-                self.session.keep(image, "prediction", layer)
+                self._keep(image, "prediction", layer)
             self._start(request, f"Training ({request.train_config.max_time:.0f} s budget)…")
             self.loss_plot.clear()
 
@@ -277,6 +282,9 @@ class SparseSegWidget(QWidget):
         ann = check_annotation(ann, data.shape, f"'{layer.name}'")
         whole = not _lazy.is_lazy(image)  # a large image trains on its crop; Predict does the rest
         n_classes = count_classes([ann], [f"'{layer.name}'"])  # the answer decides whether to continue
+        if not (ann == 0).any():
+            show_info(f"'{layer.name}' has no unpainted voxel: it looks like a full mask, not sparse "
+                      "strokes. Training uses every voxel; pick your annotation layer if this is not it.")
         init, why = self.session.start_from(n_classes, self.options.scratch_check.isChecked())
         if why:
             show_info(why)
@@ -293,7 +301,8 @@ class SparseSegWidget(QWidget):
     def stop(self) -> None:
         """Stop training after the current iteration; the model so far is kept."""
         self.worker.stop()
-        self.status.setText("Stopping…")
+        self._stopping = True
+        self.status.setText("Stopping after this iteration…")
 
     def predict(self, output: str | None = None) -> None:
         """Predict the whole image with the current model (a large one chunk by chunk into ``output``)."""
@@ -322,6 +331,7 @@ class SparseSegWidget(QWidget):
     def _start(self, request, message: str) -> None:
         self.worker.submit(request)
         self._job_image, self._job_started = self.image_combo.layer(), time.perf_counter()
+        self._stopping = False
         self.progress.setValue(0)
         self.status.setText(message)
         self._poll_timer.start()
@@ -347,8 +357,9 @@ class SparseSegWidget(QWidget):
     def _on_progress(self, event: Progress) -> None:
         self.progress.setValue(int(100 * event.fraction))
         eta = event.elapsed / event.fraction - event.elapsed if event.fraction > 0 else float("nan")
-        self.status.setText(f"iteration {event.iteration} · loss {event.loss:.4f} · "
-                            f"ETA {max(eta, 0):.0f} s · {event.voxels_per_s / 1e6:.2f} Mvox/s")
+        if not self._stopping:  # "Stopping…" stays until the model arrives
+            self.status.setText(f"iteration {event.iteration} · loss {event.loss:.4f} · "
+                                f"ETA {max(eta, 0):.0f} s · {event.voxels_per_s / 1e6:.2f} Mvox/s")
         self.loss_plot.add(event.loss)
 
     def _on_preview(self, event: Preview) -> None:
@@ -357,7 +368,7 @@ class SparseSegWidget(QWidget):
             own = self.session.layer(image, "prediction")
             layer = _layers.show_prediction_plane(self.viewer, image, event.axis, event.index, event.labels,
                                                   self._annotation_colors(), own)
-            self.session.keep(image, "prediction", layer)
+            self._keep(image, "prediction", layer)
 
     def _on_chunks(self, event: ChunkProgress) -> None:
         self.progress.setValue(int(100 * event.done / event.total))
@@ -367,7 +378,7 @@ class SparseSegWidget(QWidget):
         image = self._job_image
         layer = _layers.show_lazy_prediction(self.viewer, image, event.path, self._annotation_colors(),
                                              self.session.layer(image, "prediction"))
-        self.session.keep(image, "prediction", layer)
+        self._keep(image, "prediction", layer)
         seconds = time.perf_counter() - self._job_started
         self.status.setText(f"Prediction written to {event.path} in {seconds:.0f} s and shown lazily.")
 
@@ -377,26 +388,33 @@ class SparseSegWidget(QWidget):
             show_info(f"Loaded model for {', '.join(event.class_names)}; press Predict.")
             return
         more = " Press Predict to apply it to the whole volume." if _lazy.is_lazy(self._job_image) else ""
+        if event.iterations < FEW_ITERATIONS and event.reason == "time":
+            more += (f" Only {event.iterations} iterations fit in the time budget, so the answer is rough: "
+                     "press Continue training or raise the time budget.")
         show_info(f"Training stopped after {event.iterations} iterations ({event.reason}).{more}")
+        self.status.setText(f"Model ready after {event.iterations} iterations.{more}")
 
     def _on_prediction(self, event: PredictionReady) -> None:
         image, session = self._job_image, self.session
         layer = _layers.show_prediction(self.viewer, image, event.labels, self._annotation_colors(),
                                         session.layer(image, "prediction"))
-        session.keep(image, "prediction", layer)
+        self._keep(image, "prediction", layer)
         session.uncertainty = event.uncertainty
         if self.options.probability_check.isChecked():
             self._show_extra(image, "probabilities", event.probabilities, colormap="magma", visible=False)
         if self.options.uncertainty_check.isChecked():
             self._show_extra(image, "uncertainty", event.uncertainty, colormap="inferno", opacity=0.6)
         seconds = time.perf_counter() - self._job_started
-        self.status.setText(f"Prediction ready after {seconds:.0f} s: '{layer.name}'.")
+        step = ("Correct it where it is wrong, or press Next slice to annotate, then Continue training."
+                if event.uncertainty is not None else "")
+        self.status.setText(f"Prediction ready after {seconds:.0f} s in '{layer.name}'. {step}".strip())
+        self._update_buttons()
 
     def _show_extra(self, image, kind: str, data: np.ndarray, **kwargs) -> None:
         """The probabilities or uncertainty layer of ``image`` (0..255), updated in place."""
         layer = _layers.show_image(self.viewer, image, f"{image.name} {kind}", data,
                                    self.session.layer(image, kind), contrast_limits=(0, 255), **kwargs)
-        self.session.keep(image, kind, layer)
+        self._keep(image, kind, layer)
 
     def _on_failed(self, event: Failed) -> None:
         show_error(event.message)
@@ -407,6 +425,12 @@ class SparseSegWidget(QWidget):
         self._sent_view = None
         self.progress.setValue(100)
         self._update_buttons()
+
+    def _keep(self, image, kind: str, layer) -> None:
+        """Remember ``layer`` as the plugin's ``kind`` layer of ``image``; the pickers stop offering it."""
+        self.session.keep(image, kind, layer)
+        for combo in (self.annotation_combo, self.truth_combo):
+            combo.refresh()
 
     def _annotation_colors(self) -> dict[int, tuple]:
         layer = self.annotation_combo.layer()
@@ -421,14 +445,22 @@ class SparseSegWidget(QWidget):
         self.stop_button.setEnabled(busy)
         self.predict_button.setEnabled(not busy and model)
         self.save_button.setEnabled(model)
+        image = self.image_combo.layer()
+        shown = image is not None and self.session.layer(image, "prediction") is not None
+        self.next_button.setEnabled(self.session.uncertainty is not None)
+        self.export_button.setEnabled(shown and not busy)
+        self.evaluate_button.setEnabled(shown and not busy)
 
     # ------------------------------------------------------------ refine, save, export, evaluate
 
     def next_slice(self):
         """Jump to the unpainted plane the model is least sure about; returns (axis, index)."""
         with notify_errors():
-            axis, index, score = self.session.next_plane(np.asarray(self.annotations().data))
+            layer = self.annotations()
+            axis, index, score = self.session.next_plane(np.asarray(layer.data))
             self.go_to(axis, index)
+            self.viewer.layers.selection.active = layer  # ready to paint on the suggested plane
+            layer.mode = "paint"
             show_info(plane_hint(axis, index, score))
             return axis, index
         return None
@@ -439,6 +471,7 @@ class SparseSegWidget(QWidget):
                 raise ValueError("There is no model to save yet; train first.")
             path = path or ask_path(self, "Save model", "napari-sparseseg model (*.pt)", save=True)
             if path:
+                path = path if path.lower().endswith(".pt") else f"{path}.pt"  # what Load model lists
                 io.write_bytes(path, self.session.model)
                 show_info(f"Model saved to {path}.")
 
@@ -462,6 +495,8 @@ class SparseSegWidget(QWidget):
                                  "large to export as one TIFF or NIfTI file.")
             path = path or ask_path(self, "Export prediction", "Masks (*.tif *.tiff *.nii *.nii.gz)",
                                      save=True)
+            if path and not path.lower().endswith((".tif", ".tiff", ".nii", ".nii.gz")):
+                path = f"{path}.tif"
             if path:
                 from ._writer import write_labels
 

@@ -106,6 +106,7 @@ def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, m
     assert viewer.dims.order[0] == axis
     assert index not in painted_planes(ann.data)[axis] and not errors
     assert round(viewer.dims.point[axis] / ann.scale[axis]) == index
+    assert viewer.layers.selection.active is ann and ann.mode == "paint"
 
 
 def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
@@ -140,6 +141,52 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     _wait_idle(qtbot, widget)
     assert errors and "not a napari-sparseseg model" in errors[-1]
     assert widget.session.model == (tmp_path / "m.pt").read_bytes()  # the good model stays
+
+
+def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_layers(
+        qtbot, setup, errors, tmp_path, monkeypatch):
+    from napari_sparseseg.core.events import ModelReady, Progress
+
+    viewer, widget, sample = setup
+    infos = []
+    monkeypatch.setattr("napari_sparseseg._widget.show_info", infos.append)
+    assert not (widget.next_button.isEnabled() or widget.export_button.isEnabled()
+                or widget.evaluate_button.isEnabled())  # nothing to act on yet
+    ann = widget.new_annotation_layer()
+    _paint(ann, sample.annotation)
+    ann.mode, ann.selected_label = "paint", 3
+    widget.options.iterations_spin.setValue(3)
+    widget.train()  # adds the prediction layer at once
+    assert viewer.layers.selection.active is ann and ann.mode == "paint" and ann.selected_label == 3
+    _wait_idle(qtbot, widget)
+    prediction = viewer.layers["tubules prediction"]
+    assert viewer.layers.selection.active is ann and ann.mode == "paint" and not errors
+    assert widget.next_button.isEnabled() and widget.export_button.isEnabled()
+    labels = [widget.annotation_combo.itemText(i) for i in range(widget.annotation_combo.count())]
+    truths = [widget.truth_combo.itemText(i) for i in range(widget.truth_combo.count())]
+    assert prediction.name not in labels + truths
+
+    viewer.layers.selection.active = prediction
+    widget.next_slice()  # back on the annotation layer, brush in hand
+    assert viewer.layers.selection.active is ann and ann.mode == "paint"
+
+    viewer.layers.remove(ann)  # the picker must not fall back to the prediction
+    assert widget.annotation_combo.layer() is None
+    truth = viewer.add_labels(sample.truth + 1, name="truth mask", scale=sample.spacing)
+    widget.annotation_combo.select(truth)
+    widget.train()
+    _wait_idle(qtbot, widget)
+    assert any("looks like a full mask" in m for m in infos)
+
+    widget.save_model(str(tmp_path / "model"))  # no suffix: the one Load model lists is added
+    widget.export_prediction(str(tmp_path / "mask"))
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "mask.tif").is_file() and not errors
+
+    widget.stop()  # the status says so until the model arrives, whatever progress comes first
+    widget._on_progress(Progress(7, 0.5, 1.0, 1e5, 100))
+    assert widget.status.text().startswith("Stopping")
+    widget._on_model(ModelReady(widget.session.model, ("background", "lumen", "wall"), 5, "time"))
+    assert "Only 5 iterations" in widget.status.text() and "Continue training" in widget.status.text()
 
 
 def test_renamed_layers_keep_working(qtbot, setup, errors, tmp_path):
