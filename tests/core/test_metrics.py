@@ -97,6 +97,15 @@ def test_evaluate_mean_over_foreground_only():
     assert result["mean_foreground"]["dice"] == pytest.approx((dice1 + dice2) / 2)
 
 
+def test_a_class_in_neither_mask_is_not_averaged():
+    truth = np.array([0, 0, 1, 1]).reshape(1, 1, 4)
+    missed = np.zeros_like(truth)  # misses the only object
+    result = evaluate(missed, truth, n_classes=3)
+    assert result["classes"]["2"]["dice"] == 1.0  # absent everywhere: a perfect, meaningless score
+    assert result["averaged"] == ["1"] and result["mean_foreground"]["dice"] == 0.0
+    assert "the mean is over 1 " in format_table(result)
+
+
 def test_evaluate_single_class_uses_class_zero():
     zeros = np.zeros((2, 2, 2), dtype=np.uint8)
     result = evaluate(zeros, zeros)

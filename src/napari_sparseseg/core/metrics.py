@@ -159,8 +159,11 @@ def evaluate(
     -------
     dict
         ``{"classes": {name: {metric: value, ..., "voxels_truth": int, "voxels_pred": int}},
-        "mean_foreground": {metric: mean over classes 1..n-1 (class 0 if n == 1)},
-        "n_voxels": int}``. Empty denominators give 1.0, see `class_metrics`.
+        "mean_foreground": {metric: mean over the foreground classes present},
+        "averaged": [the names of those classes], "n_voxels": int}``. A class is present when the
+        truth or the prediction has a voxel of it where scored: a class in neither would score a
+        perfect 1.0 and hide a miss. Without any foreground, class 0 is averaged. Empty
+        denominators give 1.0, see `class_metrics`.
     """
     pred, truth, mask = _prepare(pred, truth, mask)
     top = _max_label(pred, truth)
@@ -176,9 +179,11 @@ def evaluate(
         entry["voxels_truth"] = int(matrix[:, k].sum())
         entry["voxels_pred"] = int(matrix[k].sum())
         classes[key] = entry
-    chosen = list(classes.values())[1:] if n > 1 else list(classes.values())
-    mean = {m: float(np.mean([c[m] for c in chosen])) for m in METRIC_NAMES}
-    return {"classes": classes, "mean_foreground": mean, "n_voxels": int(matrix.sum())}
+    present = [key for k, (key, c) in enumerate(classes.items())
+               if k > 0 and c["voxels_truth"] + c["voxels_pred"] > 0]
+    averaged = present or list(classes)[:1]
+    mean = {m: float(np.mean([classes[key][m] for key in averaged])) for m in METRIC_NAMES}
+    return {"classes": classes, "mean_foreground": mean, "averaged": averaged, "n_voxels": int(matrix.sum())}
 
 
 def format_table(result: dict) -> str:
@@ -205,5 +210,6 @@ def format_table(result: dict) -> str:
     for name, values in rows:
         cells = [f"{values[m]:.3f}".rjust(w) for m, w in zip(METRIC_NAMES, widths, strict=True)]
         lines.append("  ".join([name.ljust(first)] + cells))
-    lines.append(f"voxels evaluated: {result['n_voxels']}")
+    lines.append(f"voxels evaluated: {result['n_voxels']}; the mean is over {', '.join(result['averaged'])} "
+                 "(the foreground classes in the truth or the mask)")
     return "\n".join(lines)
