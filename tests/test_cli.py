@@ -128,3 +128,18 @@ def test_demo_prints_dice(capsys, tmp_path):
     code, out, _ = run(capsys, "demo", "--iterations", "2", "--device", "cpu", "--output-dir", tmp_path)
     assert code == 0 and "dice" in out and "tubule wall" in out
     assert io.read_volume(tmp_path / "mask.tif").data.shape == (32, 96, 96)
+
+
+def test_ctrl_c_before_the_first_step_writes_nothing_and_exits_130(capsys, files, monkeypatch):
+    from contextlib import contextmanager
+
+    @contextmanager
+    def pressed_at_once():  # as if Ctrl-C came while the command was still reading its inputs
+        yield lambda: True
+
+    monkeypatch.setattr(cli, "_stop_on_interrupt", pressed_at_once)
+    d, _ = files
+    code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "mask.tif",
+                       "--save-model", d / "m.pt", *FAST)
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+    assert not (d / "mask.tif").exists() and not (d / "m.pt").exists()

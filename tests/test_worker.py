@@ -162,3 +162,10 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_stop_before_the_first_step_sends_no_model(request_):
+    events = []
+    run_job(request_, NoCommands(), events.append, lambda: True)
+    assert not any(isinstance(e, (ModelReady, PredictionReady)) for e in events)  # the old model stays
+    assert isinstance(events[-1], Failed) and "before the first training step" in events[-1].message

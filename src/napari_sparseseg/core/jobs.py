@@ -91,8 +91,9 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
     )
     last_sent, last_preview, wait = 0.0, time.perf_counter(), job.preview_every
     early = job.early_answer and job.predict_after and segmenter.net.pointwise is not None
-    event = None
+    event, stepped = None, False
     for event in trainer.train(segmenter, images, annotations, job.train_config, should_stop):
+        stepped = stepped or not event.done
         if early and event.iteration == 1 and not event.done:  # the pointwise stage's complete answer
             send(event)
             _predict(segmenter, images[0], replace(job, outputs=Outputs()), send)
@@ -109,6 +110,9 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
             send(_preview(segmenter, images[0], plane, infer_settings(segmenter, job), event.iteration))
             last_preview = time.perf_counter()
             wait = max(job.preview_every, PREVIEW_SHARE * (last_preview - now))
+    if not stepped:  # stopped before the first step: an untrained model must not replace a good one
+        send(Failed("Stopped before the first training step; nothing was trained or written."))
+        return
     send(ModelReady(checkpoint.to_bytes(segmenter), segmenter.class_names, event.iteration, event.reason))
     if job.outputs.model is not None:
         checkpoint.save(segmenter, job.outputs.model)
