@@ -480,9 +480,8 @@ class SparseSegWidget(QWidget):
         with notify_errors():
             path = path or ask_path(self, "Load model", "napari-sparseseg model (*.pt)")
             if path:
-                if not Path(path).is_file():
-                    raise ValueError(f"Model file {path} does not exist.")
-                self._start(DescribeRequest(Path(path).read_bytes(), str(path)), f"Loading {path}…")
+                data = io.existing_file(path, "model file").read_bytes()
+                self._start(DescribeRequest(data, str(path)), f"Loading {path}…")
 
     def prediction_layer(self) -> Labels:
         return self.session.prediction(self.image())

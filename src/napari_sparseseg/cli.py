@@ -33,6 +33,7 @@ from .core.events import (
 )
 from .core.labels import as_labels
 from .core.metrics import evaluate, format_table
+from .core.validate import check_image
 
 EXIT_USER_ERROR = 2
 LAZY_BYTES = 1 << 30  # inputs larger than this are predicted chunk by chunk
@@ -188,7 +189,8 @@ def _run_predict(args) -> None:
     lazy = level is not None or zarr_io.is_zarr(path)
     image = _in_memory(zarr_io.open_lazy(path, level)) if lazy else io.read_volume(path)
     outputs = Outputs(args.output, args.probabilities, like=image)
-    _run(PredictRequest(image.data, _model_file(args.model), overrides, outputs=outputs))
+    data = check_image(image.data, str(args.image))  # errors name the file
+    _run(PredictRequest(data, _model_file(args.model), overrides, outputs=outputs))
 
 
 def _chunked(args, path: Path, level) -> bool:
@@ -209,9 +211,7 @@ def _in_memory(volume) -> io.Volume:
 
 
 def _model_file(path: Path) -> Path:
-    if not path.is_file():
-        raise ValueError(f"Model file {path} does not exist.")
-    return path
+    return io.existing_file(path, "model file")
 
 
 def _parse_chunks(text):

@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -34,9 +35,13 @@ def test_loading_never_executes_code(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
         pickle.dump({"format": checkpoint.FORMAT, "x": Evil()}, f)
-    with pytest.raises(ValueError, match="not a napari-sparseseg model"):
-        checkpoint.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no torch warning before our sentence
+        with pytest.raises(ValueError, match="not a napari-sparseseg model"):
+            checkpoint.load(path)
     assert not (tmp_path / "pwned").exists()
+    with pytest.raises(ValueError, match="it is a folder, not a model file"):
+        checkpoint.load(tmp_path)
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage" * 100])

@@ -206,6 +206,12 @@ def test_missing_file(tmp_path, name):
     assert name in str(err.value)
 
 
+def test_a_folder_is_named_as_a_folder(tmp_path):
+    (tmp_path / "scan.nii.gz").mkdir()
+    with pytest.raises(ValueError, match="scan.nii.gz: it is a folder, not a file"):
+        read_volume(tmp_path / "scan.nii.gz")
+
+
 def test_unknown_suffix(tmp_path):
     path = tmp_path / "image.png"
     path.write_bytes(b"\x89PNG")

@@ -14,6 +14,7 @@ from napari_sparseseg.core.validate import check_annotation, check_image, count_
         (np.full((4, 4, 4), np.nan), "NaN or infinite"),
         (np.array([[[np.inf, 0], [0, 0]], [[0, 0], [0, 0]]]), "1 NaN or infinite"),
         (np.zeros((4, 4, 4), complex), "complex"),
+        (np.full((4, 4, 4), 1e300), "beyond ±3.4e38"),  # not "NaN or infinite": it has none
     ],
 )
 def test_bad_images(image, message):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .config import InferConfig, ModelConfig, from_dict, to_dict
-from .io import write_bytes
+from .io import existing_file, write_bytes
 from .labels import default_class_names
 from .model import UNet3D
 from .normalize import Normalization
@@ -79,16 +80,16 @@ def save(segmenter: Segmenter, path) -> Path:
 
 def load(path) -> Segmenter:
     """Read a checkpoint written by :func:`save`; a wrong or corrupt file is a ValueError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Model file {path} does not exist.")
+    path = existing_file(path, "model file")
     return from_bytes(path.read_bytes(), str(path))
 
 
 def from_bytes(data: bytes, name: str = "model") -> Segmenter:
     """Rebuild a segmenter from checkpoint bytes with ``weights_only=True`` (no code runs)."""
     try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a refused pickle warns before it raises: one sentence only
+            warnings.simplefilter("ignore")
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as err:
         raise ValueError(
             f"{name} is not a napari-sparseseg model file (it cannot be read as a safe torch "

@@ -87,6 +87,16 @@ def file_format(path) -> str:
     return _FORMATS[suffix]
 
 
+def existing_file(path, what: str = "file") -> Path:
+    """``path`` as a Path, or a ValueError saying it is missing or a folder (``what``: e.g. 'model')."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"Cannot read {path}: it is a folder, not a {what}; give the {what} inside it.")
+    if not path.is_file():
+        raise ValueError(f"Cannot read {path}: the {what} does not exist; check the path.")
+    return path
+
+
 def read_volume(path) -> Volume:
     """Read a TIFF, NIfTI or npy file into a `Volume` in ``(z, y, x)`` order.
 
@@ -102,8 +112,7 @@ def read_volume(path) -> Volume:
     """
     path = Path(path)
     fmt = file_format(path)
-    if not path.is_file():
-        raise ValueError(f"Cannot read {path}: the file does not exist; check the path.")
+    existing_file(path)
     reader = {"tiff": _read_tiff, "nifti": _read_nifti, "npy": _read_npy}[fmt]
     try:
         return reader(path)

@@ -24,11 +24,12 @@ def check_image(image, name: str = "image") -> np.ndarray:
         raise ValueError(f"{name} is complex-valued; give a real-valued volume.")
     if min(image.shape) < 2:
         raise ValueError(f"{name} has shape {image.shape}; every axis needs at least 2 voxels.")
-    image = image.astype(np.float32, copy=False)
     if not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite voxels; fix or mask them first.")
-    return image
+    if image.dtype.kind == "f" and image.size and np.abs(image).max() > np.finfo(np.float32).max:
+        raise ValueError(f"{name} has values beyond ±3.4e38, the float32 range; rescale it first.")
+    return image.astype(np.float32, copy=False)
 
 
 def check_annotation(annotation, shape, name: str = "annotations") -> np.ndarray:
