@@ -143,3 +143,37 @@ def test_ctrl_c_before_the_first_step_writes_nothing_and_exits_130(capsys, files
                        "--save-model", d / "m.pt", *FAST)
     assert code == 130 and "interrupted" in err and "Traceback" not in err
     assert not (d / "mask.tif").exists() and not (d / "m.pt").exists()
+
+
+def test_a_full_disk_is_one_sentence_and_leaves_no_output(capsys, files, monkeypatch):
+    import errno
+
+    from napari_sparseseg.core import io as core_io
+
+    tiff = core_io._write_tiff
+
+    def fills_up(path, *args, **kwargs):  # the disk fills while the probabilities are written
+        if "probs" in path.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return tiff(path, *args, **kwargs)
+
+    monkeypatch.setattr(core_io, "_write_tiff", fills_up)
+    d, _ = files
+    before = set(d.iterdir())
+    code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "mask.tif",
+                       "--save-model", d / "m.pt", "--probabilities", d / "probs.tif", *FAST)
+    assert code == 2 and "no space left on device" in err and "Traceback" not in err
+    assert "written to" not in err  # nothing was said to be written, and nothing was
+    assert set(d.iterdir()) == before  # no mask, no model, no temporary file
+
+
+def test_too_little_free_space_is_refused_before_training(capsys, files, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6, 1000))
+    d, _ = files
+    code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "mask.tif", *FAST)
+    assert code == 2 and "MB are free" in err and "training" not in err
+    assert not (d / "mask.tif").exists()

@@ -59,7 +59,11 @@ def run(job, send: Callable, should_stop: Callable[[], bool] = lambda: False,
         _train(job, send, should_stop, view or (lambda: job.view))
     elif isinstance(job, PredictRequest):
         segmenter = load(job.model)
-        _predict(segmenter, job.image, job, send)
+        _check_space(job.outputs, job.image.size, segmenter.n_classes)
+        with io.all_or_nothing():
+            written = _predict(segmenter, job.image, job, send)
+        for event in written:
+            send(event)
     elif isinstance(job, ChunkedPredictRequest):
         _predict_chunked(job, send, should_stop)
     elif isinstance(job, DescribeRequest):
@@ -89,6 +93,7 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
         list(job.images), list(job.annotations), job.model_config, job.train_config, job.spacing, init,
         job.class_names, job.names, job.infer_config,
     )
+    _check_space(job.outputs, images[0].size, segmenter.n_classes)
     last_sent, last_preview, wait = 0.0, time.perf_counter(), job.preview_every
     early = job.early_answer and job.predict_after and segmenter.net.pointwise is not None
     event, stepped = None, False
@@ -114,11 +119,21 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
         send(Failed("Stopped before the first training step; nothing was trained or written."))
         return
     send(ModelReady(checkpoint.to_bytes(segmenter), segmenter.class_names, event.iteration, event.reason))
-    if job.outputs.model is not None:
-        checkpoint.save(segmenter, job.outputs.model)
-        send(Written(str(job.outputs.model), "model"))
-    if job.predict_after:
-        _predict(segmenter, images[0], job, send)
+    written = []
+    with io.all_or_nothing():  # model, mask and probabilities appear together, or none of them
+        if job.outputs.model is not None:
+            checkpoint.save(segmenter, job.outputs.model)
+            written.append(Written(str(job.outputs.model), "model"))
+        if job.predict_after:
+            written += _predict(segmenter, images[0], job, send)
+    for done in written:
+        send(done)
+
+
+def _check_space(outputs: Outputs, voxels: int, n_classes: int) -> None:
+    """Before long work: room for the mask (<= 2 bytes a voxel), probabilities and the model."""
+    io.check_space({outputs.mask: 2 * voxels, outputs.probabilities: 4 * n_classes * voxels,
+                    outputs.model: 20e6})
 
 
 def _preview(segmenter, image, view, infer_config, iteration) -> Preview:
@@ -136,8 +151,10 @@ def _preview(segmenter, image, view, infer_config, iteration) -> Preview:
     return Preview(axis, index, np.take(labels, index - start, axis=axis), iteration)
 
 
-def _predict(segmenter, image: np.ndarray, job, send) -> None:
-    """Predict ``image`` whole, send the result, write the job's mask and probabilities files."""
+def _predict(segmenter, image: np.ndarray, job, send) -> list[Written]:
+    """Predict ``image`` whole, send the result, write the job's mask and probabilities files.
+
+    Returns the :class:`Written` events, for the caller to send once the files are in place."""
     from .inference import predict, prediction_window
     from .uncertainty import entropy
 
@@ -149,13 +166,14 @@ def _predict(segmenter, image: np.ndarray, job, send) -> None:
                  f"(window {window}{', flip TTA' if config.flip_tta else ''})"))
     uncertainty = entropy(result.probabilities) if job.uncertainty else None
     send(PredictionReady(result.labels, result.probabilities, uncertainty, segmenter.class_names))
-    outputs = job.outputs
+    outputs, written = job.outputs, []
     if outputs.mask is not None:
         io.write_volume(outputs.mask, result.labels, like=outputs.like)
-        send(Written(str(outputs.mask), f"mask (values: {legend(segmenter.class_names)})"))
+        written.append(Written(str(outputs.mask), f"mask (values: {legend(segmenter.class_names)})"))
     if outputs.probabilities is not None:
         io.write_probabilities(outputs.probabilities, result.probabilities, like=outputs.like)
-        send(Written(str(outputs.probabilities), "probabilities (0..255)"))
+        written.append(Written(str(outputs.probabilities), "probabilities (0..255)"))
+    return written
 
 
 def _predict_chunked(job: ChunkedPredictRequest, send, should_stop) -> None:

@@ -30,7 +30,7 @@ import tifffile
 import zarr
 from dask.array.core import normalize_chunks
 
-from .io import check_writable, read_volume, tiff_spacing
+from .io import NO_SPACE, check_writable, no_space, read_volume, tiff_spacing
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 _MARKERS = (".zarray", ".zgroup", "zarr.json")
@@ -322,8 +322,10 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             os.replace(path, old)
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
+            raise ValueError(no_space(path)) from err
         raise
 
 
