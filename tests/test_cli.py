@@ -111,6 +111,18 @@ def test_bad_input_is_one_sentence_and_writes_nothing(capsys, files, make, messa
     assert not out.exists()
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-time", "nan", "max_time must be a positive, finite number"),
+    ("--max-time", "inf", "max_time must be a positive, finite number"),
+    ("--dice-weight", "nan", "dice_weight (alpha) must lie in [0, 1]"),
+])
+def test_nan_and_inf_options_are_refused(capsys, files, option, value, message):
+    d, _ = files
+    code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "out.tif",
+                       "--preset", "tiny", "--device", "cpu", option, value)
+    assert code == 2 and message in err and not (d / "out.tif").exists()
+
+
 def test_model_for_other_classes_or_wrong_file(capsys, files):
     d, _ = files
     run(capsys, "train", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "m.pt", *FAST)
@@ -177,3 +189,20 @@ def test_too_little_free_space_is_refused_before_training(capsys, files, monkeyp
     code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "mask.tif", *FAST)
     assert code == 2 and "MB are free" in err and "training" not in err
     assert not (d / "mask.tif").exists()
+
+
+def test_ctrl_c_while_starting_is_one_sentence(capsys, monkeypatch):
+    import sys
+
+    from napari_sparseseg.__main__ import main
+
+    class InterruptedImport:  # Ctrl-C arrives while the command's modules are being imported
+        def find_spec(self, name, path=None, target=None):
+            if name == "napari_sparseseg.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "napari_sparseseg.cli")
+    monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
+    assert main(["demo"]) == 130
+    assert capsys.readouterr().err == "sparseseg: interrupted while starting; nothing was written.\n"
