@@ -206,3 +206,17 @@ def test_ctrl_c_while_starting_is_one_sentence(capsys, monkeypatch):
     monkeypatch.setattr(sys, "meta_path", [InterruptedImport(), *sys.meta_path])
     assert main(["demo"]) == 130
     assert capsys.readouterr().err == "sparseseg: interrupted while starting; nothing was written.\n"
+
+
+def test_surprises_are_said(capsys, files):
+    d, _ = files
+    assert run(capsys, "train", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "m.pt", *FAST)[0] == 0
+    two = io.read_volume(d / "ann.nii.gz").data
+    two[two == 3] = 0  # this time only background and class 1 are painted
+    code, _, err = run(capsys, "segment", d / "img.nii.gz", _bad(d, "two.npy", two), "-o", d / "m1.tif",
+                       "--init", d / "m.pt", *FAST)
+    assert code == 0 and "keeps class(es) class 2 from before" in err
+    flat = _bad(d, "flat.npy", np.full((10, 24, 20), 7.0, np.float32))
+    code, _, err = run(capsys, "segment", flat, _bad(d, "a.npy", io.read_volume(d / "ann.nii.gz").data),
+                       "-o", d / "m2.tif", *FAST)
+    assert code == 0 and "is constant (7 everywhere)" in err

@@ -94,6 +94,8 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
         job.class_names, job.names, job.infer_config,
     )
     _check_space(job.outputs, images[0].size, segmenter.n_classes)
+    for note in _surprises(segmenter, images, annotations, init):
+        send(Message(note))
     last_sent, last_preview, wait = 0.0, time.perf_counter(), job.preview_every
     early = job.early_answer and job.predict_after and segmenter.net.pointwise is not None
     event, stepped = None, False
@@ -128,6 +130,20 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
             written += _predict(segmenter, images[0], job, send)
     for done in written:
         send(done)
+
+
+def _surprises(segmenter, images, annotations, init) -> list[str]:
+    """What the user would not expect from the result: a constant image, classes not painted."""
+    notes = [f"Image {k + 1} is constant ({float(image.flat[0]):g} everywhere): nothing tells the classes "
+             "apart, so the mask will be one class." for k, image in enumerate(images)
+             if image.size and image.min() == image.max()]
+    if init is not None:
+        painted = {int(v) - 1 for a in annotations for v in np.unique(a) if v > 0}
+        kept = [name for k, name in enumerate(segmenter.class_names) if k not in painted]
+        if kept:
+            notes.append(f"The model keeps class(es) {', '.join(kept)} from before; they are not painted "
+                         "now and may still appear in the mask.")
+    return notes
 
 
 def _check_space(outputs: Outputs, voxels: int, n_classes: int) -> None:
