@@ -269,3 +269,35 @@ def test_sample_data_opens_ready_to_train(make_napari_viewer):
     assert widget.class_table.names() == ["background", "tubule lumen", "tubule wall"]
     assert [len(p) for p in painted_planes(viewer.layers["tubules annotations"].data)] == [2, 2, 2]
     widget.worker.close()
+
+
+def test_faults_are_one_notification_and_lose_nothing(qtbot, setup, errors, tmp_path, monkeypatch):
+    import errno
+
+    from napari_sparseseg.core import io as core_io
+
+    viewer, widget, sample = setup
+    ann = _train_briefly(qtbot, widget, sample)
+    model = widget.session.model
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(core_io, "_write_tiff", full_disk)
+    widget.export_prediction(str(tmp_path / "mask.tif"))
+    assert "no space left on device" in errors[-1] and list(tmp_path.iterdir()) == []
+    widget.save_model(str(tmp_path / "gone" / "m.pt"))
+    assert "does not exist" in errors[-1] and len(errors) == 2
+
+    widget.options.iterations_spin.setValue(100_000)
+    widget.options.time_spin.setValue(600)
+    widget.train()
+    widget.train()  # a second click while the first job runs
+    assert "busy" in errors[-1] and len(errors) == 3
+    qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 1, timeout=120_000)
+    painted = ann.data.copy()
+    viewer.layers.remove(ann)  # the user deletes the annotations mid-training
+    widget.stop()
+    _wait_idle(qtbot, widget)
+    assert len(errors) == 3 and widget.session.model not in (None, model)  # the round's model arrived
+    np.testing.assert_array_equal(ann.data, painted)  # and the annotations were never written
