@@ -17,7 +17,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtGui import QFont
 from qtpy.QtWidgets import (
     QFormLayout,
@@ -94,6 +94,14 @@ class SparseSegWidget(QWidget):
         worker = self.worker  # not self: the slot must outlive the Python wrapper
         self.destroyed.connect(lambda *_: worker.close())
         self._annotation_changed()
+
+    def event(self, event) -> bool:
+        """napari's close button takes the widget out of its dock (parent None): end the job and child."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            self.worker.close()
+            self._poll_timer.stop()
+            self._update_buttons()
+        return super().event(event)
 
     # ------------------------------------------------------------ layout
 

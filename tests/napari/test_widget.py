@@ -301,3 +301,18 @@ def test_faults_are_one_notification_and_lose_nothing(qtbot, setup, errors, tmp_
     _wait_idle(qtbot, widget)
     assert len(errors) == 3 and widget.session.model not in (None, model)  # the round's model arrived
     np.testing.assert_array_equal(ann.data, painted)  # and the annotations were never written
+
+
+def test_closing_the_dock_mid_training_ends_the_child(qtbot, setup):
+    viewer, widget, sample = setup
+    viewer.add_labels(sample.annotation, name="ann", scale=sample.spacing)
+    widget.annotation_combo.setCurrentText("ann")
+    widget.options.iterations_spin.setValue(100_000)
+    widget.train()
+    qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 1, timeout=120_000)
+    process = widget.worker._process
+    viewer.window.remove_dock_widget(widget)  # what the dock's close button does
+    deadline = time.monotonic() + 15
+    while process.is_alive() and time.monotonic() < deadline:
+        qtbot.wait(100)
+    assert not process.is_alive() and not widget.worker.busy
