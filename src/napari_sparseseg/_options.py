@@ -20,6 +20,12 @@ class TrainingOptions(QWidget):
         self.device_combo = combo(DEVICES, "auto")
         self.alpha_spin = spin(QDoubleSpinBox(), 0, 1, PRESETS[DEFAULT_PRESET].train.dice_weight)
         self.alpha_spin.setSingleStep(0.1)
+        tips = (("Model: fast (default) for a CPU, paper for a GPU, plain to compare", self.preset_combo),
+                ("Training stops after this many seconds (or the iterations under Advanced)", self.time_spin),
+                ("Where training runs: auto picks a GPU when there is one", self.device_combo),
+                ("Loss = α·Dice + (1−α)·cross-entropy; raise it for small structures", self.alpha_spin))
+        for tip, widget in tips:
+            widget.setToolTip(tip)
         for label, widget in (("Preset", self.preset_combo), ("Time budget", self.time_spin),
                               ("Device", self.device_combo), ("Dice weight α", self.alpha_spin)):
             form.addRow(label, widget)
@@ -38,6 +44,15 @@ class TrainingOptions(QWidget):
         self.predict_check.setChecked(True)
         self.probability_check = QCheckBox("Probability layer")
         self.uncertainty_check = QCheckBox("Uncertainty (entropy) layer")
+        tips = (("Stop after this many iterations too (0: the time budget only)", self.iterations_spin),
+                ("Same seed, same result on one machine", self.seed_spin),
+                ("How often the plane on screen is predicted while training", self.preview_spin),
+                ("Train a new model instead of continuing the current one", self.scratch_check),
+                ("After training, predict the whole image into the prediction layer", self.predict_check),
+                ("Also show the class probabilities (0..255) as an image layer", self.probability_check),
+                ("Also show how unsure the model is (entropy): bright = undecided", self.uncertainty_check))
+        for tip, widget in tips:
+            widget.setToolTip(tip)
         for label, widget in (("Iterations", self.iterations_spin), ("Seed", self.seed_spin),
                               ("Preview every", self.preview_spin)):
             form.addRow(label, widget)

@@ -95,6 +95,7 @@ class ClassTable(QTableWidget):
 
     def _swatch(self, value: int, rgba: tuple) -> QPushButton:
         button = QPushButton()
+        button.setToolTip(f"Colour of value {value} in the annotation and prediction layers: click to change")
         color = QColor.fromRgbF(*[float(c) for c in rgba])
         button.setStyleSheet(f"background-color: {color.name()};")
         button.clicked.connect(lambda: self._pick(value, color))
@@ -187,9 +188,10 @@ def ask_path(parent, title: str, filters: str, save: bool = False) -> str:
     return path
 
 
-def button(text: str, slot) -> QPushButton:
+def button(text: str, slot, tip: str = "") -> QPushButton:
     button = QPushButton(text)
     button.clicked.connect(lambda *_: slot())
+    button.setToolTip(tip)
     return button
 
 

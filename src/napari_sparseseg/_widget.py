@@ -119,15 +119,19 @@ class SparseSegWidget(QWidget):
         self.annotation_combo = LayerCombo(self.viewer, Labels, exclude=self.session.own)
         self.annotation_combo.currentIndexChanged.connect(self._annotation_changed)
         self.image_combo.currentIndexChanged.connect(lambda *_: self._update_buttons())
-        self.new_layer_button = button("New annotation layer", self.new_annotation_layer)
+        self.new_layer_button = button("New annotation layer", self.new_annotation_layer,
+                                       "An empty Labels layer on the image's grid to paint (1 = background)")
         self.class_table = ClassTable()
+        self.class_table.setToolTip("Label values you paint: double-click a name to rename the class")
+        self.image_combo.setToolTip("The image to segment")
+        self.annotation_combo.setToolTip("The Labels layer you paint: 0 unpainted, 1 background, k+1 class k")
         self.class_table.names_changed.connect(self._names_edited)
         self.class_table.color_changed.connect(self._color_edited)
         form.addRow("Image", self.image_combo)
         form.addRow("Annotations", self.annotation_combo)
         form.addRow(self.new_layer_button)
         form.addRow(self.class_table)
-        form.addRow(button("Add class", self.add_class))
+        form.addRow(button("Add class", self.add_class, "One more class to paint (the next label value)"))
         box.setLayout(form)
         return box
 
@@ -135,9 +139,11 @@ class SparseSegWidget(QWidget):
         box, layout = QGroupBox("Paint orthogonal slices"), QVBoxLayout()
         planes = QHBoxLayout()
         for axis, plane in enumerate(AXIS_PLANES):
-            planes.addWidget(button(plane, lambda _=False, a=axis: _layers.show_plane(self.viewer, a)))
+            planes.addWidget(button(plane, lambda _=False, a=axis: _layers.show_plane(self.viewer, a),
+                                    f"Show {plane} planes (slice along {'zyx'[axis]}) to paint them"))
         layout.addLayout(planes)
         self.slice_list = SliceList()
+        self.slice_list.setToolTip("Painted planes per axis: click one to go there")
         self.slice_list.jump.connect(self.go_to)
         layout.addWidget(self.slice_list)
         box.setLayout(layout)
@@ -147,8 +153,9 @@ class SparseSegWidget(QWidget):
         box, form = QGroupBox("Train"), QFormLayout()
         self.options = TrainingOptions()
         form.addRow(self.options)
-        self.train_button = button("Train", self.train)
-        self.stop_button = button("Stop", self.stop)
+        self.train_button = button("Train", self.train, "Learn from the painted voxels in the background "
+                                   "(continues from the current model once there is one)")
+        self.stop_button = button("Stop", self.stop, "End training after this step; the model so far is kept")
         form.addRow(row(self.train_button, self.stop_button))
         self.progress = QProgressBar()
         self.status = QLabel("Paint background (1) and classes (2..), then Train.")
@@ -161,15 +168,20 @@ class SparseSegWidget(QWidget):
 
     def _results_box(self) -> QGroupBox:
         box, form = QGroupBox("Results"), QFormLayout()
-        self.predict_button = button("Predict", self.predict)
-        self.next_button = button("Next slice to annotate", self.next_slice)
+        self.predict_button = button("Predict", self.predict, "Apply the current model to the whole image")
+        self.next_button = button("Next slice to annotate", self.next_slice,
+                                  "Jump to the unpainted plane the model is least sure about, ready to paint")
         form.addRow(row(self.predict_button, self.next_button))
-        self.export_button = button("Export prediction…", self.export_prediction)
-        self.evaluate_button = button("Evaluate", self.evaluate)
-        self.save_button = button("Save model…", self.save_model)
-        form.addRow(row(self.save_button, button("Load model…", self.load_model)))
+        self.export_button = button("Export prediction…", self.export_prediction,
+                                    "Write the prediction as a TIFF or NIfTI mask with the image's geometry")
+        self.evaluate_button = button("Evaluate", self.evaluate,
+                                      "Dice and more per class of the prediction against the ground truth")
+        self.save_button = button("Save model…", self.save_model, "Write the model to a .pt file")
+        form.addRow(row(self.save_button, button("Load model…", self.load_model,
+                                                 "Read a model saved before (no code runs from the file)")))
         form.addRow(self.export_button)
         self.truth_combo = LayerCombo(self.viewer, Labels, allow_none=True, exclude=self.session.own)
+        self.truth_combo.setToolTip("A Labels layer with the true mask (0 background, k class k)")
         form.addRow("Ground truth", row(self.truth_combo, self.evaluate_button))
         self.metrics_label = QLabel()
         self.metrics_label.setFont(QFont("monospace", 8))

@@ -316,3 +316,14 @@ def test_closing_the_dock_mid_training_ends_the_child(qtbot, setup):
     while process.is_alive() and time.monotonic() < deadline:
         qtbot.wait(100)
     assert not process.is_alive() and not widget.worker.busy
+
+
+def test_every_control_has_a_tooltip(setup):
+    from qtpy.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QListWidget, QPushButton, QTableWidget
+
+    widget = setup[1]
+    widget.new_annotation_layer()  # fills the class table (its colour swatches are buttons too)
+    kinds = (QPushButton, QCheckBox, QAbstractSpinBox, QComboBox, QTableWidget, QListWidget)
+    controls = [c for kind in kinds for c in widget.findChildren(kind)]
+    missing = [c.text() if hasattr(c, "text") else type(c).__name__ for c in controls if not c.toolTip()]
+    assert len(controls) >= 25 and not missing
