@@ -65,6 +65,31 @@ class LayerCombo(QComboBox):
         self.setCurrentIndex(next((i for i, known in enumerate(self._layers) if known is layer), 0))
 
 
+class MetricsTable(QTableWidget):
+    """Evaluation results: one row per class (by name) and the foreground mean, 3 decimals."""
+
+    COLUMNS = (("dice", "Dice"), ("jaccard", "IoU"), ("sensitivity", "sens."), ("specificity", "spec."),
+               ("f_beta", "Fβ"), ("volumetric_similarity", "vol. sim."))
+
+    def __init__(self, parent=None):
+        super().__init__(0, len(self.COLUMNS), parent)
+        self.setHorizontalHeaderLabels([title for _, title in self.COLUMNS])
+        self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.setToolTip("Per class: Dice, Jaccard (IoU), sensitivity, specificity, F-beta, volume similarity")
+        self.setVisible(False)
+
+    def show_result(self, result: dict | None) -> None:
+        """Fill the table from an ``evaluate`` result (None: empty and hidden)."""
+        rows = [] if result is None else [*result["classes"].items(), ("mean", result["mean_foreground"])]
+        self.setRowCount(len(rows))
+        self.setVerticalHeaderLabels([name for name, _ in rows])
+        for r, (_, values) in enumerate(rows):
+            for c, (key, _) in enumerate(self.COLUMNS):
+                self.setItem(r, c, QTableWidgetItem(f"{values[key]:.3f}"))
+        self.resizeColumnsToContents()
+        self.setVisible(bool(rows))
+
+
 class ClassTable(QTableWidget):
     """Annotation values with editable names and colours (value 1 = background)."""
 

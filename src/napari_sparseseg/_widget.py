@@ -17,14 +17,15 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QTimer
-from qtpy.QtGui import QFont
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -35,6 +36,7 @@ from ._qt_parts import (
     ClassTable,
     LayerCombo,
     LossPlot,
+    MetricsTable,
     SliceList,
     ask_path,
     button,
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
     import napari
 
 POLL_MS = 50
+MAX_WIDTH = 420  # px: the canvas keeps the rest of a laptop screen
 FEW_ITERATIONS = 50  # fewer U-Net iterations than its learning-rate warm-up: say the answer is rough
 SUMMARY_DELAY_MS = 300
 
@@ -106,12 +109,21 @@ class SparseSegWidget(QWidget):
     # ------------------------------------------------------------ layout
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
-        layout.addWidget(self._layers_box())
-        layout.addWidget(self._slices_box())
-        layout.addWidget(self._training_box())
-        layout.addWidget(self._results_box())
+        """The four sections in a scroll area, so the dock fits a laptop screen (1366×768)."""
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
+        for box in (self._layers_box(), self._slices_box(), self._training_box(), self._results_box()):
+            layout.addWidget(box)
         layout.addStretch()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setMaximumWidth(MAX_WIDTH)
 
     def _layers_box(self) -> QGroupBox:
         box, form = QGroupBox("Layers"), QFormLayout()
@@ -184,8 +196,10 @@ class SparseSegWidget(QWidget):
         self.truth_combo.setToolTip("A Labels layer with the true mask (0 background, k class k)")
         form.addRow("Ground truth", row(self.truth_combo, self.evaluate_button))
         self.metrics_label = QLabel()
-        self.metrics_label.setFont(QFont("monospace", 8))
+        self.metrics_label.setWordWrap(True)
+        self.metrics_table = MetricsTable()
         form.addRow(self.metrics_label)
+        form.addRow(self.metrics_table)
         box.setLayout(form)
         self._update_buttons()
         return box
@@ -538,13 +552,14 @@ class SparseSegWidget(QWidget):
             self._evaluation.returned.connect(self._show_metrics)
             self._evaluation.errored.connect(lambda err: self._on_failed(Failed(str(err))))
             self.metrics_label.setText(f"Evaluating '{prediction.name}' against '{truth.name}'…")
+            self.metrics_table.show_result(None)
             self._evaluation.start()
 
     def _show_metrics(self, result: dict) -> None:
-        from .core.metrics import format_table
-
         self.metrics = result
-        self.metrics_label.setText(format_table(result))
+        self.metrics_label.setText(f"{result['n_voxels']:,} voxels; the mean is over "
+                                   f"{', '.join(result['averaged'])} (in the truth or the prediction).")
+        self.metrics_table.show_result(result)
 
 
 @thread_worker(start_thread=False)

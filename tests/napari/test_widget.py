@@ -135,7 +135,12 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     widget.evaluate()  # in a thread: the viewer stays responsive
     qtbot.waitUntil(lambda: widget.metrics is not None, timeout=30_000)
     assert set(widget.metrics["classes"]) == {"background", "class 1", "class 2"}
-    assert "dice" in widget.metrics_label.text() and not errors
+    table = widget.metrics_table
+    assert table.rowCount() == 4 and table.verticalHeaderItem(3).text() == "mean" and not errors
+    assert table.item(3, 0).text() == f"{widget.metrics['mean_foreground']['dice']:.3f}"
+    # the dock fits a 1366×768 laptop screen, with the metrics shown: narrow, and it scrolls
+    assert widget.maximumWidth() <= 420 and widget.minimumSizeHint().width() <= 420
+    assert widget.minimumSizeHint().height() < 500
 
     widget.load_model(str(tmp_path / "mask.tif"))
     _wait_idle(qtbot, widget)
