@@ -1,4 +1,9 @@
-"""npe2 reader: open NIfTI volumes (``.nii``, ``.nii.gz``) with their spacing and affine.
+"""npe2 reader: open NIfTI volumes (``.nii``, ``.nii.gz``) and 3D TIFFs with their spacing.
+
+TIFF: a single 3D (z, y, x) series up to :data:`MAX_TIFF_BYTES` opens with the spacing of its
+ImageJ or OME metadata as ``scale`` (napari's own TIFF reader drops it, so a mask this plugin
+exported would not overlay its scan); integer masks open as Labels by the rule below. Other
+TIFFs (RGB, 2D, 4D, larger) are left to napari's reader (None). NIfTI:
 
 Axis order follows `napari_sparseseg.core.io`: napari axis 0 is NIfTI ``k``, axis 1 is ``j``
 and axis 2 is ``i`` (``data[z, y, x] == nifti[i=x, j=y, k=z]``), and the layer ``scale`` is
@@ -33,6 +38,7 @@ if TYPE_CHECKING:
     from napari.types import LayerDataTuple
 
 MAX_LABELS = 64
+MAX_TIFF_BYTES = 2 << 30  # larger TIFFs are left to readers that load lazily
 _SUBSAMPLE = 2**20  # voxels looked at before scanning the whole volume
 _CHUNK = 2**22
 
@@ -41,8 +47,23 @@ def _is_nifti(path) -> bool:
     return isinstance(path, str | Path) and str(path).lower().endswith((".nii", ".nii.gz"))
 
 
+def _is_volume_tiff(path) -> bool:
+    """A 3D single-series TIFF small enough to read whole (cheap: reads only the header)."""
+    if not (isinstance(path, str | Path) and str(path).lower().endswith((".tif", ".tiff"))):
+        return False
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            single = len(series.shape) == 3 and "S" not in series.axes  # not RGB(A)
+            return single and series.size * series.dtype.itemsize <= MAX_TIFF_BYTES
+    except Exception:  # not a TIFF we can read: another reader may
+        return False
+
+
 def get_reader(path) -> Callable | None:
-    """Return `read` when `path` is a NIfTI file (or a list of them), else None.
+    """Return `read` when `path` is a NIfTI file or a 3D TIFF (or a list of them), else None.
 
     Parameters
     ----------
@@ -55,7 +76,7 @@ def get_reader(path) -> Callable | None:
         `read`, or None so napari tries another reader.
     """
     paths = path if isinstance(path, list | tuple) else [path]
-    if not paths or not all(_is_nifti(p) for p in paths):
+    if not paths or not all(_is_nifti(p) or _is_volume_tiff(p) for p in paths):
         return None
     return read
 
@@ -76,7 +97,7 @@ def read(path) -> list[LayerDataTuple]:
     if isinstance(path, list | tuple):
         return [layer for p in path for layer in read(p)]
     volume = io.read_volume(path)
-    data = _napari_axes(volume.data)
+    data = _napari_axes(volume.data) if _is_nifti(path) else volume.data
     name = Path(path).name
     name = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else Path(name).stem
     kind = "labels" if looks_like_labels(data) else "image"

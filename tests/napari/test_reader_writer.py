@@ -62,13 +62,17 @@ def _as_napari_meta(attrs):
     return {"scale": attrs["scale"], "metadata": attrs["metadata"], "translate": (0.0, 0.0, 0.0)}
 
 
-def test_get_reader_accepts_only_nifti():
-    assert get_reader("x.tif") is None
+def test_get_reader_accepts_nifti_and_3d_tiffs_only(tmp_path):
+    assert get_reader("x.tif") is None  # not there (or not a TIFF): another reader may try
     assert get_reader("x.nii.gz.bak") is None
     assert callable(get_reader("scan.nii.gz"))
     assert callable(get_reader("scan.nii"))
     assert callable(get_reader(["a.nii", "b.NII.GZ"]))
-    assert get_reader(["a.nii", "b.tif"]) is None
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 8, 3), np.uint8))
+    io.write_volume(tmp_path / "stack.tif", np.zeros((3, 8, 8), np.uint8))
+    assert get_reader(str(tmp_path / "rgb.tif")) is None  # napari's reader handles RGB and 2D
+    assert callable(get_reader(str(tmp_path / "stack.tif")))
+    assert callable(get_reader(["a.nii", str(tmp_path / "stack.tif")]))
 
 
 def test_float_nifti_opens_as_image_in_zyx_with_affine(image_path):
@@ -185,6 +189,17 @@ def test_bad_input_raises_value_error(tmp_path):
 
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="the viewer needs a display (run under xvfb-run)")
+def test_an_exported_tiff_mask_reopens_as_labels_on_its_scan(make_napari_viewer, tmp_path):
+    mask = np.random.default_rng(3).integers(0, 3, (4, 6, 5)).astype(np.uint8)
+    io.write_volume(tmp_path / "mask.tif", mask, spacing=(2.0, 0.5, 0.25))
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "mask.tif"), plugin="napari-sparseseg")
+    (layer,) = viewer.layers
+    assert layer._type_string == "labels" and layer.name == "mask"
+    np.testing.assert_allclose(layer.scale, (2.0, 0.5, 0.25), rtol=1e-5)
+    np.testing.assert_array_equal(layer.data, mask)
+
+
 def test_open_and_save_through_a_viewer(make_napari_viewer, image_path, tmp_path):
     viewer = make_napari_viewer()
     viewer.open(str(image_path), plugin="napari-sparseseg")
