@@ -163,6 +163,13 @@ def spacing(layer) -> tuple[float, float, float]:
     return as_spacing(layer.scale[-3:])
 
 
+def match_grid(image, layer) -> None:
+    """Put ``layer`` (its last three axes) on ``image``'s scale and translate."""
+    grid, extra = _grid(image), layer.ndim - 3
+    layer.scale = (1.0,) * extra + tuple(grid["scale"])
+    layer.translate = (0.0,) * extra + tuple(grid["translate"])
+
+
 def check_volume(image) -> None:
     """Raise a ValueError unless ``image`` is a single-channel 3D layer."""
     if image.rgb:

@@ -43,7 +43,7 @@ from ._qt_parts import (
     notify_errors,
     row,
 )
-from ._session import Session, plane_hint
+from ._session import KINDS, Session, plane_hint
 from ._worker import Worker
 from .core import io, zarr_io
 from .core.events import (
@@ -465,6 +465,16 @@ class SparseSegWidget(QWidget):
         self.session.keep(image, kind, layer)
         for combo in (self.annotation_combo, self.truth_combo):
             combo.refresh()
+        for event in (image.events.scale, image.events.translate):
+            event.connect(self._follow_grid)  # connecting twice is a no-op
+
+    def _follow_grid(self, event) -> None:
+        """The user changed the image's scale or translate: the plugin's layers follow it."""
+        image = event.source
+        for kind in KINDS:
+            layer = self.session.layer(image, kind)
+            if layer is not None:
+                _layers.match_grid(image, layer)
 
     def _annotation_colors(self) -> dict[int, tuple]:
         layer = self.annotation_combo.layer()

@@ -206,6 +206,8 @@ def test_renamed_layers_keep_working(qtbot, setup, errors, tmp_path):
     widget.export_prediction(str(tmp_path / "mask.tif"))
     np.testing.assert_array_equal(io.read_volume(tmp_path / "mask.tif").data, prediction.data)
     assert widget.next_slice() is not None and not errors
+    image.scale = (4.0, 1.5, 1.5)  # the user corrects the voxel size after predicting
+    assert tuple(prediction.scale) == (4.0, 1.5, 1.5)
 
 
 @pytest.mark.parametrize("case", ["nothing painted", "one class", "2D image", "RGB", "other shape"])
