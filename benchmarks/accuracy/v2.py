@@ -22,6 +22,10 @@ from .run import RESULTS, Recorder, run_forest, run_net, score_mask, write_annot
 HEADING = "## Engine v2: Dice at K = 3 against the plain U-Net and the forest"
 COMMAND = "\n".join([
     ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 12 20 120 --seeds 1 2 --wait-quiet 60 --docs",
+    "# other K (one run per K, the default and plain at 120 s, the forest):",
+    "for k in 1 2 5; do",
+    "  .venv/bin/python -m benchmarks.accuracy.v2 --k $k --budgets 120 --wait-quiet 30",
+    "done",
     "# longer budgets, e.g. ct and mni at 600 s:",
     ".venv/bin/python -m benchmarks.accuracy.v2 --dataset ct --budgets 600 --also --no-forest --docs",
 ])
@@ -111,6 +115,23 @@ def table(results: list[dict]) -> list[str]:
     return lines
 
 
+def k_table(results: list[dict], budget: float = 120.0) -> list[str]:
+    """Dice against K at ``budget``: v2 / forest / plain per dataset and K (the v2 − forest gap)."""
+    ks = sorted({r["k"] for res in results for r in res["runs"]})
+    lines = ["| dataset | " + " | ".join(f"K = {k}: v2 / forest / plain (v2 − forest)" for k in ks) + " |",
+             "|---|" + "---|" * len(ks)]
+    for res in results:
+        cells = [res["dataset"]["name"]]
+        for k in ks:
+            found = {r["method"]: r["mean_fg_dice"] for r in res["runs"] if r["k"] == k
+                     and r.get("budget_s") in (budget, None) and "seed" not in r["method"]}
+            v2, forest, plain = (found.get(m) for m in ("net", "forest", "net-plain"))
+            text = " / ".join("–" if v is None else f"{v:.4f}" for v in (v2, forest, plain))
+            cells.append(text + (f" ({v2 - forest:+.4f})" if v2 is not None and forest is not None else ""))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _cell(run: dict | None) -> str:
     return "–" if run is None else f"{run['mean_fg_dice']:.4f} ({run['wall_s']:.0f})"
 
@@ -159,8 +180,11 @@ def docs_section(results: list[dict], tag: str = "") -> str:
         "  `abdomen-mr` was added after v2.1 was fixed and was never tuned on.",
         "- Rows are merged across runs (`--no-forest`, `--also`): the forest rows (except abdomen-mr) come",
         "  from the v2.0 run earlier that day and the plain rows from the first v2.1 run, before the",
-        "  U-Net warm-up, which changes neither; every default-preset row is from the final code.", "",
-        *table(results), "", "Other K, longer budgets and other seeds (same protocol):", "",
+        "  U-Net warm-up, which changes neither; every default-preset row is from the final code.",
+        "- The K = 1, 2 and 5 rows come from one run of the v2.1 code after that (2026-12-02 16:22–18:00).",
+        "", *table(results), "",
+        "Dice against K at 120 s (K painted slices per axis):", "", *k_table(results), "",
+        "Other K, longer budgets and other seeds (same protocol):", "",
         *extra_table(results), "", *per_class(results),
     ])
 
