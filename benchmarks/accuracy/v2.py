@@ -169,7 +169,7 @@ def docs_section(results: list[dict], tag: str = "") -> str:
     return "\n".join([
         HEADING + (f" ({tag})" if tag else ""), "", "Reproduce with:", "", "```bash",
         COMMAND if not tag else "bash benchmarks/gpu.sh", "```", "",
-        f"- Machine: {m['cpu']}, {m['cores']} cores; {packages}; started {m['date']}.",
+        f"- Machine: {m['cpu']}, {m['cores']} cores; {packages}; latest run started {m['date']}.",
         "- K = 3 painted slices per axis, simulated as in the accuracy section below; mean foreground",
         "  Dice on the unpainted voxels; (wall s) = the whole `sparseseg segment` command (start-up,",
         "  reading, training for the budget, prediction, writing) or the whole forest command.",
