@@ -24,8 +24,7 @@ class TrainingOptions(QWidget):
                 ("Training stops after this many seconds (or the iterations under Advanced)", self.time_spin),
                 ("Where training runs: auto picks a GPU when there is one", self.device_combo),
                 ("Loss = α·Dice + (1−α)·cross-entropy; raise it for small structures", self.alpha_spin))
-        for tip, widget in tips:
-            widget.setToolTip(tip)
+        _set_tips(tips)
         for label, widget in (("Preset", self.preset_combo), ("Time budget", self.time_spin),
                               ("Device", self.device_combo), ("Dice weight α", self.alpha_spin)):
             form.addRow(label, widget)
@@ -51,8 +50,7 @@ class TrainingOptions(QWidget):
                 ("After training, predict the whole image into the prediction layer", self.predict_check),
                 ("Also show the class probabilities (0..255) as an image layer", self.probability_check),
                 ("Also show how unsure the model is (entropy): bright = undecided", self.uncertainty_check))
-        for tip, widget in tips:
-            widget.setToolTip(tip)
+        _set_tips(tips)
         for label, widget in (("Iterations", self.iterations_spin), ("Seed", self.seed_spin),
                               ("Preview every", self.preview_spin)):
             form.addRow(label, widget)
@@ -74,3 +72,8 @@ class TrainingOptions(QWidget):
     def infer_overrides(self) -> dict:
         """What the user chose for predictions with any model (the device)."""
         return {"device": self.device_combo.currentText()}
+
+
+def _set_tips(pairs) -> None:
+    for tip, widget in pairs:
+        widget.setToolTip(tip)

@@ -230,21 +230,6 @@ def test_bad_input_is_a_notification(qtbot, setup, errors, case):
     assert expected in errors[0]
 
 
-def test_closing_the_viewer_mid_training_stops_the_worker(qtbot, make_napari_viewer, errors):
-    viewer, widget, sample = _viewer_with_widget(make_napari_viewer)
-    viewer.add_labels(sample.annotation, name="ann", scale=sample.spacing)
-    widget.annotation_combo.setCurrentText("ann")
-    widget.options.iterations_spin.setValue(100_000)
-    widget.train()
-    qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 1, timeout=120_000)
-    process = widget.worker._process
-    viewer.close()
-    deadline = time.monotonic() + 15
-    while process.is_alive() and time.monotonic() < deadline:
-        qtbot.wait(100)
-    assert not process.is_alive()
-
-
 def test_crash_in_training_is_a_notification_and_the_last_model_survives(qtbot, setup, errors):
     import signal
 
@@ -310,15 +295,19 @@ def test_faults_are_one_notification_and_lose_nothing(qtbot, setup, errors, tmp_
     np.testing.assert_array_equal(ann.data, painted)  # and the annotations were never written
 
 
-def test_closing_the_dock_mid_training_ends_the_child(qtbot, setup):
-    viewer, widget, sample = setup
+@pytest.mark.parametrize("close", ["the viewer", "the dock"])
+def test_closing_mid_training_ends_the_child(qtbot, make_napari_viewer, errors, close):
+    viewer, widget, sample = _viewer_with_widget(make_napari_viewer)
     viewer.add_labels(sample.annotation, name="ann", scale=sample.spacing)
     widget.annotation_combo.setCurrentText("ann")
     widget.options.iterations_spin.setValue(100_000)
     widget.train()
     qtbot.waitUntil(lambda: len(widget.loss_plot.values) >= 1, timeout=120_000)
     process = widget.worker._process
-    viewer.window.remove_dock_widget(widget)  # what the dock's close button does
+    if close == "the dock":
+        viewer.window.remove_dock_widget(widget)  # what the dock's close button does
+    else:
+        viewer.close()
     deadline = time.monotonic() + 15
     while process.is_alive() and time.monotonic() < deadline:
         qtbot.wait(100)
