@@ -77,3 +77,24 @@ def test_readme_layout_names_every_module():
     layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
     modules = {path.name for path in PACKAGE.rglob("*.py") if path.name != "__init__.py"}
     assert not {name for name in modules if f"{name}`" not in layout}
+
+
+WITHOUT_NAPARI = """
+import importlib.abc, sys
+GUI = {"napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt", "vispy"}
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in GUI:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, NotInstalled())
+from napari_sparseseg.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_command_runs_where_napari_and_qt_are_not_installed(tmp_path):
+    command = [sys.executable, "-c", WITHOUT_NAPARI, "demo", "--iterations", "2", "--device", "cpu",
+               "--output-dir", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Dice" in done.stdout and (tmp_path / "mask.tif").is_file()
