@@ -220,3 +220,54 @@ def current_plane(viewer, image) -> tuple[int, int] | None:
     axis = int(viewer.dims.order[0])
     index = image.world_to_data(viewer.dims.point)[axis]
     return axis, int(np.clip(round(float(index)), 0, image.data.shape[axis] - 1))
+
+
+# ------------------------------------------------------------------ the plugin's own layers
+
+
+class PluginLayers:
+    """Shows and updates the plugin's layers of each image, remembered in ``session`` by identity.
+
+    Each new one is kept on its image's grid when the user changes the image's scale or translate;
+    ``added`` is called after one is remembered (the dock's pickers then stop offering it).
+    """
+
+    def __init__(self, viewer, session, added):
+        self.viewer, self.session, self.added = viewer, session, added
+
+    def prediction(self, image, labels: np.ndarray, colors):
+        return self._keep(image, "prediction", show_prediction(
+            self.viewer, image, labels, colors, self.session.layer(image, "prediction")))
+
+    def plane(self, image, axis: int, index: int, plane: np.ndarray, colors):
+        return self._keep(image, "prediction", show_prediction_plane(
+            self.viewer, image, axis, index, plane, colors, self.session.layer(image, "prediction")))
+
+    def empty(self, image, colors):
+        """The prediction layer made at Train (not mid-training: creating a layer is slow)."""
+        return self._keep(image, "prediction", ensure_prediction_layer(
+            self.viewer, image, colors, self.session.layer(image, "prediction")))
+
+    def lazy(self, image, path, colors):
+        return self._keep(image, "prediction", show_lazy_prediction(
+            self.viewer, image, path, colors, self.session.layer(image, "prediction")))
+
+    def extra(self, image, kind: str, data: np.ndarray, **kwargs):
+        """The probabilities or uncertainty layer (0..255), updated in place."""
+        return self._keep(image, kind, show_image(self.viewer, image, f"{image.name} {kind}", data,
+                                                  self.session.layer(image, kind), contrast_limits=(0, 255),
+                                                  **kwargs))
+
+    def _keep(self, image, kind: str, layer):
+        self.session.keep(image, kind, layer)
+        self.added()
+        for event in (image.events.scale, image.events.translate):
+            event.connect(self._follow_grid)  # connecting twice is a no-op
+        return layer
+
+    def _follow_grid(self, event) -> None:
+        image = event.source
+        for kind in ("prediction", "probabilities", "uncertainty"):
+            layer = self.session.layer(image, kind)
+            if layer is not None:
+                match_grid(image, layer)

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
@@ -31,19 +30,19 @@ from qtpy.QtWidgets import (
 )
 
 from . import _layers, _lazy
+from ._evaluation import EvaluationPanel
 from ._options import TrainingOptions
 from ._qt_parts import (
     ClassTable,
     LayerCombo,
     LossPlot,
-    MetricsTable,
     SliceList,
     ask_path,
     button,
     notify_errors,
     row,
 )
-from ._session import KINDS, Session, plane_hint
+from ._session import Session, plane_hint
 from ._worker import Worker
 from .core import io, zarr_io
 from .core.events import (
@@ -81,10 +80,9 @@ class SparseSegWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = Worker()
         self.session = Session()
+        self.own = _layers.PluginLayers(napari_viewer, self.session, self._refresh_pickers)
         self._job_image: Image | None = None
         self._stopping = False
-        self.metrics: dict | None = None  # the last evaluation
-        self._evaluation = None
         self._sent_view = None
         self._watched: Labels | None = None
         self._build()
@@ -186,20 +184,13 @@ class SparseSegWidget(QWidget):
         form.addRow(row(self.predict_button, self.next_button))
         self.export_button = button("Export prediction…", self.export_prediction,
                                     "Write the prediction as a TIFF or NIfTI mask with the image's geometry")
-        self.evaluate_button = button("Evaluate", self.evaluate,
-                                      "Dice and more per class of the prediction against the ground truth")
         self.save_button = button("Save model…", self.save_model, "Write the model to a .pt file")
         form.addRow(row(self.save_button, button("Load model…", self.load_model,
                                                  "Read a model saved before (no code runs from the file)")))
         form.addRow(self.export_button)
-        self.truth_combo = LayerCombo(self.viewer, Labels, allow_none=True, exclude=self.session.own)
-        self.truth_combo.setToolTip("A Labels layer with the true mask (0 background, k class k)")
-        form.addRow("Ground truth", row(self.truth_combo, self.evaluate_button))
-        self.metrics_label = QLabel()
-        self.metrics_label.setWordWrap(True)
-        self.metrics_table = MetricsTable()
-        form.addRow(self.metrics_label)
-        form.addRow(self.metrics_table)
+        self.evaluation = EvaluationPanel(self.viewer, self.session, self.prediction_layer,
+                                          lambda message: self._on_failed(Failed(message)))
+        form.addRow(self.evaluation)
         box.setLayout(form)
         self._update_buttons()
         return box
@@ -301,9 +292,7 @@ class SparseSegWidget(QWidget):
             request = self._train_request()
             image = self.image()
             if not _lazy.is_lazy(image):
-                layer = _layers.ensure_prediction_layer(self.viewer, image, self._annotation_colors(),
-                                                        self.session.layer(image, "prediction"))
-                self._keep(image, "prediction", layer)
+                self.own.empty(image, self._annotation_colors())
             self._start(request, f"Training ({request.train_config.max_time:.0f} s budget)…")
             self.loss_plot.clear()
 
@@ -399,20 +388,14 @@ class SparseSegWidget(QWidget):
     def _on_preview(self, event: Preview) -> None:
         image = self._job_image
         if image is not None and event.labels.ndim == 2:
-            own = self.session.layer(image, "prediction")
-            layer = _layers.show_prediction_plane(self.viewer, image, event.axis, event.index, event.labels,
-                                                  self._annotation_colors(), own)
-            self._keep(image, "prediction", layer)
+            self.own.plane(image, event.axis, event.index, event.labels, self._annotation_colors())
 
     def _on_chunks(self, event: ChunkProgress) -> None:
         self.progress.setValue(int(100 * event.done / event.total))
         self.status.setText(f"Predicting chunk by chunk: {event.done} of {event.total} tasks done.")
 
     def _on_chunked_prediction(self, event: ChunkedPredictionReady) -> None:
-        image = self._job_image
-        layer = _layers.show_lazy_prediction(self.viewer, image, event.path, self._annotation_colors(),
-                                             self.session.layer(image, "prediction"))
-        self._keep(image, "prediction", layer)
+        self.own.lazy(self._job_image, event.path, self._annotation_colors())
         seconds = time.perf_counter() - self._job_started
         self.status.setText(f"Prediction written to {event.path} in {seconds:.0f} s and shown lazily.")
 
@@ -429,26 +412,18 @@ class SparseSegWidget(QWidget):
         self.status.setText(f"Model ready after {event.iterations} iterations.{more}")
 
     def _on_prediction(self, event: PredictionReady) -> None:
-        image, session = self._job_image, self.session
-        layer = _layers.show_prediction(self.viewer, image, event.labels, self._annotation_colors(),
-                                        session.layer(image, "prediction"))
-        self._keep(image, "prediction", layer)
-        session.uncertainty = event.uncertainty
+        image = self._job_image
+        layer = self.own.prediction(image, event.labels, self._annotation_colors())
+        self.session.uncertainty = event.uncertainty
         if self.options.probability_check.isChecked():
-            self._show_extra(image, "probabilities", event.probabilities, colormap="magma", visible=False)
+            self.own.extra(image, "probabilities", event.probabilities, colormap="magma", visible=False)
         if self.options.uncertainty_check.isChecked():
-            self._show_extra(image, "uncertainty", event.uncertainty, colormap="inferno", opacity=0.6)
+            self.own.extra(image, "uncertainty", event.uncertainty, colormap="inferno", opacity=0.6)
         seconds = time.perf_counter() - self._job_started
         step = ("Correct it where it is wrong, or press Next slice to annotate, then Continue training."
                 if event.uncertainty is not None else "")
         self.status.setText(f"Prediction ready after {seconds:.0f} s in '{layer.name}'. {step}".strip())
         self._update_buttons()
-
-    def _show_extra(self, image, kind: str, data: np.ndarray, **kwargs) -> None:
-        """The probabilities or uncertainty layer of ``image`` (0..255), updated in place."""
-        layer = _layers.show_image(self.viewer, image, f"{image.name} {kind}", data,
-                                   self.session.layer(image, kind), contrast_limits=(0, 255), **kwargs)
-        self._keep(image, kind, layer)
 
     def _on_failed(self, event: Failed) -> None:
         show_error(event.message)
@@ -460,21 +435,10 @@ class SparseSegWidget(QWidget):
         self.progress.setValue(100)
         self._update_buttons()
 
-    def _keep(self, image, kind: str, layer) -> None:
-        """Remember ``layer`` as the plugin's ``kind`` layer of ``image``; the pickers stop offering it."""
-        self.session.keep(image, kind, layer)
-        for combo in (self.annotation_combo, self.truth_combo):
+    def _refresh_pickers(self) -> None:
+        """A plugin layer appeared: the pickers stop offering it."""
+        for combo in (self.annotation_combo, self.evaluation.truth_combo):
             combo.refresh()
-        for event in (image.events.scale, image.events.translate):
-            event.connect(self._follow_grid)  # connecting twice is a no-op
-
-    def _follow_grid(self, event) -> None:
-        """The user changed the image's scale or translate: the plugin's layers follow it."""
-        image = event.source
-        for kind in KINDS:
-            layer = self.session.layer(image, kind)
-            if layer is not None:
-                _layers.match_grid(image, layer)
 
     def _annotation_colors(self) -> dict[int, tuple]:
         layer = self.annotation_combo.layer()
@@ -493,7 +457,7 @@ class SparseSegWidget(QWidget):
         shown = image is not None and self.session.layer(image, "prediction") is not None
         self.next_button.setEnabled(self.session.uncertainty is not None)
         self.export_button.setEnabled(shown and not busy)
-        self.evaluate_button.setEnabled(shown and not busy)
+        self.evaluation.evaluate_button.setEnabled(shown and not busy)
 
     # ------------------------------------------------------------ refine, save, export, evaluate
 
@@ -546,39 +510,6 @@ class SparseSegWidget(QWidget):
                 data, meta, _ = layer.as_layer_data_tuple()
                 write_labels(str(path), data, meta)
                 show_info(f"Prediction written to {path}.")
-
-    def evaluate(self) -> None:
-        """Compare the prediction with the chosen ground-truth layer (in a thread); show the metrics."""
-        with notify_errors():
-            truth = self.truth_combo.layer()
-            if truth is None:
-                raise ValueError("Choose a ground-truth Labels layer to evaluate against.")
-            prediction = self.prediction_layer()
-            if truth.data.shape != prediction.data.shape:
-                raise ValueError(f"'{truth.name}' has shape {truth.data.shape} but the prediction "
-                                 f"has {prediction.data.shape}.")
-            self.metrics, self._evaluation = None, _evaluate(
-                np.asarray(prediction.data), np.asarray(truth.data), self.session.model_classes)
-            self._evaluation.returned.connect(self._show_metrics)
-            self._evaluation.errored.connect(lambda err: self._on_failed(Failed(str(err))))
-            self.metrics_label.setText(f"Evaluating '{prediction.name}' against '{truth.name}'…")
-            self.metrics_table.show_result(None)
-            self._evaluation.start()
-
-    def _show_metrics(self, result: dict) -> None:
-        self.metrics = result
-        self.metrics_label.setText(f"{result['n_voxels']:,} voxels; the mean is over "
-                                   f"{', '.join(result['averaged'])} (in the truth or the prediction).")
-        self.metrics_table.show_result(result)
-
-
-@thread_worker(start_thread=False)
-def _evaluate(prediction: np.ndarray, truth: np.ndarray, names) -> dict:
-    """Per-class metrics named after the model's classes (numpy only: off the GUI thread)."""
-    from .core.metrics import evaluate
-
-    n = max(int(prediction.max(initial=0)), int(truth.max(initial=0))) + 1
-    return evaluate(prediction, truth, n, class_names=[class_name(k, names) for k in range(n)])
 
 
 _HANDLERS = {

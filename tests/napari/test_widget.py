@@ -131,13 +131,14 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     assert tiff.data.shape == sample.image.shape and tiff.spacing == pytest.approx(sample.spacing)
     np.testing.assert_array_equal(tiff.data, viewer.layers["tubules prediction"].data)
     viewer.add_labels(sample.truth, name="truth", scale=sample.spacing)
-    widget.truth_combo.setCurrentText("truth")
-    widget.evaluate()  # in a thread: the viewer stays responsive
-    qtbot.waitUntil(lambda: widget.metrics is not None, timeout=30_000)
-    assert set(widget.metrics["classes"]) == {"background", "class 1", "class 2"}
-    table = widget.metrics_table
+    evaluation = widget.evaluation
+    evaluation.truth_combo.setCurrentText("truth")
+    evaluation.evaluate()  # in a thread: the viewer stays responsive
+    qtbot.waitUntil(lambda: evaluation.metrics is not None, timeout=30_000)
+    assert set(evaluation.metrics["classes"]) == {"background", "class 1", "class 2"}
+    table = evaluation.metrics_table
     assert table.rowCount() == 4 and table.verticalHeaderItem(3).text() == "mean" and not errors
-    assert table.item(3, 0).text() == f"{widget.metrics['mean_foreground']['dice']:.3f}"
+    assert table.item(3, 0).text() == f"{evaluation.metrics['mean_foreground']['dice']:.3f}"
     # the dock fits a 1366×768 laptop screen, with the metrics shown: narrow, and it scrolls
     assert widget.maximumWidth() <= 420 and widget.minimumSizeHint().width() <= 420
     assert widget.minimumSizeHint().height() < 500
@@ -156,7 +157,7 @@ def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_la
     infos = []
     monkeypatch.setattr("napari_sparseseg._widget.show_info", infos.append)
     assert not (widget.next_button.isEnabled() or widget.export_button.isEnabled()
-                or widget.evaluate_button.isEnabled())  # nothing to act on yet
+                or widget.evaluation.evaluate_button.isEnabled())  # nothing to act on yet
     ann = widget.new_annotation_layer()
     _paint(ann, sample.annotation)
     ann.mode, ann.selected_label = "paint", 3
@@ -168,7 +169,8 @@ def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_la
     assert viewer.layers.selection.active is ann and ann.mode == "paint" and not errors
     assert widget.next_button.isEnabled() and widget.export_button.isEnabled()
     labels = [widget.annotation_combo.itemText(i) for i in range(widget.annotation_combo.count())]
-    truths = [widget.truth_combo.itemText(i) for i in range(widget.truth_combo.count())]
+    truth_combo = widget.evaluation.truth_combo
+    truths = [truth_combo.itemText(i) for i in range(truth_combo.count())]
     assert prediction.name not in labels + truths
 
     viewer.layers.selection.active = prediction
