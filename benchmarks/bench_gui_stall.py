@@ -485,8 +485,8 @@ def main(argv=None) -> int:
     if "predict+layers" in wanted and widget.session.model is not None:
         option(widget, "probability_check").setChecked(True)
         option(widget, "uncertainty_check").setChecked(True)
-        job_phase("predict+layers", widget.predict_button, slicing=False)  # creates the two layers
-        job_phase("predict+layers again", widget.predict_button, slicing=False)  # replaces them
+        job_phase("predict+layers", widget.results.predict_button, slicing=False)  # creates the two layers
+        job_phase("predict+layers again", widget.results.predict_button, slicing=False)  # replaces them
     ticks.timer.stop()
     widget.worker.close()
 

@@ -30,7 +30,6 @@ from qtpy.QtWidgets import (
 )
 
 from . import _layers, _lazy
-from ._evaluation import EvaluationPanel
 from ._options import TrainingOptions
 from ._qt_parts import (
     ClassTable,
@@ -42,14 +41,14 @@ from ._qt_parts import (
     notify_errors,
     row,
 )
-from ._session import Session, plane_hint
+from ._results_panel import ResultsPanel
+from ._session import Session
 from ._worker import Worker
-from .core import io, zarr_io
+from .core import zarr_io
 from .core.events import (
     ChunkedPredictionReady,
     ChunkedPredictRequest,
     ChunkProgress,
-    DescribeRequest,
     Failed,
     Finished,
     ModelReady,
@@ -177,23 +176,10 @@ class SparseSegWidget(QWidget):
         return box
 
     def _results_box(self) -> QGroupBox:
-        box, form = QGroupBox("Results"), QFormLayout()
-        self.predict_button = button("Predict", self.predict, "Apply the current model to the whole image")
-        self.next_button = button("Next slice to annotate", self.next_slice,
-                                  "Jump to the unpainted plane the model is least sure about, ready to paint")
-        form.addRow(row(self.predict_button, self.next_button))
-        self.export_button = button("Export prediction…", self.export_prediction,
-                                    "Write the prediction as a TIFF or NIfTI mask with the image's geometry")
-        self.save_button = button("Save model…", self.save_model, "Write the model to a .pt file")
-        form.addRow(row(self.save_button, button("Load model…", self.load_model,
-                                                 "Read a model saved before (no code runs from the file)")))
-        form.addRow(self.export_button)
-        self.evaluation = EvaluationPanel(self.viewer, self.session, self.prediction_layer,
-                                          lambda message: self._on_failed(Failed(message)))
-        form.addRow(self.evaluation)
-        box.setLayout(form)
+        self.results = ResultsPanel(self.viewer, self.session, self.image, self.annotations, self.go_to,
+                                    self.predict, self._start, self._fail)
         self._update_buttons()
-        return box
+        return self.results
 
     # ------------------------------------------------------------ layers and classes
 
@@ -425,6 +411,9 @@ class SparseSegWidget(QWidget):
         self.status.setText(f"Prediction ready after {seconds:.0f} s in '{layer.name}'. {step}".strip())
         self._update_buttons()
 
+    def _fail(self, message: str) -> None:
+        self._on_failed(Failed(message))
+
     def _on_failed(self, event: Failed) -> None:
         show_error(event.message)
         self.status.setText("Failed: " + event.message)
@@ -437,7 +426,7 @@ class SparseSegWidget(QWidget):
 
     def _refresh_pickers(self) -> None:
         """A plugin layer appeared: the pickers stop offering it."""
-        for combo in (self.annotation_combo, self.evaluation.truth_combo):
+        for combo in (self.annotation_combo, self.results.evaluation.truth_combo):
             combo.refresh()
 
     def _annotation_colors(self) -> dict[int, tuple]:
@@ -451,65 +440,7 @@ class SparseSegWidget(QWidget):
         self.train_button.setEnabled(not busy)
         self.train_button.setText("Continue training" if model else "Train")
         self.stop_button.setEnabled(busy)
-        self.predict_button.setEnabled(not busy and model)
-        self.save_button.setEnabled(model)
-        image = self.image_combo.layer()
-        shown = image is not None and self.session.layer(image, "prediction") is not None
-        self.next_button.setEnabled(self.session.uncertainty is not None)
-        self.export_button.setEnabled(shown and not busy)
-        self.evaluation.evaluate_button.setEnabled(shown and not busy)
-
-    # ------------------------------------------------------------ refine, save, export, evaluate
-
-    def next_slice(self):
-        """Jump to the unpainted plane the model is least sure about; returns (axis, index)."""
-        with notify_errors():
-            layer = self.annotations()
-            axis, index, score = self.session.next_plane(np.asarray(layer.data))
-            self.go_to(axis, index)
-            self.viewer.layers.selection.active = layer  # ready to paint on the suggested plane
-            layer.mode = "paint"
-            show_info(plane_hint(axis, index, score))
-            return axis, index
-        return None
-
-    def save_model(self, path: str | None = None) -> None:
-        with notify_errors():
-            if self.session.model is None:
-                raise ValueError("There is no model to save yet; train first.")
-            path = path or ask_path(self, "Save model", "napari-sparseseg model (*.pt)", save=True)
-            if path:
-                path = path if path.lower().endswith(".pt") else f"{path}.pt"  # what Load model lists
-                io.write_bytes(path, self.session.model)
-                show_info(f"Model saved to {path}.")
-
-    def load_model(self, path: str | None = None) -> None:
-        """Read a model file; the worker checks it (no code runs) and reports its classes."""
-        with notify_errors():
-            path = path or ask_path(self, "Load model", "napari-sparseseg model (*.pt)")
-            if path:
-                data = io.existing_file(path, "model file").read_bytes()
-                self._start(DescribeRequest(data, str(path)), f"Loading {path}…")
-
-    def prediction_layer(self) -> Labels:
-        return self.session.prediction(self.image())
-
-    def export_prediction(self, path: str | None = None) -> None:
-        with notify_errors():
-            layer = self.prediction_layer()
-            if _lazy.is_lazy(layer):
-                raise ValueError(f"'{layer.name}' is already saved as OME-Zarr, chunk by chunk; it is too "
-                                 "large to export as one TIFF or NIfTI file.")
-            path = path or ask_path(self, "Export prediction", "Masks (*.tif *.tiff *.nii *.nii.gz)",
-                                     save=True)
-            if path and not path.lower().endswith((".tif", ".tiff", ".nii", ".nii.gz")):
-                path = f"{path}.tif"
-            if path:
-                from ._writer import write_labels
-
-                data, meta, _ = layer.as_layer_data_tuple()
-                write_labels(str(path), data, meta)
-                show_info(f"Prediction written to {path}.")
+        self.results.update_buttons(busy)
 
 
 _HANDLERS = {

@@ -181,9 +181,9 @@ def _run_predict(args) -> None:
     if _chunked(args, Path(path), level):
         volume = zarr_io.open_any(Path(path), level)
         _run(ChunkedPredictRequest(
-            volume.array, _model_file(args.model), args.output, args.probabilities, volume.spacing,
-            volume.unit, _parse_chunks(args.chunks), overrides, args.scheduler, args.cluster, args.workers,
-            str(volume.path)))
+            volume.array, _model_file(args.model), args.output, args.probabilities, spacing=volume.spacing,
+            unit=volume.unit, chunks=_parse_chunks(args.chunks), infer_overrides=overrides,
+            scheduler=args.scheduler, cluster=args.cluster, workers=args.workers, source=str(volume.path)))
         return
     _check_outputs(args.output, args.probabilities)
     lazy = level is not None or zarr_io.is_zarr(path)

@@ -73,7 +73,7 @@ def test_annotate_a_crop_train_and_predict_the_whole_dask_layer(qtbot, large, tm
     reference = predict(segmenter, sample.image)  # the model's own settings: the tiny preset's window
     np.testing.assert_array_equal(np.asarray(layer.data), reference.labels)
     assert zarr_io.open_lazy(tmp_path / "mask.zarr").spacing == pytest.approx(sample.spacing)
-    widget.export_prediction(str(tmp_path / "mask.tif"))
+    widget.results.export_prediction(str(tmp_path / "mask.tif"))
     assert "already saved as OME-Zarr" in errors[-1]
 
 

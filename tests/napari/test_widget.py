@@ -102,7 +102,7 @@ def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, m
     assert widget.session.model != first_model and not errors
     assert viewer.layers["tubules prediction"] is prediction  # updated in place
 
-    axis, index = widget.next_slice()
+    axis, index = widget.results.next_slice()
     assert viewer.dims.order[0] == axis
     assert index not in painted_planes(ann.data)[axis] and not errors
     assert round(viewer.dims.point[axis] / ann.scale[axis]) == index
@@ -112,26 +112,27 @@ def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, m
 def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     viewer, widget, sample = setup
     _train_briefly(qtbot, widget, sample)
-    widget.save_model(str(tmp_path / "m.pt"))
+    widget.results.save_model(str(tmp_path / "m.pt"))
 
     widget.session.model = None
-    widget.load_model(str(tmp_path / "m.pt"))
+    widget.results.load_model(str(tmp_path / "m.pt"))
     _wait_idle(qtbot, widget)  # the worker reads the file and reports its classes
-    assert widget.session.model == (tmp_path / "m.pt").read_bytes() and widget.predict_button.isEnabled()
+    assert widget.session.model == (tmp_path / "m.pt").read_bytes()
+    assert widget.results.predict_button.isEnabled()
     viewer.layers.remove("tubules prediction")
     widget.predict()
     _wait_idle(qtbot, widget)
     assert "tubules prediction" in viewer.layers and not errors
 
-    widget.export_prediction(str(tmp_path / "mask.tif"))
-    widget.export_prediction(str(tmp_path / "mask.nii.gz"))
+    widget.results.export_prediction(str(tmp_path / "mask.tif"))
+    widget.results.export_prediction(str(tmp_path / "mask.nii.gz"))
     assert nib.load(tmp_path / "mask.nii.gz").shape == sample.image.shape[::-1]
     assert nib.load(tmp_path / "mask.nii.gz").header.get_zooms() == sample.spacing[::-1]
     tiff = io.read_volume(tmp_path / "mask.tif")
     assert tiff.data.shape == sample.image.shape and tiff.spacing == pytest.approx(sample.spacing)
     np.testing.assert_array_equal(tiff.data, viewer.layers["tubules prediction"].data)
     viewer.add_labels(sample.truth, name="truth", scale=sample.spacing)
-    evaluation = widget.evaluation
+    evaluation = widget.results.evaluation
     evaluation.truth_combo.setCurrentText("truth")
     evaluation.evaluate()  # in a thread: the viewer stays responsive
     qtbot.waitUntil(lambda: evaluation.metrics is not None, timeout=30_000)
@@ -143,7 +144,7 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
     assert widget.maximumWidth() <= 420 and widget.minimumSizeHint().width() <= 420
     assert widget.minimumSizeHint().height() < 500
 
-    widget.load_model(str(tmp_path / "mask.tif"))
+    widget.results.load_model(str(tmp_path / "mask.tif"))
     _wait_idle(qtbot, widget)
     assert errors and "not a napari-sparseseg model" in errors[-1]
     assert widget.session.model == (tmp_path / "m.pt").read_bytes()  # the good model stays
@@ -156,8 +157,8 @@ def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_la
     viewer, widget, sample = setup
     infos = []
     monkeypatch.setattr("napari_sparseseg._widget.show_info", infos.append)
-    assert not (widget.next_button.isEnabled() or widget.export_button.isEnabled()
-                or widget.evaluation.evaluate_button.isEnabled())  # nothing to act on yet
+    assert not (widget.results.next_button.isEnabled() or widget.results.export_button.isEnabled()
+                or widget.results.evaluation.evaluate_button.isEnabled())  # nothing to act on yet
     ann = widget.new_annotation_layer()
     _paint(ann, sample.annotation)
     ann.mode, ann.selected_label = "paint", 3
@@ -167,14 +168,14 @@ def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_la
     _wait_idle(qtbot, widget)
     prediction = viewer.layers["tubules prediction"]
     assert viewer.layers.selection.active is ann and ann.mode == "paint" and not errors
-    assert widget.next_button.isEnabled() and widget.export_button.isEnabled()
+    assert widget.results.next_button.isEnabled() and widget.results.export_button.isEnabled()
     labels = [widget.annotation_combo.itemText(i) for i in range(widget.annotation_combo.count())]
-    truth_combo = widget.evaluation.truth_combo
+    truth_combo = widget.results.evaluation.truth_combo
     truths = [truth_combo.itemText(i) for i in range(truth_combo.count())]
     assert prediction.name not in labels + truths
 
     viewer.layers.selection.active = prediction
-    widget.next_slice()  # back on the annotation layer, brush in hand
+    widget.results.next_slice()  # back on the annotation layer, brush in hand
     assert viewer.layers.selection.active is ann and ann.mode == "paint"
 
     viewer.layers.remove(ann)  # the picker must not fall back to the prediction
@@ -185,8 +186,8 @@ def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_la
     _wait_idle(qtbot, widget)
     assert any("looks like a full mask" in m for m in infos)
 
-    widget.save_model(str(tmp_path / "model"))  # no suffix: the one Load model lists is added
-    widget.export_prediction(str(tmp_path / "mask"))
+    widget.results.save_model(str(tmp_path / "model"))  # no suffix: the one Load model lists is added
+    widget.results.export_prediction(str(tmp_path / "mask"))
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "mask.tif").is_file() and not errors
 
     widget.stop()  # the status says so until the model arrives, whatever progress comes first
@@ -205,9 +206,9 @@ def test_renamed_layers_keep_working(qtbot, setup, errors, tmp_path):
     widget.predict()
     _wait_idle(qtbot, widget)
     assert viewer.layers["my result"] is prediction and "scan prediction" not in viewer.layers
-    widget.export_prediction(str(tmp_path / "mask.tif"))
+    widget.results.export_prediction(str(tmp_path / "mask.tif"))
     np.testing.assert_array_equal(io.read_volume(tmp_path / "mask.tif").data, prediction.data)
-    assert widget.next_slice() is not None and not errors
+    assert widget.results.next_slice() is not None and not errors
     image.scale = (4.0, 1.5, 1.5)  # the user corrects the voxel size after predicting
     assert tuple(prediction.scale) == (4.0, 1.5, 1.5)
 
@@ -246,7 +247,7 @@ def test_crash_in_training_is_a_notification_and_the_last_model_survives(qtbot, 
     os.kill(widget.worker._process.pid, signal.SIGKILL)  # as the kernel's OOM killer would
     _wait_idle(qtbot, widget)
     assert len(errors) == 1 and "ended unexpectedly" in errors[0]
-    assert widget.session.model == model and widget.predict_button.isEnabled()
+    assert widget.session.model == model and widget.results.predict_button.isEnabled()
     np.testing.assert_array_equal(ann.data, painted)
 
     widget.predict()  # a fresh child process takes over
@@ -278,9 +279,9 @@ def test_faults_are_one_notification_and_lose_nothing(qtbot, setup, errors, tmp_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(core_io, "_write_tiff", full_disk)
-    widget.export_prediction(str(tmp_path / "mask.tif"))
+    widget.results.export_prediction(str(tmp_path / "mask.tif"))
     assert "no space left on device" in errors[-1] and list(tmp_path.iterdir()) == []
-    widget.save_model(str(tmp_path / "gone" / "m.pt"))
+    widget.results.save_model(str(tmp_path / "gone" / "m.pt"))
     assert "does not exist" in errors[-1] and len(errors) == 2
 
     widget.options.iterations_spin.setValue(100_000)
