@@ -26,3 +26,17 @@ def test_cpu_fast_path_settings():
     with device.autocast(cpu):
         y = net(torch.randn(1, 1, 4, 4, 4))
     assert y.dtype == (torch.bfloat16 if device.cpu_supports_bf16() else torch.float32)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, native):
+    # oneDNN emulates bf16 on plain AVX-512, 3.5x slower than float32: that must stay float32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    device.cpu_supports_bf16.cache_clear()
+    try:
+        with device.autocast(torch.device("cpu")):
+            y = torch.nn.Linear(3, 2)(torch.randn(4, 3))
+        assert y.dtype == (torch.bfloat16 if native else torch.float32)
+    finally:
+        device.cpu_supports_bf16.cache_clear()

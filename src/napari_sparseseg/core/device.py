@@ -34,12 +34,15 @@ def _mps_available() -> bool:
 
 @functools.cache
 def cpu_supports_bf16() -> bool:
-    """True when oneDNN runs bf16 natively (AVX-512 BF16 or AMX)."""
-    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:
-        return False
+    """True when the CPU computes bf16 natively (AVX-512 BF16 or AMX tiles).
+
+    oneDNN also "supports" bf16 on plain AVX-512 by emulation, but there a bf16 training step
+    is about 3.5 times slower than float32 (measured on a 2-core Xeon without AVX512_BF16), so
+    only native support turns on bf16 autocast.
+    """
+    names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    probes = [getattr(torch.cpu, name, None) for name in names]
+    return any(probe is not None and bool(probe()) for probe in probes)
 
 
 def autocast(device: torch.device, enabled: bool = True):

@@ -38,16 +38,26 @@ def painted_samples(volumes, targets, rng, max_voxels: int = MAX_VOXELS):
     return tuple(torch.from_numpy(np.concatenate(a)) for a in (feats, labels))
 
 
+def per_voxel(head, x: torch.Tensor) -> torch.Tensor:
+    """``head`` (1x1x1 convolutions and ReLUs) applied to rows ``x`` (N, C) as matrix products:
+    the same numbers as the convolutions, at about twice the steps per second."""
+    for layer in head:
+        conv = isinstance(layer, torch.nn.Conv3d)
+        x = F.linear(x, layer.weight.flatten(1), layer.bias) if conv else F.relu(x)
+    return x
+
+
 def train_pointwise(head, features, labels, steps: int, seconds: float, learning_rate: float,
                     rng) -> Iterator[float]:
     """Fit the 1x1x1-convolution classifier ``head`` on ``features`` (N, C); yield every step's loss.
 
-    Batches draw painted voxels uniformly, so classes keep the proportions the user painted (as
-    a random forest sees them). The
-    learning rate follows a cosine from ``learning_rate`` to zero over ``steps`` or ``seconds``,
-    whichever runs out first.
+    The layers run as matrix products on the rows (:func:`per_voxel`) with a fused AdamW: about
+    2.5 times the steps per second of 1x1x1 convolutions, and the classifier is still learning
+    at 25 s (abdominal CT). Batches draw painted voxels uniformly, so classes keep the proportions
+    the user painted (as a random forest sees them). The learning rate follows a cosine from
+    ``learning_rate`` to zero over ``steps`` or ``seconds``, whichever runs out first.
     """
-    optim = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=1e-4)
+    optim = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=1e-4, fused=True)
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
     head.train()
     start, step, used = time.perf_counter(), 0, 0.0
@@ -55,8 +65,7 @@ def train_pointwise(head, features, labels, steps: int, seconds: float, learning
         for group in optim.param_groups:
             group["lr"] = learning_rate * 0.5 * (1 + math.cos(math.pi * used))
         pick = torch.randint(labels.numel(), (BATCH,), generator=gen)
-        logits = head(features[pick].T.contiguous()[None, :, :, None, None])[0, :, :, 0, 0].T
-        loss = F.cross_entropy(logits, labels[pick])
+        loss = F.cross_entropy(per_voxel(head, features[pick]), labels[pick])
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
