@@ -97,8 +97,8 @@ class TrainConfig:
     ``augment`` turns on flips and right-angle turns; ``intensity_augment`` = a adds a
     random intensity scale in [1 - a, 1 + a] and shift in [-a, a] (normalised units).
     A model with a pointwise classifier first trains it alone on every painted voxel for
-    ``pointwise_steps`` steps or until ``pointwise_share`` of ``max_time`` (at most
-    ``pointwise_seconds``) has passed, with its own ``pointwise_learning_rate``; then the U-Net,
+    ``pointwise_steps`` steps or ``pointwise_seconds`` (at most ``max_time``: a short budget is
+    the classifier's alone), with its own ``pointwise_learning_rate``; then the U-Net,
     whose learning rate warms up over its first 50 iterations (``trainer.WARMUP``).
     """
 
@@ -115,7 +115,6 @@ class TrainConfig:
     class_balance: bool = False
     intensity_augment: float = 0.0
     pointwise_steps: int = 6000
-    pointwise_share: float = 0.5
     pointwise_seconds: float = 25.0
     pointwise_learning_rate: float = 1e-2
 
@@ -124,8 +123,8 @@ class TrainConfig:
             raise ValueError("Set an iteration budget, a time budget, or both.")
         if self.iterations is not None and self.iterations < 1:
             raise ValueError(f"iterations must be at least 1, got {self.iterations}.")
-        if self.pointwise_steps < 1 or not 0 < self.pointwise_share <= 1:
-            raise ValueError("pointwise_steps must be at least 1 and pointwise_share lie in (0, 1].")
+        if self.pointwise_steps < 1:
+            raise ValueError(f"pointwise_steps must be at least 1, got {self.pointwise_steps}.")
         if not (self.pointwise_seconds > 0 and self.pointwise_learning_rate > 0):
             raise ValueError("pointwise_seconds and pointwise_learning_rate must be positive.")
         if self.max_time is not None and not 0 < self.max_time < math.inf:
