@@ -243,11 +243,13 @@ def _run_segment(args) -> None:
 
 
 def _run_evaluate(args) -> None:
-    mask, truth = io.read_volume(args.mask).data, io.read_volume(args.truth).data
+    mask, truth = io.read_volume(args.mask), io.read_volume(args.truth)
+    io.check_same_grid(truth, mask)
     region = None
     if args.unpainted:
         region = io.read_volume(args.unpainted).data == 0
-    result = evaluate(as_labels(mask, str(args.mask)), as_labels(truth, str(args.truth)), mask=region)
+    labels = as_labels(mask.data, str(args.mask)), as_labels(truth.data, str(args.truth))
+    result = evaluate(*labels, mask=region)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 
 
@@ -331,8 +333,11 @@ def _train_request(args, predict_after: bool) -> tuple[TrainRequest, io.Volume]:
     chosen = resolve(args.preset, max_time=args.max_time, iterations=args.iterations, device=args.device,
                      seed=args.seed, dice_weight=args.dice_weight)
     image = io.read_volume(args.image)
-    images = (image.data, *(io.read_volume(p).data for p, _ in args.pair))
-    annotations = (io.read_volume(args.annotations).data, *(io.read_volume(a).data for _, a in args.pair))
+    pairs = [(image, io.read_volume(args.annotations)),
+             *((io.read_volume(p), io.read_volume(a)) for p, a in args.pair)]
+    for volume, painted in pairs:
+        io.check_same_grid(volume, painted)
+    images, annotations = tuple(v.data for v, _ in pairs), tuple(a.data for _, a in pairs)
     names = ((str(args.image), str(args.annotations)), *((str(p), str(a)) for p, a in args.pair))
     init = _model_file(args.init) if args.init else None
     class_names = tuple(args.class_names.split(",")) if args.class_names else None
