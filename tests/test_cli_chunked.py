@@ -62,3 +62,17 @@ def test_bad_chunked_requests_exit_2_with_one_sentence(capsys, files, extra, mes
     assert code == 2
     assert err.startswith("sparseseg: error:") and "Traceback" not in err
     assert __import__("re").search(message, err), err
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_a_rotated_nifti_predicted_to_zarr_says_the_rotation_is_not_kept(capsys, files, oblique):
+    import nibabel as nib
+
+    d = files
+    image = io.read_volume(d / "img.tif").data
+    turn = np.array([[0, -1, 0, 0], [1, 0, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1.0]])
+    nib.save(nib.Nifti1Image(image.T, turn if oblique else np.diag([0.5, 0.5, 2, 1.0])), d / "img.nii.gz")
+    code, _, err = run(capsys, "predict", d / "img.nii.gz", "-m", d / "m.pt", "--device", "cpu",
+                       "-o", d / "mask.zarr")
+    assert code == 0, err
+    assert ("not the rotation in its affine" in err) == oblique

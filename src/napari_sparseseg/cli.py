@@ -180,6 +180,9 @@ def _run_predict(args) -> None:
     overrides = _infer_overrides(args)
     if _chunked(args, Path(path), level):
         volume = zarr_io.open_any(Path(path), level)
+        if io.is_oblique(path):
+            _say(f"note: {args.output} keeps the voxel size of {path} but not the rotation in its affine "
+                 "(OME-Zarr stores none); write a .nii.gz mask to keep it.")
         _run(ChunkedPredictRequest(
             volume.array, _model_file(args.model), args.output, args.probabilities, spacing=volume.spacing,
             unit=volume.unit, chunks=_parse_chunks(args.chunks), infer_overrides=overrides,

@@ -100,6 +100,15 @@ def existing_file(path, what: str = "file") -> Path:
     return path
 
 
+def is_oblique(path) -> bool:
+    """True for a NIfTI file whose affine rotates or permutes the voxel axes (formats that store
+    only a voxel size, such as OME-Zarr, cannot keep that)."""
+    if not str(path).lower().endswith((".nii", ".nii.gz")):
+        return False
+    linear = np.asarray(nib.load(str(path)).affine)[:3, :3]
+    return bool(np.abs(linear - np.diag(np.diag(linear))).max() > 1e-6 * np.abs(linear).max())
+
+
 def check_same_grid(volume: Volume, other: Volume) -> None:
     """Raise a ValueError when ``other`` (e.g. annotations) lies on another grid than ``volume``.
 
