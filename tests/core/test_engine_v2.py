@@ -120,6 +120,19 @@ def test_training_starts_at_the_pointwise_answer_with_a_soft_prior():
     assert torch.equal(logits.argmax(1), start.argmax(1))
 
 
+def test_prediction_skips_an_untrained_u_net_exactly(monkeypatch):
+    net = _new_net()
+    x = torch.randn(1, net.stem.out_channels, 8, 16, 16)
+    full = net.train().from_features(x).detach()  # training mode always runs the U-Net
+    unet, calls = net.unet, []
+    monkeypatch.setattr(net, "unet", lambda *a: calls.append(1) or unet(*a))
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval().from_features(x), full, rtol=0, atol=0)
+        assert calls == []  # its last layer is zero: skipped, and the same numbers
+        torch.nn.init.normal_(net.head.weight)
+        assert not torch.allclose(net.from_features(x), full) and calls == [1]  # a trained one runs
+
+
 def test_the_u_net_sees_the_pointwise_probabilities():
     net = _new_net()
     assert net.encoders[0][0].in_channels == net.stem.out_channels + 3

@@ -107,7 +107,9 @@ class DescribeRequest:
 
 @dataclass(frozen=True)
 class Progress:
-    """One training step. ``done`` is set on the last event with the ``reason``."""
+    """One training step. ``done`` is set on the last event with the ``reason``; ``first_answer``
+    on the event that ends the pointwise stage, when the model gives a complete answer before the
+    U-Net trains."""
 
     iteration: int
     loss: float
@@ -117,6 +119,7 @@ class Progress:
     max_time: float | None = None
     done: bool = False
     reason: str = ""
+    first_answer: bool = False
 
     @property
     def fraction(self) -> float:

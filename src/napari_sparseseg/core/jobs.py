@@ -101,8 +101,7 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
     event, stepped = None, False
     for event in trainer.train(segmenter, images, annotations, job.train_config, should_stop):
         stepped = stepped or not event.done
-        if early and event.iteration == 1 and not event.done:  # the pointwise stage's complete answer
-            send(event)
+        if early and event.first_answer:  # the pointwise stage's complete answer (cheap: no U-Net yet)
             _predict(segmenter, images[0], replace(job, outputs=Outputs()), send)
             segmenter.net.train()
             early = False

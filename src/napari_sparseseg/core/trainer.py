@@ -52,7 +52,11 @@ def train(
     start, it, loss = time.perf_counter(), 0, float("nan")
     sampler = _sampler(segmenter, images, annotations, config, rng)
     if segmenter.net.pointwise is not None:
-        yield from _pointwise_stage(segmenter, sampler, config, rng, stop, start)
+        event = None
+        for event in _pointwise_stage(segmenter, sampler, config, rng, stop, start):
+            yield event
+        if event is not None and not (stop is not None and stop()):
+            yield replace(event, first_answer=True)
     first = time.perf_counter() - start  # the U-Net stage's schedule spans the time left
     warmup = WARMUP if segmenter.net.pointwise is not None else 0
     weight = _weights(annotations, segmenter.n_classes, config, device)
