@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="other presets to run at the longest budget (default: plain)")
     parser.add_argument("--tag", default="", help="results and docs apart from the CPU ones, e.g. gpu")
     parser.add_argument("--seeds", type=int, nargs="*", default=[], help="extra seeds at the longest budget")
+    parser.add_argument("--seeds-only", action="store_true", help="only the --seeds rows (and the forest)")
     parser.add_argument("--no-forest", action="store_true")
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=2)
@@ -62,9 +63,9 @@ def run_dataset(name: str, args) -> None:
     path = write_annotation(folder, f"annotation_k{args.k}", annotation, dataset.spacing)
     base = {"k": args.k, "painted_fraction": round(protocol.painted_fraction(annotation), 5)}
     print(f"{name}: {recorder.result['dataset']}", flush=True)
-    for budget in sorted(args.budgets):
+    for budget in [] if args.seeds_only else sorted(args.budgets):
         recorder.add({"method": "net", **base, **run_net(dataset, folder, path, unpainted, budget, args)})
-    for other in args.also:
+    for other in [] if args.seeds_only else args.also:
         args.preset = other
         found = run_net(dataset, folder, path, unpainted, max(args.budgets), args)
         recorder.add({"method": f"net-{other}", **base, **found})
