@@ -253,6 +253,15 @@ def test_crash_in_training_is_a_notification_and_the_last_model_survives(qtbot, 
     widget.predict()  # a fresh child process takes over
     _wait_idle(qtbot, widget)
     assert len(errors) == 1 and "tubules prediction" in viewer.layers
+    shown = viewer.layers["tubules prediction"].data.copy()
+
+    widget.predict()
+    os.kill(widget.worker._process.pid, signal.SIGKILL)  # killed while predicting
+    _wait_idle(qtbot, widget)
+    assert len(errors) == 2 and "ended unexpectedly" in errors[1]
+    np.testing.assert_array_equal(viewer.layers["tubules prediction"].data, shown)
+    assert widget.session.model == model and widget.results.predict_button.isEnabled()
+    np.testing.assert_array_equal(ann.data, painted)
 
 
 def test_sample_data_opens_ready_to_train(make_napari_viewer):
