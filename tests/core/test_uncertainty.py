@@ -28,6 +28,15 @@ def test_partial_slices_still_count():
     assert [len(p) for p in painted_planes(sample.annotation)] == [2, 2, 2]
 
 
+def test_a_few_strokes_on_one_plane_paint_only_that_plane():
+    ann = np.zeros((32, 96, 96), np.uint8)
+    ann[12, 40:43, 10:60] = 2  # three brush strokes across x on the xy plane z = 12
+    ann[12, 50:70, 30:33] = 1  # and three down y
+    assert painted_planes(ann) == [[12], [], []]
+    ann[:, 70, :] = 1  # a whole xz plane as well
+    assert painted_planes(ann) == [[12], [70], []]
+
+
 def test_rank_skips_painted_planes_and_finds_the_uncertain_one():
     ann = np.zeros((6, 8, 10), np.uint8)
     ann[2] = 1

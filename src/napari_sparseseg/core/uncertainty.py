@@ -1,7 +1,7 @@
 """Where to paint next: voxel uncertainty and slice ranking.
 
-A plane counts as *painted* along an axis when it holds clearly more painted voxels
-than its neighbours get from the lines that orthogonal painted planes draw through it.
+A plane counts as *painted* along an axis when some painted voxel lies in it and in no plane
+of another axis that holds more painted voxels (see :func:`painted_planes`).
 """
 
 from __future__ import annotations
@@ -22,20 +22,20 @@ def entropy(probabilities: np.ndarray, slab: int = 8) -> np.ndarray:
     return out
 
 
-def painted_planes(annotation: np.ndarray, ratio: float = 3.0) -> list[list[int]]:
+def painted_planes(annotation: np.ndarray) -> list[list[int]]:
     """Indices of painted planes along each axis (z, y, x).
 
-    A plane is painted when its painted-voxel count is above zero and at least
-    ``ratio`` times the median count of the planes along that axis.
+    Each painted voxel belongs to the one of its three planes (z, y and x) that holds the most
+    painted voxels (ties: the lower axis): a brush stroke on an xy plane also lies in xz and yz
+    planes, but only as a line, and the lines that a painted plane draws through the orthogonal
+    planes belong to that plane. A plane is painted when a voxel belongs to it.
     """
-    painted = annotation != 0
-    result = []
-    for axis in range(3):
-        others = tuple(a for a in range(3) if a != axis)
-        counts = np.count_nonzero(painted, axis=others)
-        floor = ratio * np.median(counts)
-        result.append([int(i) for i in np.flatnonzero((counts > 0) & (counts >= floor))])
-    return result
+    index = np.nonzero(annotation)
+    if not index[0].size:
+        return [[], [], []]
+    counts = [np.bincount(i, minlength=n) for i, n in zip(index, annotation.shape)]
+    owner = np.argmax(np.stack([c[i] for c, i in zip(counts, index)]), axis=0)
+    return [np.unique(index[axis][owner == axis]).tolist() for axis in range(3)]
 
 
 def rank_slices(uncertainty: np.ndarray, annotation: np.ndarray, top: int = 5):
