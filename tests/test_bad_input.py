@@ -170,7 +170,7 @@ CASES = {
     "missing model": (lambda d: None, predict("none.pt"), "does not exist"),
     "folder as model": (lambda d: None, predict("folder"), "it is a folder"),
     "empty model": (lambda d: raw(d, "e.pt", b""), predict("e.pt"), "not a napari-sparseseg model file"),
-    "random bytes": (lambda d: raw(d, "r.pt", os.urandom(4096)), predict("r.pt"),
+    "random bytes": (lambda d: raw(d, "r.pt", np.random.default_rng(7).bytes(4096)), predict("r.pt"),
                      "not a napari-sparseseg model file"),
     "truncated model": (lambda d: raw(d, "t.pt", (d / "m.pt").read_bytes()[:2000]), predict("t.pt"),
                         "not a napari-sparseseg model file"),
@@ -214,3 +214,10 @@ def test_bad_input_is_one_sentence_and_writes_nothing(capsys, d, make, command, 
     assert sorted(p.name for p in d.iterdir()) == before  # no output, no temporary file, nothing run
     assert (d / "keep.tif").read_bytes() == b"an earlier result"
     assert not (d / "pwned").exists()
+
+
+def test_any_junk_as_a_model_is_one_sentence():
+    for seed in range(200):
+        junk = np.random.default_rng(seed).bytes(int(np.random.default_rng(seed).integers(1, 5000)))
+        with pytest.raises(ValueError, match="not a napari-sparseseg model file"):
+            checkpoint.from_bytes(junk, "junk.pt")
