@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import io, zarr_io
+from .core import grid, io, zarr_io
 from .core.config import DEFAULT_PRESET, PRESETS, resolve
 from .core.events import (
     ChunkedPredictRequest,
@@ -180,7 +180,7 @@ def _run_predict(args) -> None:
     overrides = _infer_overrides(args)
     if _chunked(args, Path(path), level):
         volume = zarr_io.open_any(Path(path), level)
-        if io.is_oblique(path):
+        if grid.is_oblique(path):
             _say(f"note: {args.output} keeps the voxel size of {path} but not the rotation in its affine "
                  "(OME-Zarr stores none); write a .nii.gz mask to keep it.")
         _run(ChunkedPredictRequest(
@@ -247,7 +247,7 @@ def _run_segment(args) -> None:
 
 def _run_evaluate(args) -> None:
     mask, truth = io.read_volume(args.mask), io.read_volume(args.truth)
-    io.check_same_grid(truth, mask)
+    grid.check_same_grid(truth, mask)
     region = None
     if args.unpainted:
         region = io.read_volume(args.unpainted).data == 0
@@ -339,7 +339,7 @@ def _train_request(args, predict_after: bool) -> tuple[TrainRequest, io.Volume]:
     pairs = [(image, io.read_volume(args.annotations)),
              *((io.read_volume(p), io.read_volume(a)) for p, a in args.pair)]
     for volume, painted in pairs:
-        io.check_same_grid(volume, painted)
+        grid.check_same_grid(volume, painted)
     images, annotations = tuple(v.data for v, _ in pairs), tuple(a.data for _, a in pairs)
     names = ((str(args.image), str(args.annotations)), *((str(p), str(a)) for p, a in args.pair))
     init = _model_file(args.init) if args.init else None
