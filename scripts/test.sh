@@ -18,7 +18,8 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
 fi
 unset PYTHONDONTWRITEBYTECODE
 .venv/bin/ruff check --exclude .venv .
-run=(.venv/bin/python -m pytest "$@")
+# A hang (a process that never exits) fails within 40 minutes instead of holding CI forever.
+run=(timeout --kill-after=30 2400 .venv/bin/python -m pytest "$@")
 if command -v xvfb-run >/dev/null 2>&1; then
   xvfb-run -a -s "-screen 0 1280x1024x24" "${run[@]}"
 elif [ "${CI:-}" = true ] && [ -z "${DISPLAY:-}" ]; then

@@ -153,6 +153,33 @@ def test_child_ends_when_napari_is_killed():
         parent.kill()
 
 
+KILLED_BEFORE_READING_SCRIPT = """
+import os, signal, time
+import numpy as np
+from napari_sparseseg._worker import Worker
+from napari_sparseseg.core.events import PredictRequest
+worker = Worker()
+worker._ensure_child()
+os.kill(worker._process.pid, signal.SIGSTOP)  # the child cannot read the request ...
+worker.submit(PredictRequest(np.zeros((64, 64, 64), np.float32), b"x"))  # ... bigger than a pipe holds
+time.sleep(0.5)
+os.kill(worker._process.pid, signal.SIGKILL)
+while not worker.poll():
+    time.sleep(0.1)
+print("exiting", flush=True)
+"""
+
+
+def test_napari_can_exit_after_the_child_died_before_reading_its_request():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", KILLED_BEFORE_READING_SCRIPT], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "exiting"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -71,7 +71,7 @@ class Worker:
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(timeout)
-        self._process, self.busy = None, False
+        self._forget_child()
 
     def _ensure_child(self) -> None:
         if self._process is not None and self._process.is_alive():
@@ -84,9 +84,17 @@ class Worker:
         )
         self._process.start()
 
+    def _forget_child(self) -> None:
+        # A request the dead child never read would keep the queue's feeder thread writing into a
+        # full pipe, and Python would wait for that thread forever when it exits.
+        for channel in (self._commands, self._events):
+            channel.cancel_join_thread()
+            channel.close()
+        self._process, self.busy = None, False
+
     def _crashed(self) -> list:
         code = self._process.exitcode
-        self._process, self.busy = None, False
+        self._forget_child()
         hint = " (probably out of memory)" if code in (-9, 137) else ""
         message = (f"The training process ended unexpectedly with exit code {code}{hint}; "
                    "your annotations and the last finished model are kept.")
