@@ -57,3 +57,21 @@ def test_next_plane_needs_a_prediction_of_this_grid_and_an_unpainted_plane():
     session.uncertainty = np.zeros((3, 3, 3), np.uint8)
     with pytest.raises(ValueError, match="Predict the image first"):
         session.next_plane(annotation)
+
+
+def test_undo_restores_the_model_before_the_last_round_and_where_it_lives():
+    session = Session()
+    assert session.where() == "No model yet." and not session.can_undo()
+    session.trained(b"round 1", ("background", "cell"))
+    assert not session.can_undo()  # nothing before the first round
+    session.model_file = "/data/round1.pt"
+    session.trained(b"round 2", ("background", "cell", "nucleus"))
+    assert session.where() == "Model in memory only (not saved)." and session.can_undo()
+    session.undo()
+    assert (session.model, session.model_classes) == (b"round 1", ("background", "cell"))
+    assert session.where() == "Model saved in /data/round1.pt." and not session.can_undo()
+    with pytest.raises(ValueError, match="no training round to undo"):
+        session.undo()
+    session.trained(b"round 2", ("background", "cell"))
+    session.set_model(b"loaded", ("background", "cell"), "/m.pt")
+    assert not session.can_undo()  # loading a model is not a training round

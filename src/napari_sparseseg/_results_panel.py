@@ -1,4 +1,4 @@
-"""The dock's Results section: Predict, Next slice to annotate, save/load model, export, evaluate.
+"""The dock's Results section: Predict, Next slice, undo a training round, save/load model, export, evaluate.
 
 What it needs from the dock is passed in explicitly: the selected image and annotation layers,
 how to go to a plane, and how to predict and start a worker job.
@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 from napari.utils.notifications import show_info
-from qtpy.QtWidgets import QFormLayout, QGroupBox
+from qtpy.QtWidgets import QFormLayout, QGroupBox, QLabel
 
 from . import _lazy
 from ._evaluation import EvaluationPanel
 from ._qt_parts import ask_path, button, notify_errors, row
 from ._session import Session, plane_hint
+from ._shortcuts import hint
 from .core import io
 from .core.events import DescribeRequest
 
@@ -30,18 +31,24 @@ class ResultsPanel(QGroupBox):
                  predict: Callable, start: Callable, on_error: Callable[[str], None]):
         super().__init__("Results")
         self.viewer, self.session, self.image, self.annotations = viewer, session, image, annotations
-        self.go_to, self.start = go_to, start
+        self.go_to, self.start, self.predict = go_to, start, predict
         self.predict_button = button("Predict", predict, "Apply the current model to the whole image")
         self.next_button = button("Next slice to annotate", self.next_slice,
-                                  "Jump to the unpainted plane the model is least sure about, ready to paint")
+                                  "Jump to the unpainted plane the model is least sure about, ready to paint"
+                                  + hint("Shift-N"))
         self.export_button = button("Export prediction…", self.export_prediction,
                                     "Write the prediction as a TIFF or NIfTI mask with the image's geometry")
         self.save_button = button("Save model…", self.save_model, "Write the model to a .pt file")
         load = button("Load model…", self.load_model, "Read a saved model (no code runs from the file)")
-        self.evaluation = EvaluationPanel(viewer, session, self.prediction_layer, on_error)
+        self.undo_button = button("Undo training", self.undo_training,
+                                  "Go back to the model before the last training round and predict with it")
+        self.model_label = QLabel(session.where())
+        self.model_label.setWordWrap(True)
+        self.model_label.setToolTip("Where the current model lives; save it to keep it after napari closes")
+        self.evaluation = EvaluationPanel(viewer, session, self.prediction_layer, annotations, on_error)
         form = QFormLayout(self)
         for part in (row(self.predict_button, self.next_button), row(self.save_button, load),
-                     self.export_button, self.evaluation):
+                     self.model_label, row(self.undo_button, self.export_button), self.evaluation):
             form.addRow(part)
 
     def update_buttons(self, busy: bool) -> None:
@@ -50,6 +57,8 @@ class ResultsPanel(QGroupBox):
         shown = image is not None and self.session.layer(image, "prediction") is not None
         self.predict_button.setEnabled(not busy and model)
         self.save_button.setEnabled(model)
+        self.undo_button.setEnabled(not busy and self.session.can_undo())
+        self.model_label.setText(self.session.where())
         self.next_button.setEnabled(self.session.uncertainty is not None)
         self.export_button.setEnabled(shown and not busy)
         self.evaluation.evaluate_button.setEnabled(shown and not busy)
@@ -80,7 +89,16 @@ class ResultsPanel(QGroupBox):
             if path:
                 path = path if path.lower().endswith(".pt") else f"{path}.pt"  # what Load model lists
                 io.write_bytes(path, self.session.model)
+                self.session.model_file = path
+                self.model_label.setText(self.session.where())
                 show_info(f"Model saved to {path}.")
+
+    def undo_training(self) -> None:
+        """Restore the model from before the last training round and predict the image with it."""
+        with notify_errors():
+            self.session.undo()
+            show_info("Back to the model before the last training round; predicting with it.")
+            self.predict()
 
     def load_model(self, path: str | None = None) -> None:
         """Read a model file; the worker checks it (no code runs) and reports its classes."""

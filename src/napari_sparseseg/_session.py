@@ -1,6 +1,7 @@
 """What the dock widget remembers between clicks, without Qt: the model and the layers it made.
 
-A :class:`Session` holds the last model (checkpoint bytes and class names), the uncertainty of
+A :class:`Session` holds the last model (checkpoint bytes and class names), the one before the
+last training round (so that round can be undone), where the model lives on disk, the uncertainty of
 the last whole-image prediction, and the layers the plugin created for each image (prediction,
 probabilities, uncertainty), tracked by identity: renaming a layer keeps it the plugin's, and
 a layer the user deletes is forgotten. It never imports Qt or torch, so it is tested without a
@@ -22,13 +23,41 @@ class Session:
     def __init__(self):
         self.model: bytes | None = None
         self.model_classes: tuple[str, ...] = ()
+        self.model_file: str | None = None  # where the current model is saved (None: memory only)
+        self._before_training: tuple | None = None  # (model, classes, file) before the last round
         self.uncertainty: np.ndarray | None = None
         self._made: list[tuple[object, str, object]] = []  # (image layer, kind, layer)
 
     # ------------------------------------------------------------ model
 
-    def set_model(self, model: bytes, class_names) -> None:
-        self.model, self.model_classes = model, tuple(class_names)
+    def set_model(self, model: bytes, class_names, file: str | None = None) -> None:
+        """A model loaded from ``file`` (forgets any round to undo)."""
+        self.model, self.model_classes, self.model_file = model, tuple(class_names), file
+        self._before_training = None
+
+    def trained(self, model: bytes, class_names) -> None:
+        """A training round ended with ``model``; the model before it can be restored by :meth:`undo`."""
+        before = (self.model, self.model_classes, self.model_file)
+        self.set_model(model, class_names)
+        self._before_training = before if before[0] is not None else None
+
+    def can_undo(self) -> bool:
+        return self._before_training is not None
+
+    def undo(self) -> None:
+        """Restore the model from before the last training round (None when it was the first)."""
+        if self._before_training is None:
+            raise ValueError("There is no training round to undo.")
+        self.model, self.model_classes, self.model_file = self._before_training
+        self._before_training = None
+
+    def where(self) -> str:
+        """Where the model lives, for the dock: 'in memory only' or the file it was saved to."""
+        if self.model is None:
+            return "No model yet."
+        if self.model_file:
+            return f"Model saved in {self.model_file}."
+        return "Model in memory only (not saved)."
 
     def start_from(self, n_classes: int, scratch: bool) -> tuple[bytes | None, str]:
         """The model bytes to continue training from (None: a new model) and why, if it changed."""

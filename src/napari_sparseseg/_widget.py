@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import _layers, _lazy
+from . import _layers, _lazy, _shortcuts
 from ._options import TrainingOptions
 from ._qt_parts import (
     ClassTable,
@@ -81,6 +81,7 @@ class SparseSegWidget(QWidget):
         self.session = Session()
         self.own = _layers.PluginLayers(napari_viewer, self.session, self._refresh_pickers)
         self._job_image: Image | None = None
+        self._request = None  # the job running or last run
         self._stopping = False
         self._sent_view = None
         self._watched: Labels | None = None
@@ -94,12 +95,14 @@ class SparseSegWidget(QWidget):
         worker = self.worker  # not self: the slot must outlive the Python wrapper
         self.destroyed.connect(lambda *_: worker.close())
         self._annotation_changed()
+        _shortcuts.bind(napari_viewer, self)
 
     def event(self, event) -> bool:
         """napari's close button takes the widget out of its dock (parent None): end the job and child."""
         if event.type() == QEvent.Type.ParentChange and self.parent() is None:
             self.worker.close()
             self._poll_timer.stop()
+            _shortcuts.unbind(self.viewer)
             self._update_buttons()
         return super().event(event)
 
@@ -148,8 +151,9 @@ class SparseSegWidget(QWidget):
         box, layout = QGroupBox("Paint orthogonal slices"), QVBoxLayout()
         planes = QHBoxLayout()
         for axis, plane in enumerate(AXIS_PLANES):
+            key = _shortcuts.hint(f"Shift-{'ZYX'[axis]}")
             planes.addWidget(button(plane, lambda _=False, a=axis: _layers.show_plane(self.viewer, a),
-                                    f"Show {plane} planes (slice along {'zyx'[axis]}) to paint them"))
+                                    f"Show {plane} planes (slice along {'zyx'[axis]}) to paint them{key}"))
         layout.addLayout(planes)
         self.slice_list = SliceList()
         self.slice_list.setToolTip("Painted planes per axis: click one to go there")
@@ -162,9 +166,11 @@ class SparseSegWidget(QWidget):
         box, form = QGroupBox("Train"), QFormLayout()
         self.options = TrainingOptions()
         form.addRow(self.options)
+        key = _shortcuts.hint("Shift-T")
         self.train_button = button("Train", self.train, "Learn from the painted voxels in the background "
-                                   "(continues from the current model once there is one)")
-        self.stop_button = button("Stop", self.stop, "End training after this step; the model so far is kept")
+                                   f"(continues from the current model once there is one){key}")
+        self.stop_button = button("Stop", self.stop,
+                                  f"End training after this step; the model so far is kept{key}")
         form.addRow(row(self.train_button, self.stop_button))
         self.progress = QProgressBar()
         self.status = QLabel("Paint background (1) and classes (2..), then Train.")
@@ -307,6 +313,10 @@ class SparseSegWidget(QWidget):
             preview_every=self.options.preview_spin.value(), infer_overrides=self.options.infer_overrides(),
         )
 
+    def train_or_stop(self) -> None:
+        """The Shift+T shortcut: Train when idle, Stop while a job runs."""
+        self.stop() if self.worker.busy else self.train()
+
     def stop(self) -> None:
         """Stop training after the current iteration; the model so far is kept."""
         self.worker.stop()
@@ -339,6 +349,7 @@ class SparseSegWidget(QWidget):
 
     def _start(self, request, message: str) -> None:
         self.worker.submit(request)
+        self._request = request
         self._job_image, self._job_started = self.image_combo.layer(), time.perf_counter()
         self._stopping = False
         self.progress.setValue(0)
@@ -386,10 +397,11 @@ class SparseSegWidget(QWidget):
         self.status.setText(f"Prediction written to {event.path} in {seconds:.0f} s and shown lazily.")
 
     def _on_model(self, event: ModelReady) -> None:
-        self.session.set_model(event.model, event.class_names)
         if event.reason == "loaded":
+            self.session.set_model(event.model, event.class_names, self._request.name)
             show_info(f"Loaded model for {', '.join(event.class_names)}; press Predict.")
             return
+        self.session.trained(event.model, event.class_names)
         more = " Press Predict to apply it to the whole volume." if _lazy.is_lazy(self._job_image) else ""
         if event.iterations < FEW_ITERATIONS and event.reason == "time":
             more += (f" Only {event.iterations} iterations fit in the time budget, so the answer is rough: "

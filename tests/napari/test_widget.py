@@ -335,3 +335,53 @@ def test_every_control_has_a_tooltip(setup):
     controls = [c for kind in kinds for c in widget.findChildren(kind)]
     missing = [c.text() if hasattr(c, "text") else type(c).__name__ for c in controls if not c.toolTip()]
     assert len(controls) >= 25 and not missing
+
+
+def _key(qtbot, viewer, letter: str) -> None:
+    """Shift+letter on the canvas, as a user presses it."""
+    from qtpy.QtCore import Qt
+
+    canvas = viewer.window._qt_viewer.canvas.native
+    canvas.setFocus()
+    qtbot.keyClick(canvas, getattr(Qt.Key, f"Key_{letter}"), Qt.KeyboardModifier.ShiftModifier)
+
+
+def test_shortcuts_undo_a_round_model_location_and_unpainted_scores(qtbot, setup, errors, tmp_path):
+    viewer, widget, sample = setup
+    ann = _train_briefly(qtbot, widget, sample)
+    first, results = widget.session.model, widget.results
+    assert results.model_label.text() == "Model in memory only (not saved)."
+    assert not results.undo_button.isEnabled()  # nothing before the first round
+
+    _key(qtbot, viewer, "T")  # Continue training
+    assert widget.worker.busy
+    _wait_idle(qtbot, widget)
+    second = widget.session.model
+    assert second != first and results.undo_button.isEnabled() and not errors
+    results.undo_button.click()
+    assert widget.session.model == first and widget.worker.busy  # predicting with the restored model
+    _wait_idle(qtbot, widget)
+    assert not results.undo_button.isEnabled() and not errors
+
+    viewer.layers.selection.active = widget.session.prediction(viewer.layers["tubules"])
+    _key(qtbot, viewer, "N")  # next slice to annotate: the annotation layer, ready to paint
+    assert viewer.layers.selection.active is ann and ann.mode == "paint"
+    _key(qtbot, viewer, "Y")
+    assert viewer.dims.order[0] == 1  # xz planes
+    _key(qtbot, viewer, "X")
+    assert viewer.dims.order[0] == 2
+
+    results.save_model(str(tmp_path / "round1"))
+    assert results.model_label.text() == f"Model saved in {tmp_path / 'round1.pt'}."
+    viewer.add_labels(sample.truth, name="truth", scale=sample.spacing)
+    evaluation = results.evaluation
+    evaluation.truth_combo.setCurrentText("truth")
+    evaluation.unpainted_check.setChecked(True)
+    evaluation.evaluate()
+    qtbot.waitUntil(lambda: evaluation.metrics is not None, timeout=30_000)
+    assert evaluation.metrics["n_voxels"] == int((ann.data == 0).sum()) < ann.data.size
+    assert "unpainted voxels" in evaluation.metrics_label.text() and not errors
+
+    viewer.window.remove_dock_widget(widget)  # closing the dock unbinds its keys
+    _key(qtbot, viewer, "T")
+    assert not widget.worker.busy
