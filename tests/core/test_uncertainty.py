@@ -48,3 +48,15 @@ def test_rank_skips_painted_planes_and_finds_the_uncertain_one():
     assert all((axis, index) != (0, 2) for axis, index, _ in ranked)
     with pytest.raises(ValueError, match="differ in shape"):
         rank_slices(unc[:3], ann)
+
+
+def test_border_planes_are_never_suggested():
+    ann = np.zeros((32, 96, 96), np.uint8)
+    ann[16] = 1
+    unc = np.full(ann.shape, 10, np.uint8)
+    unc[:, :, 95] = unc[:, :, 0] = unc[:, 1] = 255  # unsure only for lack of context
+    unc[:, 40] = 120
+    ranked = rank_slices(unc, ann, top=1000)
+    assert ranked[0][:2] == (1, 40)
+    assert not [(a, i) for a, i, _ in ranked if i < 2 or i > ann.shape[a] - 3]
+    assert {i for a, i, _ in ranked if a == 2} == set(range(6, 90))  # 96 // 16 = 6 planes at each end

@@ -38,8 +38,14 @@ def painted_planes(annotation: np.ndarray) -> list[list[int]]:
     return [np.unique(index[axis][owner == axis]).tolist() for axis in range(3)]
 
 
+def border_margin(length: int) -> int:
+    """Planes this close to either end of an axis are never suggested: the model is unsure there only
+    because it sees no context beyond the volume, and a plane there teaches it little."""
+    return length // 16
+
+
 def rank_slices(uncertainty: np.ndarray, annotation: np.ndarray, top: int = 5):
-    """Unpainted planes with the highest mean uncertainty, best first.
+    """Unpainted planes with the highest mean uncertainty, best first, away from the borders.
 
     Returns
     -------
@@ -55,6 +61,8 @@ def rank_slices(uncertainty: np.ndarray, annotation: np.ndarray, top: int = 5):
     for axis in range(3):
         others = tuple(a for a in range(3) if a != axis)
         means = uncertainty.mean(axis=others, dtype=np.float64) / 255.0
-        ranked += [(axis, int(i), float(means[i])) for i in range(means.size) if i not in painted[axis]]
+        margin = border_margin(means.size)
+        inside = range(margin, means.size - margin)
+        ranked += [(axis, i, float(means[i])) for i in inside if i not in painted[axis]]
     ranked.sort(key=lambda item: -item[2])
     return ranked[:top]
