@@ -76,6 +76,23 @@ def class_colors(layer, n_values: int) -> dict[int, tuple]:
     return {v: tuple(float(c) for c in layer.get_color(v)) for v in range(1, n_values + 1)}
 
 
+def annotation_colors(layer) -> dict[int, tuple]:
+    """The colours of an annotation layer's values (the defaults for values 1..7 without a layer)."""
+    if layer is None:
+        return {v: default_color(v) for v in range(1, 8)}
+    return class_colors(layer, max(len(class_names(layer)), 2))
+
+
+def add_class(layer) -> None:
+    """One more class on the annotation layer: a default name and colour for the next value."""
+    names = class_names(layer)
+    names.append(class_name(len(names)))
+    layer.metadata[NAMES_KEY] = names
+    colors = class_colors(layer, len(names) - 1)
+    colors[len(names)] = default_color(len(names))
+    set_class_colors(layer, colors)
+
+
 def class_names(layer) -> list[str]:
     """Names of values 1.. stored on the annotation layer (defaults when missing)."""
     names = list(layer.metadata.get(NAMES_KEY, []))

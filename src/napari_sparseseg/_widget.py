@@ -58,7 +58,6 @@ from .core.events import (
     Progress,
     TrainRequest,
 )
-from .core.labels import class_name
 from .core.uncertainty import AXIS_PLANES, painted_planes
 from .core.validate import check_annotation, count_classes
 
@@ -217,13 +216,7 @@ class SparseSegWidget(QWidget):
 
     def add_class(self) -> None:
         with notify_errors():
-            layer = self.annotations()
-            names = _layers.class_names(layer)
-            names.append(class_name(len(names)))
-            layer.metadata[_layers.NAMES_KEY] = names
-            colors = _layers.class_colors(layer, len(names) - 1)
-            colors[len(names)] = _layers.default_color(len(names))
-            _layers.set_class_colors(layer, colors)
+            _layers.add_class(self.annotations())
             self._annotation_changed()
 
     def _annotation_changed(self, *_) -> None:
@@ -442,10 +435,7 @@ class SparseSegWidget(QWidget):
             combo.refresh()
 
     def _annotation_colors(self) -> dict[int, tuple]:
-        layer = self.annotation_combo.layer()
-        if layer is None:
-            return {v: _layers.default_color(v) for v in range(1, 8)}
-        return _layers.class_colors(layer, max(len(_layers.class_names(layer)), 2))
+        return _layers.annotation_colors(self.annotation_combo.layer())
 
     def _update_buttons(self) -> None:
         busy, model = self.worker.busy, self.session.model is not None
