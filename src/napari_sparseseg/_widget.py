@@ -211,6 +211,7 @@ class SparseSegWidget(QWidget):
                 region = _lazy.crop_box(shape, _lazy.view_centre(self.viewer, image))
             layer = _layers.new_annotation_layer(self.viewer, image, region=region)
             self.annotation_combo.select(layer)
+            self._show_classes(layer)  # the picker saw the layer before its colours were set
             return layer
         return None
 

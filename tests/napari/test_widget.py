@@ -57,6 +57,12 @@ def _train_briefly(qtbot, widget, sample):
     return ann
 
 
+def _hex(rgba) -> str:
+    from qtpy.QtGui import QColor
+
+    return QColor.fromRgbF(*[float(c) for c in rgba]).name()
+
+
 def _paint(layer, annotation):
     layer.data[...] = annotation  # the test plays the user: painting writes the layer
     layer.events.data(value=layer.data)
@@ -71,6 +77,8 @@ def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, m
     ann = widget.new_annotation_layer()
     assert ann.data.shape == sample.image.shape and tuple(ann.scale) == tuple(sample.spacing)
     assert widget.class_table.names() == ["background", "class 1"]
+    swatches = [widget.class_table.cellWidget(row, 2).styleSheet() for row in range(2)]
+    assert swatches == [f"background-color: {_hex(ann.get_color(value))};" for value in (1, 2)]
     widget.add_class()
     assert widget.class_table.rowCount() == 3
     _paint(ann, sample.annotation)
