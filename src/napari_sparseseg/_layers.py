@@ -93,6 +93,25 @@ def add_class(layer) -> None:
     set_class_colors(layer, colors)
 
 
+def remove_class(layer, value: int) -> int:
+    """Remove annotation ``value`` (a class, not background): its strokes become unpainted and the
+    values above it move down by one, so no gap is left. Returns how many voxels were unpainted."""
+    names = class_names(layer)
+    what = f"Value {value} is not a class of '{layer.name}'"
+    if not 2 <= value <= len(names):
+        raise ValueError(f"{what}; select a class row (not background).")
+    colors = class_colors(layer, len(names))
+    data = np.asarray(layer.data)
+    removed = int(np.count_nonzero(data == value))
+    data[data == value] = 0
+    data[data > value] -= 1
+    layer.metadata[NAMES_KEY] = names[: value - 1] + names[value:]
+    set_class_colors(layer, {v: colors[v + (v >= value)] for v in range(1, len(names))})
+    layer.refresh()
+    layer.events.data(value=layer.data)
+    return removed
+
+
 def class_names(layer) -> list[str]:
     """Names of values 1.. stored on the annotation layer (defaults when missing)."""
     names = list(layer.metadata.get(NAMES_KEY, []))

@@ -207,6 +207,13 @@ class notify_errors:
         return False
 
 
+def ask_yes(parent, title: str, question: str) -> bool:
+    """A Yes/No question; True for Yes."""
+    from qtpy.QtWidgets import QMessageBox
+
+    return QMessageBox.question(parent, title, question) == QMessageBox.StandardButton.Yes
+
+
 def ask_path(parent, title: str, filters: str, save: bool = False) -> str:
     dialog = QFileDialog.getSaveFileName if save else QFileDialog.getOpenFileName
     path, _ = dialog(parent, title, "", filters)

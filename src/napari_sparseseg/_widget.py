@@ -37,10 +37,12 @@ from ._qt_parts import (
     LossPlot,
     SliceList,
     ask_path,
+    ask_yes,
     button,
     notify_errors,
     row,
 )
+from ._requests import train_request
 from ._results_panel import ResultsPanel
 from ._session import Session
 from ._worker import Worker
@@ -59,7 +61,6 @@ from .core.events import (
     TrainRequest,
 )
 from .core.uncertainty import AXIS_PLANES, painted_planes
-from .core.validate import check_annotation, count_classes
 
 if TYPE_CHECKING:
     import napari
@@ -142,7 +143,9 @@ class SparseSegWidget(QWidget):
         form.addRow("Annotations", self.annotation_combo)
         form.addRow(self.new_layer_button)
         form.addRow(self.class_table)
-        form.addRow(button("Add class", self.add_class, "One more class to paint (the next label value)"))
+        form.addRow(row(button("Add class", self.add_class, "One more class to paint (the next label value)"),
+                        button("Remove class", self.remove_class, "Remove the selected class: its strokes "
+                               "are unpainted and the classes above it move down one value")))
         box.setLayout(form)
         return box
 
@@ -220,6 +223,18 @@ class SparseSegWidget(QWidget):
             _layers.add_class(self.annotations())
             self._annotation_changed()
 
+    def remove_class(self) -> None:
+        """Remove the selected class (after asking, when it is painted); its strokes are unpainted."""
+        with notify_errors():
+            layer, value = self.annotations(), self.class_table.currentRow() + 1
+            painted = int(np.count_nonzero(np.asarray(layer.data) == value)) if value >= 2 else 0
+            question = f"Unpaint the {painted:,} voxels painted with value {value} in '{layer.name}'?"
+            if painted and not ask_yes(self, "Remove class", question):
+                return
+            _layers.remove_class(layer, value)
+            show_info(f"Class {value} removed; {painted:,} painted voxels are unpainted again.")
+            self._annotation_changed()
+
     def _annotation_changed(self, *_) -> None:
         layer = self.annotation_combo.layer()
         for watched in (self._watched, layer):
@@ -283,29 +298,7 @@ class SparseSegWidget(QWidget):
             self.loss_plot.clear()
 
     def _train_request(self) -> TrainRequest:
-        """The training job: the layers' data, shape and painted classes checked here, the rest in the job."""
-        image, layer = self.image(), self.annotations()
-        _layers.check_volume(image)
-        data = _lazy.image_crop(image, layer)
-        ann = np.array(layer.data)  # a copy: the user may go on painting while the child trains
-        ann = check_annotation(ann, data.shape, f"'{layer.name}'")
-        whole = not _lazy.is_lazy(image)  # a large image trains on its crop; Predict does the rest
-        n_classes = count_classes([ann], [f"'{layer.name}'"])  # the answer decides whether to continue
-        if not (ann == 0).any():
-            show_info(f"'{layer.name}' has no unpainted voxel: it looks like a full mask, not sparse "
-                      "strokes. Training uses every voxel; pick your annotation layer if this is not it.")
-        init, why = self.session.start_from(n_classes, self.options.scratch_check.isChecked())
-        if why:
-            show_info(why)
-        chosen = self.options.settings()
-        return TrainRequest(
-            (data,), (ann,), _layers.spacing(image),
-            tuple(_layers.class_names(layer)[:n_classes]), chosen.model, chosen.train, chosen.infer,
-            init, ((image.name, layer.name),), whole and self.options.predict_check.isChecked(),
-            early_answer=True, uncertainty=True,
-            view=_layers.current_plane(self.viewer, image) if whole else None,
-            preview_every=self.options.preview_spin.value(), infer_overrides=self.options.infer_overrides(),
-        )
+        return train_request(self.viewer, self.image(), self.annotations(), self.session, self.options)
 
     def train_or_stop(self) -> None:
         """The Shift+T shortcut: Train when idle, Stop while a job runs."""

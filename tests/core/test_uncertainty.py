@@ -60,3 +60,16 @@ def test_border_planes_are_never_suggested():
     assert ranked[0][:2] == (1, 40)
     assert not [(a, i) for a, i, _ in ranked if i < 2 or i > ann.shape[a] - 3]
     assert {i for a, i, _ in ranked if a == 2} == set(range(6, 90))  # 96 // 16 = 6 planes at each end
+
+
+def test_planes_beside_a_painted_one_come_after_the_others():
+    ann = np.zeros((32, 96, 96), np.uint8)
+    ann[:, :, 48] = 1  # a painted yz plane
+    unc = np.full(ann.shape, 10, np.uint8)
+    unc[:, :, 49] = 250  # most unsure right beside it
+    unc[:, 30] = 100
+    ranked = rank_slices(unc, ann, top=1000)
+    assert ranked[0][:2] == (1, 30)
+    near = [i for a, i, _ in ranked if a == 2 and abs(i - 48) < 12]  # 96 // 8
+    assert near and ranked[-len(near):] == sorted(ranked[-len(near):], key=lambda r: -r[2])
+    assert {(a, i) for a, i, _ in ranked[-len(near):]} == {(2, i) for i in near}

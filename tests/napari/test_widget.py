@@ -393,3 +393,31 @@ def test_shortcuts_undo_a_round_model_location_and_unpainted_scores(qtbot, setup
     viewer.window.remove_dock_widget(widget)  # closing the dock unbinds its keys
     _key(qtbot, viewer, "T")
     assert not widget.worker.busy
+
+
+def test_remove_a_class_unpaints_its_strokes_after_asking(qtbot, setup, errors, monkeypatch):
+    from napari_sparseseg import _widget
+
+    _, widget, sample = setup
+    ann = widget.new_annotation_layer()
+    widget.add_class()  # background, class 1, class 2: values 1, 2, 3
+    _paint(ann, sample.annotation)
+    before, wall_colour = ann.data.copy(), ann.get_color(3)
+    widget.class_table.setCurrentCell(1, 1)  # class 1 (value 2)
+    asked = []
+    monkeypatch.setattr(_widget, "ask_yes", lambda *a: asked.append(a[2]) or False)
+    widget.remove_class()  # the user answers No
+    assert asked and f"{int((before == 2).sum()):,} voxels" in asked[0]
+    np.testing.assert_array_equal(ann.data, before)
+
+    monkeypatch.setattr(_widget, "ask_yes", lambda *a: True)
+    widget.remove_class()
+    expected = np.where(before == 2, 0, np.where(before == 3, 2, before))
+    np.testing.assert_array_equal(ann.data, expected)  # no gap: class 2 is value 2 now
+    assert widget.class_table.names() == ["background", "class 2"] and not errors
+    np.testing.assert_allclose(ann.get_color(2), wall_colour)  # its colour moved with it
+
+    widget.class_table.setCurrentCell(0, 1)
+    widget.remove_class()
+    assert len(errors) == 1 and "not background" in errors[0]
+    np.testing.assert_array_equal(ann.data, expected)
