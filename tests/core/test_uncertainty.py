@@ -73,3 +73,13 @@ def test_planes_beside_a_painted_one_come_after_the_others():
     near = [i for a, i, _ in ranked if a == 2 and abs(i - 48) < 12]  # 96 // 8
     assert near and ranked[-len(near):] == sorted(ranked[-len(near):], key=lambda r: -r[2])
     assert {(a, i) for a, i, _ in ranked[-len(near):]} == {(2, i) for i in near}
+
+
+def test_a_large_plane_with_more_uncertainty_in_all_beats_a_small_one_with_a_higher_mean():
+    ann = np.zeros((8, 64, 64), np.uint8)  # few thick slices: an xy plane has 8x the voxels of an xz one
+    unc = np.zeros(ann.shape, np.uint8)
+    unc[4] = 100  # 4096 voxels at 100
+    unc[:, 30] = 200  # 512 voxels at 200
+    (axis, index, score), second = rank_slices(unc, ann, top=2)
+    assert (axis, index) == (0, 4) and second[:2] == (1, 30)
+    assert score == pytest.approx((100 * 4032 + 200 * 64) / 4096 / 255)  # the plane's mean, as shown

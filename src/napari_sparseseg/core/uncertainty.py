@@ -53,13 +53,17 @@ def spread(length: int) -> int:
 
 
 def rank_slices(uncertainty: np.ndarray, annotation: np.ndarray, top: int = 5):
-    """Unpainted planes with the highest mean uncertainty, best first, away from the borders and
-    spread out: planes near a painted plane of the same axis come last.
+    """Unpainted planes holding the most uncertainty, best first, away from the borders and spread
+    out: planes near a painted plane of the same axis come last.
+
+    A plane's weight is its total uncertainty (mean × voxels), not its mean: painting a plane
+    teaches the model every voxel in it, so in a volume with few thick slices a large xy plane
+    can teach more than a small xz plane of the same mean uncertainty.
 
     Returns
     -------
     list of (axis, index, score)
-        Across all three axes, sorted by score (mean uncertainty 0..1) descending.
+        Across all three axes, best first; ``score`` is the plane's mean uncertainty (0..1).
     """
     if uncertainty.shape != annotation.shape:
         raise ValueError(
@@ -74,6 +78,8 @@ def rank_slices(uncertainty: np.ndarray, annotation: np.ndarray, top: int = 5):
         inside = range(margin, means.size - margin)
         done = np.asarray(painted[axis])
         near = [bool(done.size) and int(np.abs(done - i).min()) < spread(means.size) for i in inside]
-        ranked += [(n, axis, i, float(means[i])) for n, i in zip(near, inside) if i not in painted[axis]]
-    ranked.sort(key=lambda item: (item[0], -item[3]))
-    return [item[1:] for item in ranked[:top]]
+        area = uncertainty.size // means.size
+        ranked += [(n, -means[i] * area, axis, i, float(means[i]))
+                   for n, i in zip(near, inside) if i not in painted[axis]]
+    ranked.sort(key=lambda item: item[:2])
+    return [item[2:] for item in ranked[:top]]
