@@ -21,7 +21,8 @@ class TrainingOptions(QWidget):
         self.alpha_spin = spin(QDoubleSpinBox(), 0, 1, PRESETS[DEFAULT_PRESET].train.dice_weight)
         self.alpha_spin.setSingleStep(0.1)
         tips = (("Model: fast (default) for a CPU, paper for a GPU, plain to compare", self.preset_combo),
-                ("Training stops after this many seconds (or the iterations under Advanced)", self.time_spin),
+                ("Training stops after this many seconds of training; previews and predictions come on top "
+                 "(or after the iterations under Advanced)", self.time_spin),
                 ("Where training runs: auto picks a GPU when there is one", self.device_combo),
                 ("Loss = α·Dice + (1−α)·cross-entropy; raise it for small structures", self.alpha_spin))
         _set_tips(tips)

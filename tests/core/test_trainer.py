@@ -43,6 +43,20 @@ def test_time_budget(tiny_model, tiny_train, blob_pair):
     assert time.perf_counter() - started < 10
 
 
+def test_time_the_caller_spends_between_iterations_is_not_training_time(tiny_model, tiny_train, blob_pair):
+    """napari's previews and early answer run between iterations; the budget buys the same training."""
+    image, ann, _ = blob_pair
+    config = replace(tiny_train, iterations=None, max_time=2.0)
+    started, events = time.perf_counter(), []
+    for event in train(_segmenter(tiny_model, image), [image], [ann], config):
+        events.append(event)
+        if len(events) <= 3:
+            time.sleep(0.5)  # three previews
+    wall = time.perf_counter() - started
+    assert len(events) > 3 and events[-1].reason == "time"
+    assert 2.0 <= events[-1].elapsed <= wall - 1.4  # counted, the previews would end it at ~wall
+
+
 def test_same_seed_same_losses(tiny_model, tiny_train, blob_pair):
     image, ann, _ = blob_pair
     runs = []

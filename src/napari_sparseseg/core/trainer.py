@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -49,15 +50,17 @@ def train(
     device = dev.resolve_device(config.device)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    start, it, loss = time.perf_counter(), 0, float("nan")
+    clock, it, loss = Clock(), 0, float("nan")
     sampler = _sampler(segmenter, images, annotations, config, rng)
     if segmenter.net.pointwise is not None:
         event = None
-        for event in _pointwise_stage(segmenter, sampler, config, rng, stop, start):
-            yield event
+        for event in _pointwise_stage(segmenter, sampler, config, rng, stop, clock):
+            with clock.away():
+                yield event
         if event is not None and not (stop is not None and stop()):
-            yield replace(event, first_answer=True)
-    first = time.perf_counter() - start  # the U-Net stage's schedule spans the time left
+            with clock.away():  # napari predicts its early answer here: not training time
+                yield replace(event, first_answer=True)
+    first = clock()  # the U-Net stage's schedule spans the time left
     warmup = WARMUP if segmenter.net.pointwise is not None else 0
     weight = _weights(annotations, segmenter.n_classes, config, device)
     net = dev.prepare(segmenter.net, device).train()
@@ -66,24 +69,45 @@ def train(
     voxels = config.batch_size * int(np.prod(sampler.patch))
     while True:
         stopped = stop is not None and stop()
-        reason = "stopped" if stopped else _budget_reached(config, it, time.perf_counter() - start)
+        reason = "stopped" if stopped else _budget_reached(config, it, clock())
         if reason:
             break
-        _set_lr(optim, config, it, time.perf_counter() - start, first, warmup)
+        _set_lr(optim, config, it, clock(), first, warmup)
         x, y = sampler.sample(config.batch_size)
         loss = train_step(net, optim, scaler, x, y, weight, config.dice_weight, device)
         it += 1
-        elapsed = time.perf_counter() - start
-        yield Progress(it, loss, elapsed, voxels * it / elapsed, config.iterations, config.max_time)
+        elapsed = clock()
+        with clock.away():  # napari's previews run here
+            yield Progress(it, loss, elapsed, voxels * it / elapsed, config.iterations, config.max_time)
     net.eval()
-    elapsed = time.perf_counter() - start
+    elapsed = clock()
     yield Progress(
         it, loss, elapsed, voxels * it / max(elapsed, 1e-9), config.iterations, config.max_time,
         done=True, reason=reason,
     )
 
 
-def _pointwise_stage(segmenter, sampler, config: TrainConfig, rng, stop, start) -> Iterator[Progress]:
+class Clock:
+    """Training time: wall time since the start less the time spent :meth:`away` (the caller's work
+    between iterations: napari's early answer and previews), so that a time budget buys the same
+    training in napari as on the command line; the job itself takes that much longer."""
+
+    def __init__(self):
+        self.start, self.paused = time.perf_counter(), 0.0
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+    @contextmanager
+    def away(self):
+        left = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused += time.perf_counter() - left
+
+
+def _pointwise_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock) -> Iterator[Progress]:
     """Fit the filter standardisation (a new model) and the pointwise classifier on painted voxels.
 
     Yields a :class:`Progress` with iteration 0 after every step; ends early on ``stop``. The
@@ -99,12 +123,12 @@ def _pointwise_stage(segmenter, sampler, config: TrainConfig, rng, stop, start) 
         seconds = min(seconds, config.max_time)
     lr = config.pointwise_learning_rate
     steps = train_pointwise(net.pointwise, features, labels, config.pointwise_steps, seconds, lr, rng)
-    yield from _progress(steps, config, start, stop)
+    yield from _progress(steps, config, clock, stop)
 
 
-def _progress(losses, config, start, stop) -> Iterator[Progress]:
+def _progress(losses, config, clock, stop) -> Iterator[Progress]:
     for loss in losses:
-        yield Progress(0, loss, time.perf_counter() - start, 0.0, config.iterations, config.max_time)
+        yield Progress(0, loss, clock(), 0.0, config.iterations, config.max_time)
         if stop is not None and stop():
             return
 
