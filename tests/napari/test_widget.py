@@ -164,7 +164,8 @@ def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_la
 
     viewer, widget, sample = setup
     infos = []
-    monkeypatch.setattr("napari_sparseseg._widget.show_info", infos.append)
+    for module in ("_widget", "_requests"):
+        monkeypatch.setattr(f"napari_sparseseg.{module}.show_info", infos.append)
     assert not (widget.results.next_button.isEnabled() or widget.results.export_button.isEnabled()
                 or widget.results.evaluation.evaluate_button.isEnabled())  # nothing to act on yet
     ann = widget.new_annotation_layer()
