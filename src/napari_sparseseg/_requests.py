@@ -1,4 +1,4 @@
-"""The dock's state turned into a job request for the worker (no Qt, no torch).
+"""The dock's state turned into a job request for the worker (no torch: the job runs in the child).
 
 Only what decides the request is checked here (a 3D image, an annotation on its grid with
 background and a class painted, whether to continue the current model); the job validates the

@@ -45,7 +45,7 @@ class Session:
         return self._before_training is not None
 
     def undo(self) -> None:
-        """Restore the model from before the last training round (None when it was the first)."""
+        """Restore the model from before the last training round (there is one after the second round)."""
         if self._before_training is None:
             raise ValueError("There is no training round to undo.")
         self.model, self.model_classes, self.model_file = self._before_training

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import _layers
 
-# key: what it does (shown in the buttons' tooltips)
+# key: what it does (the buttons' tooltips name the key with hint())
 KEYS = {
     "Shift-T": "Train, or stop training",
     "Shift-N": "Next slice to annotate",
