@@ -43,7 +43,7 @@ from .events import (
 )
 from .labels import legend
 
-PROGRESS_INTERVAL = 0.2  # seconds between progress events (the last one is always sent)
+PROGRESS_INTERVAL = 1.0  # seconds between progress events (the last one is always sent)
 PREVIEW_SHARE = 9  # wait at least 9x a preview's cost before the next: previews take <= 10 %
 
 
