@@ -75,3 +75,16 @@ def test_undo_restores_the_model_before_the_last_round_and_where_it_lives():
     session.trained(b"round 2", ("background", "cell"))
     session.set_model(b"loaded", ("background", "cell"), "/m.pt")
     assert not session.can_undo()  # loading a model is not a training round
+
+
+def test_an_unsaved_model_is_kept_once_and_a_saved_one_never(tmp_path, monkeypatch):
+    from napari_sparseseg._session import recovery_folder
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert recovery_folder() == tmp_path / "napari-sparseseg" / "unsaved-models"
+    session = Session()
+    assert session.keep_unsaved() is None  # no model yet
+    session.trained(b"weights", ("background", "cell"))
+    path = session.keep_unsaved()
+    assert path.parent == recovery_folder() and path.read_bytes() == b"weights"
+    assert session.keep_unsaved() is None and session.where() == f"Model saved in {path}."

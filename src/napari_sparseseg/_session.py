@@ -10,8 +10,13 @@ display.
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 
+from .core import io
 from .core.uncertainty import AXIS_PLANES, rank_slices
 
 KINDS = ("prediction", "probabilities", "uncertainty")
@@ -58,6 +63,17 @@ class Session:
         if self.model_file:
             return f"Model saved in {self.model_file}."
         return "Model in memory only (not saved)."
+
+    def keep_unsaved(self, folder: Path | None = None) -> Path | None:
+        """Write a model nobody saved to ``folder`` (default :func:`recovery_folder`) and return the
+        file, so that closing the dock never drops a trained model; None when there is none."""
+        if self.model is None or self.model_file:
+            return None
+        folder = folder or recovery_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = io.write_bytes(folder / f"model-{time.strftime('%Y%m%d-%H%M%S')}.pt", self.model)
+        self.model_file = str(path)
+        return path
 
     def start_from(self, n_classes: int, scratch: bool) -> tuple[bytes | None, str]:
         """The model bytes to continue training from (None: a new model) and why, if it changed."""
@@ -106,6 +122,13 @@ class Session:
         if not ranked:
             raise ValueError("Every plane is painted already.")
         return ranked[0]
+
+
+def recovery_folder() -> Path:
+    """Where unsaved models go when their dock closes: ``$XDG_CACHE_HOME/napari-sparseseg/unsaved-models``
+    (``~/.cache/…`` when the variable is unset)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "napari-sparseseg" / "unsaved-models"
 
 
 def plane_hint(axis: int, index: int, score: float) -> str:

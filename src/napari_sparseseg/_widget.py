@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QFormLayout,
@@ -92,8 +92,8 @@ class SparseSegWidget(QWidget):
         self.viewer.dims.events.current_step.connect(self._view_changed)
         self.viewer.dims.events.order.connect(self._view_changed)
         self.viewer.layers.events.removed.connect(lambda event: self.session.forget(event.value))
-        worker = self.worker  # not self: the slot must outlive the Python wrapper
-        self.destroyed.connect(lambda *_: worker.close())
+        worker, session = self.worker, self.session  # not self: the slot must outlive the Python wrapper
+        self.destroyed.connect(lambda *_: (worker.close(), keep_unsaved(session)))
         self._annotation_changed()
         _shortcuts.bind(napari_viewer, self)
 
@@ -103,6 +103,7 @@ class SparseSegWidget(QWidget):
             self.worker.close()
             self._poll_timer.stop()
             _shortcuts.unbind(self.viewer)
+            keep_unsaved(self.session)
             self._update_buttons()
         return super().event(event)
 
@@ -437,6 +438,17 @@ class SparseSegWidget(QWidget):
         self.train_button.setText("Continue training" if model else "Train")
         self.stop_button.setEnabled(busy)
         self.results.update_buttons(busy)
+
+
+def keep_unsaved(session: Session) -> None:
+    """Closing the dock never drops a trained model: one nobody saved goes to the recovery folder."""
+    try:
+        path = session.keep_unsaved()
+    except OSError as err:
+        show_error(f"The unsaved model could not be kept ({err}); it is lost.")
+        return
+    if path is not None:
+        show_warning(f"The model was never saved; it is kept in {path} (Load model… reads it).")
 
 
 _HANDLERS = {

@@ -422,3 +422,16 @@ def test_remove_a_class_unpaints_its_strokes_after_asking(qtbot, setup, errors, 
     widget.remove_class()
     assert len(errors) == 1 and "not background" in errors[0]
     np.testing.assert_array_equal(ann.data, expected)
+
+
+def test_closing_the_dock_keeps_an_unsaved_model(qtbot, setup, errors, recovery_in_tmp, monkeypatch):
+    viewer, widget, sample = setup
+    warnings = []
+    monkeypatch.setattr("napari_sparseseg._widget.show_warning", warnings.append)
+    _train_briefly(qtbot, widget, sample)
+    model = widget.session.model
+    viewer.window.remove_dock_widget(widget)
+    kept = list(recovery_in_tmp.glob("*.pt"))
+    assert len(kept) == 1 and kept[0].read_bytes() == model and not errors
+    assert len(warnings) == 1 and str(kept[0]) in warnings[0]
+    assert widget.session.where() == f"Model saved in {kept[0]}."
