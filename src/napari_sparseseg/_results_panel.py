@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtWidgets import QFormLayout, QGroupBox, QLabel
 
 from . import _lazy
@@ -126,3 +126,14 @@ class ResultsPanel(QGroupBox):
                 data, meta, _ = layer.as_layer_data_tuple()
                 write_labels(str(Path(path)), data, meta)
                 show_info(f"Prediction written to {path}.")
+
+
+def keep_unsaved(session: Session) -> None:
+    """Closing the dock never drops a trained model: one nobody saved goes to the recovery folder."""
+    try:
+        path = session.keep_unsaved()
+    except OSError as err:
+        show_error(f"The unsaved model could not be kept ({err}); it is lost.")
+        return
+    if path is not None:
+        show_warning(f"The model was never saved; it is kept in {path} (Load model… reads it).")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QFormLayout,
@@ -43,7 +43,7 @@ from ._qt_parts import (
     row,
 )
 from ._requests import train_request
-from ._results_panel import ResultsPanel
+from ._results_panel import ResultsPanel, keep_unsaved
 from ._session import Session
 from ._worker import Worker
 from .core import zarr_io
@@ -438,17 +438,6 @@ class SparseSegWidget(QWidget):
         self.train_button.setText("Continue training" if model else "Train")
         self.stop_button.setEnabled(busy)
         self.results.update_buttons(busy)
-
-
-def keep_unsaved(session: Session) -> None:
-    """Closing the dock never drops a trained model: one nobody saved goes to the recovery folder."""
-    try:
-        path = session.keep_unsaved()
-    except OSError as err:
-        show_error(f"The unsaved model could not be kept ({err}); it is lost.")
-        return
-    if path is not None:
-        show_warning(f"The model was never saved; it is kept in {path} (Load model… reads it).")
 
 
 _HANDLERS = {

@@ -427,7 +427,7 @@ def test_remove_a_class_unpaints_its_strokes_after_asking(qtbot, setup, errors, 
 def test_closing_the_dock_keeps_an_unsaved_model(qtbot, setup, errors, recovery_in_tmp, monkeypatch):
     viewer, widget, sample = setup
     warnings = []
-    monkeypatch.setattr("napari_sparseseg._widget.show_warning", warnings.append)
+    monkeypatch.setattr("napari_sparseseg._results_panel.show_warning", warnings.append)
     _train_briefly(qtbot, widget, sample)
     model = widget.session.model
     viewer.window.remove_dock_widget(widget)
