@@ -9,7 +9,12 @@ each round, they paint one more whole plane with the truth and train ``--round``
   prediction's uncertainty), then Continue training (the model goes on from where it was);
 - ``even``: the middle of the widest unpainted gap, axes in turn (z, y, x), then Continue training;
 - ``suggested, from scratch``: the same planes as ``suggested``, but each round trains a new model
-  for the same ``--round`` seconds (the refine round trip against starting over).
+  for the same ``--round`` seconds (the refine round trip against starting over);
+- ``suggested, classifier kept``: the same planes, Continue training with the per-voxel classifier
+  left as the first round made it (one step at a negligible rate), so only the U-Net learns the
+  new planes (a diagnostic of why continuing can lose to starting over).
+
+``--strategies`` picks some of them (``suggested`` always runs: the others take its planes).
 
 Every round runs the product's own job (``core.jobs.run``, the dock's and the command's pipeline)
 and is scored on the voxels that no strategy painted by the last round, so all rows are scored
@@ -34,10 +39,12 @@ from .._machine import wait_quiet
 from . import data, protocol
 from .run import RESULTS
 
+STRATEGIES = ("suggested", "even", "suggested, from scratch", "suggested, classifier kept")
 
-def train(dataset, annotation, seconds: float, init: bytes | None) -> dict:
+
+def train(dataset, annotation, seconds: float, init: bytes | None, **overrides) -> dict:
     """One Train / Continue training click: model bytes, labels, uncertainty and iterations."""
-    chosen = resolve("fast", max_time=seconds)
+    chosen = resolve("fast", max_time=seconds, **overrides)
     request = TrainRequest((dataset.image,), (annotation,), dataset.spacing, None, chosen.model,
                            chosen.train, chosen.infer, init=init, uncertainty=True)
     events, start = [], time.perf_counter()
@@ -68,7 +75,7 @@ def run_dataset(name: str, args) -> dict:
     wait_quiet(max_wait=args.wait_quiet, verbose=False)
     first = train(dataset, start, args.first, None)
     runs = {strategy: {"annotation": start, "last": first, "rounds": [first]}
-            for strategy in ("suggested", "even", "suggested, from scratch")}
+            for strategy in STRATEGIES if strategy == "suggested" or strategy in args.strategies}
     for round_ in range(args.rounds):
         for strategy, run in runs.items():
             if strategy == "even":
@@ -81,7 +88,8 @@ def run_dataset(name: str, args) -> dict:
             run.setdefault("planes", []).append((int(axis), int(index)))
             run["annotation"] = add_plane(run["annotation"], dataset.truth, axis, index)
             init = None if "scratch" in strategy else run["last"]["model"]
-            run["last"] = train(dataset, run["annotation"], args.round, init)
+            frozen = {"pointwise_steps": 1, "pointwise_learning_rate": 1e-12} if "kept" in strategy else {}
+            run["last"] = train(dataset, run["annotation"], args.round, init, **frozen)
             run["rounds"].append(run["last"])
             print(f"{name} round {round_ + 1} {strategy}: plane {'zyx'[axis]} = {index}, "
                   f"{run['last']['iterations']} iterations", flush=True)
@@ -118,11 +126,14 @@ def main(argv=None) -> int:
     parser.add_argument("--round", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--wait-quiet", type=float, default=60.0)
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES[:3]))
     args = parser.parse_args(argv)
     results = []
     for name in data.selected(args.dataset):
         results.append(run_dataset(name, args))
-        (RESULTS / f"next_slice_{name}.json").write_text(json.dumps(results[-1], indent=1) + "\n")
+        suffix = "" if args.strategies == list(STRATEGIES[:3]) else "_" + "_".join(
+            s.split(", ")[-1].replace(" ", "-") for s in args.strategies)
+        (RESULTS / f"next_slice_{name}{suffix}.json").write_text(json.dumps(results[-1], indent=1) + "\n")
     print("\n".join(table(results)))
     return 0
 
