@@ -88,8 +88,8 @@ def run_dataset(name: str, args) -> dict:
             run.setdefault("planes", []).append((int(axis), int(index)))
             run["annotation"] = add_plane(run["annotation"], dataset.truth, axis, index)
             init = None if "scratch" in strategy else run["last"]["model"]
-            frozen = {"pointwise_steps": 1, "pointwise_learning_rate": 1e-12} if "kept" in strategy else {}
-            run["last"] = train(dataset, run["annotation"], args.round, init, **frozen)
+            variant = {"pointwise_steps": 1, "pointwise_learning_rate": 1e-12} if "kept" in strategy else {}
+            run["last"] = train(dataset, run["annotation"], args.round, init, **variant)
             run["rounds"].append(run["last"])
             print(f"{name} round {round_ + 1} {strategy}: plane {'zyx'[axis]} = {index}, "
                   f"{run['last']['iterations']} iterations", flush=True)
