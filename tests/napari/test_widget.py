@@ -424,14 +424,19 @@ def test_remove_a_class_unpaints_its_strokes_after_asking(qtbot, setup, errors, 
     np.testing.assert_array_equal(ann.data, expected)
 
 
-def test_closing_the_dock_keeps_an_unsaved_model(qtbot, setup, errors, recovery_in_tmp, monkeypatch):
+@pytest.mark.parametrize("close", ["the dock", "the viewer"])
+def test_closing_keeps_an_unsaved_model(qtbot, setup, errors, recovery_in_tmp, monkeypatch, close):
     viewer, widget, sample = setup
     warnings = []
     monkeypatch.setattr("napari_sparseseg._results_panel.show_warning", warnings.append)
     _train_briefly(qtbot, widget, sample)
-    model = widget.session.model
-    viewer.window.remove_dock_widget(widget)
+    model, session = widget.session.model, widget.session
+    if close == "the dock":
+        viewer.window.remove_dock_widget(widget)
+    else:
+        viewer.close()
+        qtbot.wait(200)
     kept = list(recovery_in_tmp.glob("*.pt"))
     assert len(kept) == 1 and kept[0].read_bytes() == model and not errors
     assert len(warnings) == 1 and str(kept[0]) in warnings[0]
-    assert widget.session.where() == f"Model saved in {kept[0]}."
+    assert session.where() == f"Model saved in {kept[0]}."
