@@ -7,14 +7,10 @@ preset, device cpu). A precise QTimer asks to fire every 5 ms; each gap between 
 minus 5 ms is a stall. Phases:
 
 - ``idle``: nothing happens (baseline of the event loop, Xvfb and the timer);
-- ``slicing``: no training, the "user" moves through z slices every 200 ms
-  (the cost of napari re-slicing and drawing, for comparison with ``train+slicing``);
-- ``train``: from pressing Train until the prediction layer has been updated and the job
-  is over, split into ``startup`` (click -> first Progress event: child process start, torch
-  import, preparation), ``training`` (-> ModelReady) and ``result`` (-> Finished + 1 s:
-  prediction computed in the child, sent, shown);
-- ``train+slicing``: Continue training with the same budget while the slice changes every
-  200 ms, so the live preview follows the slice on screen;
+- ``slicing``: no training, the "user" moves through z slices every 200 ms;
+- ``train``: from pressing Train until the job is over, split into ``startup`` (click -> first
+  Progress event), ``training`` (-> ModelReady) and ``result`` (-> end of the phase);
+- ``train+slicing``: Continue training with the same budget while the slice changes every 200 ms;
 - ``predict+layers`` / ``predict+layers again``: Predict twice with the probability and
   uncertainty layers switched on (the first creates them, the second replaces them).
 
@@ -22,29 +18,26 @@ Before the GUI starts, the same training request runs headless through the same
 :class:`~napari_sparseseg._worker.Worker` (no Qt at all): its voxels/s is the reference that
 shows whether the GUI starves training.
 
-Attribution: the widget's handlers (``_poll``, ``_on_*``, ``_view_changed``, ...), the
-worker's ``poll``/``submit``, the layer helpers and the vispy scene draw are wrapped with
-``time.perf_counter`` timers, Python's garbage collections are logged, and every tick records
-the GUI thread's CPU time and run-queue wait (Linux schedstat) and the process CPU time. Every
-stall over 50 ms is listed with that accounting and the calls that overlap it. The GUI process
-never imports torch (as in real use).
+Every tick records the GUI thread's CPU time and run-queue wait (Linux schedstat) and the
+process CPU time. Every stall over 50 ms is listed with that accounting and what happened in
+it: the button click, a slice step, the worker events the widget handled (the widget's worker
+instance gets a ``poll`` that logs them) and Python's garbage collections (``gc.callbacks``).
+The GUI process never imports torch (as in real use).
 
 Run (about 5 minutes; ``--quick`` is a ~1.5 minute smoke run)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_gui_stall.py --docs
 
 On a shared machine prefix ``nice -n -10`` (root) so other jobs do not take the CPUs from the
-measurement; the training child keeps its priority relative to napari. ``--docs`` replaces the
-section "## GUI responsiveness while training" in docs/benchmarks.md (other sections and the
-hand-written findings between its markers are kept); ``--json`` saves the raw results and
-``--render JSON [--docs]`` re-renders them; ``--phases`` picks phases. The wrappers only time
-calls; nothing in the plugin's behaviour is replaced.
+measurement. ``--docs`` replaces the section "## GUI responsiveness while training" in
+docs/benchmarks.md (other sections and the hand-written findings between its markers are
+kept); ``--json`` saves the raw results and ``--render JSON [--docs]`` re-renders them;
+``--phases`` picks phases; ``--no-reference`` skips the headless run.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import json
 import os
@@ -52,6 +45,7 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +54,6 @@ from _docs import DOCS, find_section, replace_section
 from _machine import cpu_times, describe, wait_quiet
 from _qt_wait import wait_until
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 HEADING = "## GUI responsiveness while training"
 FINDINGS = ("<!-- gui-stall:findings:start -->", "<!-- gui-stall:findings:end -->")
 FINDINGS_PLACEHOLDER = "_No findings written yet: read the numbers below and write them here._"
@@ -70,39 +62,122 @@ TICK_MS = 5
 STALL_MS = 50
 SLICE_EVERY_MS = 200
 PHASES = ("idle", "slicing", "train", "train+slicing", "predict+layers")
-
-CALLS: list[tuple] = []  # (name, start, end, GUI-thread CPU s, run-queue wait s) of every wrapped call
-DEPTH = [0]
+PARTS = ("startup", "training", "result")
+ARRIVALS = ("first_progress", "model_ready", "prediction")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="short budgets (smoke run, ~1.5 min)")
-    p.add_argument("--budget", type=float, help="training time budget in seconds (default 40, quick 10)")
-    p.add_argument("--idle", type=float, help="seconds of each idle/slicing phase (default 10, quick 3)")
+    p.add_argument("--quick", action="store_true", help="10 s training budget, 3 s idle phases (smoke run)")
     p.add_argument("--no-reference", action="store_true", help="skip the headless throughput reference")
     p.add_argument("--docs", action="store_true", help=f"write the '{HEADING}' section of docs/benchmarks.md")
-    p.add_argument(
-        "--wait-quiet",
-        type=float,
-        metavar="SECONDS",
-        help="longest wait for idle CPUs before measuring (default 600, quick 0)",
-    )
-    p.add_argument(
-        "--phases",
-        default=",".join(PHASES),
-        help=f"comma-separated phases to run (default all: {','.join(PHASES)})",
-    )
+    p.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases (default: all)")
     p.add_argument("--json", type=Path, help="also write the raw results to this JSON file")
-    p.add_argument(
-        "--render", type=Path, metavar="JSON", help="only print (--docs: write) a saved --json result"
-    )
+    p.add_argument("--render", type=Path, metavar="JSON", help="only print (--docs: write) a saved result")
     args = p.parse_args(argv)
-    args.budget = args.budget or (10.0 if args.quick else 40.0)
-    args.idle = args.idle or (3.0 if args.quick else 10.0)
-    if args.wait_quiet is None:
-        args.wait_quiet = 0.0 if args.quick else 600.0
+    args.budget, args.idle = (10.0, 3.0) if args.quick else (40.0, 10.0)
     return args
+
+
+# ------------------------------------------------------------------ logs of what happens
+
+
+class SchedStat:
+    """The calling thread's time on a CPU and time runnable but waiting for one (Linux schedstat)."""
+
+    def __init__(self):
+        try:
+            self.fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+        except OSError:
+            self.fd = None
+
+    def read(self) -> tuple[float, float]:
+        if self.fd is None:
+            return float("nan"), float("nan")
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        run, wait, _ = os.read(self.fd, 128).split()
+        return int(run) / 1e9, int(wait) / 1e9
+
+
+class Ticks:
+    """A 5 ms precise QTimer logging (time, GUI-thread CPU, run-queue wait, process CPU) per tick."""
+
+    def __init__(self):
+        from qtpy.QtCore import Qt, QTimer
+
+        self.sched, self.times = SchedStat(), []
+        self.timer = QTimer(interval=TICK_MS, timeout=self.tick)
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.start()
+
+    def tick(self) -> None:
+        self.times.append((time.perf_counter(), *self.sched.read(), time.process_time()))
+
+    def gaps(self, start: float, end: float) -> np.ndarray:
+        """Rows (start, stall, GUI-thread CPU, its run-queue wait, napari process CPU), seconds."""
+        t = np.array([x for x in self.times if start <= x[0] <= end]).reshape(-1, 4)
+        d = np.diff(t, axis=0)
+        return np.column_stack([t[:-1, 0], d[:, 0] - TICK_MS / 1000, d[:, 1:]])
+
+
+class Slicer:
+    """Plays a user scrolling through z: one slice step every 200 ms, back and forth."""
+
+    def __init__(self, viewer, marks: list):
+        from qtpy.QtCore import QTimer
+
+        self.viewer, self.marks, self.direction = viewer, marks, 1
+        self.timer = QTimer(interval=SLICE_EVERY_MS, timeout=self.step)
+
+    def step(self) -> None:
+        dims = self.viewer.dims
+        axis = dims.order[0]
+        current = dims.current_step[axis]
+        if not 0 <= current + self.direction < dims.nsteps[axis]:
+            self.direction = -self.direction
+        self.marks.append((time.perf_counter(), "slice step"))
+        dims.set_current_step(axis, current + self.direction)
+
+
+def log_events(worker, events: list) -> None:
+    """Make this worker instance log (arrival time, event) of everything its ``poll`` returns."""
+    poll = worker.poll
+
+    def logged(*args, **kwargs):
+        new = poll(*args, **kwargs)
+        events.extend((time.perf_counter(), e) for e in new)
+        return new
+
+    worker.poll = logged
+
+
+def log_gc(marks: list) -> None:
+    """Log Python's garbage collections over 2 ms on the GUI thread: ``(start, "gc gen N: <ms> ms")``."""
+    started = {}
+
+    def callback(phase, info):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if phase == "start":
+            started["t"] = time.perf_counter()
+        elif "t" in started:
+            t = started.pop("t")
+            ms = (time.perf_counter() - t) * 1000
+            if ms > 2:
+                marks.append((t, f"gc gen {info['generation']}: {ms:.0f} ms"))
+
+    gc.callbacks.append(callback)
+
+
+def gl_renderer() -> str:
+    """The OpenGL renderer of napari's canvas (vispy's current canvas: public vispy API)."""
+    try:
+        from vispy import gloo
+
+        gloo.get_current_canvas().set_current()
+        return str(gloo.gl.glGetParameter(gloo.gl.GL_RENDERER))
+    except Exception as err:  # only informative
+        return f"unknown ({type(err).__name__})"
 
 
 def machine() -> dict:
@@ -113,277 +188,183 @@ def machine() -> dict:
     return {**info, "napari": info["packages"]["napari"], "qt": f"{API_NAME} {QT_VERSION}"}
 
 
-def gl_renderer(viewer) -> str:
-    try:
-        from vispy import gloo
-
-        viewer.window._qt_viewer.canvas._scene_canvas.context  # noqa: B018 (make it current)
-        return str(gloo.gl.glGetParameter(gloo.gl.GL_RENDERER))
-    except Exception as err:  # only informative
-        return f"unknown ({type(err).__name__})"
-
-
-def option(widget, name: str):
-    """A training option's Qt widget (on ``widget.options`` when the widget has that panel)."""
-    return getattr(getattr(widget, "options", widget), name)
-
-
-# ------------------------------------------------------------------ instrumentation
-
-
-class SchedStat:
-    """The GUI thread's time on a CPU and time runnable but waiting for one (Linux schedstat)."""
-
-    def __init__(self):
-        try:
-            self.fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
-        except OSError:
-            self.fd = None
-
-    def read(self) -> tuple[float, float]:
-        """(seconds on a CPU, seconds waiting in the run queue) so far."""
-        if self.fd is None:
-            return float("nan"), float("nan")
-        os.lseek(self.fd, 0, os.SEEK_SET)
-        run, wait, _ = os.read(self.fd, 128).split()
-        return int(run) / 1e9, int(wait) / 1e9
-
-
-SCHED: list[SchedStat] = []  # created on the GUI thread by main()
-MAIN_TID: list[int] = []
-
-
-def timed(name: str, fn):
-    """Wrap ``fn`` so each call is logged in CALLS with its nesting depth in the name."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        DEPTH[0] += 1
-        run0, wait0 = SCHED[0].read()
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            t1 = time.perf_counter()
-            run1, wait1 = SCHED[0].read()
-            DEPTH[0] -= 1
-            CALLS.append((("  " * DEPTH[0]) + name, t0, t1, run1 - run0, wait1 - wait0))
-
-    return wrapper
-
-
-EVENTS: list[tuple[float, object]] = []  # (arrival time, event) of every worker event handled
-
-
-def instrument() -> None:
-    """Patch timers into the widget, worker and layer helpers (before the widget is built)."""
-    from napari_sparseseg import _layers, _widget, _worker
-
-    W = _widget.SparseSegWidget
-    for name in (
-        "_poll",
-        "_view_changed",
-        "refresh_summary",
-        "_annotation_changed",
-        "train",
-        "predict",
-        "_start",
-        "_update_buttons",
-    ):
-        setattr(W, name, timed(f"widget.{name}", getattr(W, name)))
-    for cls, fn in list(_widget._HANDLERS.items()):
-        _widget._HANDLERS[cls] = timed(f"widget.{fn.__name__}", _record(fn))
-    for name in ("poll", "submit", "set_view", "_ensure_child"):
-        setattr(_worker.Worker, name, timed(f"Worker.{name}", getattr(_worker.Worker, name)))
-    for name in ("show_prediction", "show_prediction_plane", "show_image"):
-        setattr(_layers, name, timed(f"_layers.{name}", getattr(_layers, name)))
-
-
-def _record(fn):
-    def handler(widget, event):
-        EVENTS.append((time.perf_counter(), event))
-        return fn(widget, event)
-
-    handler.__name__ = fn.__name__
-    return handler
-
-
-def instrument_canvas(viewer) -> None:
-    """Time vispy's scene draw (llvmpipe renders on the CPU under Xvfb)."""
-    try:
-        canvas = viewer.window._qt_viewer.canvas._scene_canvas
-        canvas._draw_scene = timed("vispy draw", canvas._draw_scene)
-    except AttributeError:
-        print("# could not instrument the vispy canvas", file=sys.stderr)
-
-
-def instrument_gc() -> None:
-    """Log Python's cyclic garbage collections (on the GUI thread) as calls named ``gc gen N``."""
-    started = {}
-
-    def callback(phase, info):
-        if threading.get_native_id() != MAIN_TID[0]:
-            return
-        if phase == "start":
-            started["t"], started["sched"] = time.perf_counter(), SCHED[0].read()
-        elif "t" in started:
-            run0, wait0 = started.pop("sched")
-            run1, wait1 = SCHED[0].read()
-            name = f"gc gen {info['generation']}"
-            CALLS.append((name, started.pop("t"), time.perf_counter(), run1 - run0, wait1 - wait0))
-
-    gc.callbacks.append(callback)
-
-
-class Ticks:
-    """A 5 ms precise QTimer logging the wall-clock time of every tick."""
-
-    def __init__(self):
-        from qtpy.QtCore import Qt, QTimer
-
-        self.times: list[tuple] = []  # (time, GUI-thread CPU, run-queue wait, process CPU) per tick
-        self.timer = QTimer()
-        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
-        self.timer.setInterval(TICK_MS)
-        self.timer.timeout.connect(self.tick)
-        self.timer.start()
-
-    def tick(self) -> None:
-        self.times.append((time.perf_counter(), *SCHED[0].read(), time.process_time()))
-
-    def stalls(self, start: float, end: float) -> list[tuple]:
-        """Per gap in [start, end], seconds: (start, stall, GUI-thread CPU, its run-queue wait,
-        CPU of the whole napari process: GUI thread + llvmpipe render threads + others)."""
-        t = np.array([x for x in self.times if start <= x[0] <= end])
-        if len(t) < 2:
-            return []
-        d = np.diff(t, axis=0)
-        return list(zip(t[:-1, 0], d[:, 0] - TICK_MS / 1000, d[:, 1], d[:, 2], d[:, 3]))
-
-
-def run_for(seconds: float) -> None:
-    wait_until(lambda: False, seconds)
-
-
-class Slicer:
-    """Plays a user scrolling through z: one slice step every 200 ms, back and forth."""
-
-    def __init__(self, viewer):
-        from qtpy.QtCore import QTimer
-
-        self.viewer, self.direction, self.moves = viewer, 1, 0
-        self.timer = QTimer(interval=SLICE_EVERY_MS, timeout=self.step)
-
-    def step(self) -> None:
-        dims = self.viewer.dims
-        axis = dims.order[0]
-        top = dims.nsteps[axis] - 1
-        current = dims.current_step[axis]
-        if not 0 <= current + self.direction <= top:
-            self.direction = -self.direction
-        dims.set_current_step(axis, current + self.direction)
-        self.moves += 1
-
-
-# ------------------------------------------------------------------ phases
-
-
-def sample():
-    from napari_sparseseg.core.synthetic import demo_sample
-
-    return demo_sample()
+# ------------------------------------------------------------------ the runs
 
 
 def headless_reference(budget: float) -> dict:
-    """Train the same request through the Worker with no Qt in the loop; voxels/s and timings."""
+    """Train the same request through the Worker with no Qt in the loop: voxels/s and timings."""
     from napari_sparseseg._worker import Worker
     from napari_sparseseg.core.config import DEFAULT_PRESET, resolve
-    from napari_sparseseg.core.events import Finished, PredictionReady, Progress, TrainRequest
+    from napari_sparseseg.core.events import TrainRequest
+    from napari_sparseseg.core.synthetic import demo_sample
 
-    s, p = sample(), resolve(DEFAULT_PRESET, max_time=budget, device="cpu")
+    s, p = demo_sample(), resolve(DEFAULT_PRESET, max_time=budget, device="cpu")
     request = TrainRequest(
         (s.image,), (s.annotation,), s.spacing, ("background", "lumen", "wall"), p.model, p.train, p.infer,
         early_answer=True, uncertainty=True, view=(0, s.image.shape[0] // 2), preview_every=3.0,
         infer_overrides={"device": "cpu"},
     )
-    worker, last, marks = Worker(), None, {}
-    t0 = time.perf_counter()
+    worker, events = Worker(), []
+    log_events(worker, events)
+    start = time.perf_counter()
     worker.submit(request)
     try:
-        while True:
-            for event in worker.poll():
-                now = time.perf_counter() - t0
-                if isinstance(event, Progress):
-                    marks.setdefault("first_progress", now)
-                    last = event
-                elif isinstance(event, PredictionReady):
-                    marks["prediction"] = now
-                elif isinstance(event, Finished):
-                    marks["finished"] = now
-            if "finished" in marks:
-                break
+        while worker.busy:
+            worker.poll()
             time.sleep(0.05)
     finally:
         worker.close()
-    return {"iterations": last.iteration, "voxels_per_s": last.voxels_per_s, "elapsed": last.elapsed, **marks}
+    return training_stats(events, start)
 
 
-def summarize(ticks: Ticks, start: float, end: float) -> dict:
-    stalls = ticks.stalls(start, end)
-    values = np.array([s[1] for s in stalls]) * 1000
-    if values.size == 0:
-        return {"seconds": end - start, "ticks": 0}
-    big = np.array([s for s in stalls if s[1] * 1000 > STALL_MS]).reshape(-1, 5) * 1000
+def cpu_snapshot() -> tuple:
+    return (*cpu_times(), time.process_time())
+
+
+def cpu_use(before: tuple, start: float) -> dict:
+    """Busy share of the whole machine and CPU of this process (1.0 = one core) since ``start``."""
+    idle0, total0, own0 = before
+    idle1, total1, own1 = cpu_snapshot()
+    return {"machine_busy": 1.0 - (idle1 - idle0) / max(total1 - total0, 1),
+            "gui_cpu": (own1 - own0) / (time.perf_counter() - start)}
+
+
+def training_stats(events: list, start: float, end: float = float("inf")) -> dict:
+    """Iterations, voxels/s and the seconds after ``start`` at which the job's events arrived."""
+    from napari_sparseseg.core.events import ModelReady, PredictionReady, Progress
+
+    inside = [(t - start, e) for t, e in events if start <= t <= end]
+
+    def first(kind):
+        return next((t for t, e in inside if isinstance(e, kind)), None)
+
+    last = next((e for _, e in reversed(inside) if isinstance(e, Progress)), None)
     return {
-        "seconds": end - start,
-        "ticks": int(values.size + 1),
-        "max_ms": float(values.max()),
-        "p99_ms": float(np.percentile(values, 99)),
-        "median_ms": float(np.median(values)),
-        "over_50": int((values > STALL_MS).sum()),
-        "over_16": int((values > 16).sum()),
-        # All stalls > 50 ms together (ms): stall, GUI thread on a CPU, GUI thread waiting for a CPU,
-        # whole napari process on CPUs
-        "big_total": tuple(float(big[:, i].sum()) for i in (1, 2, 3, 4)),
-        "worst": [
-            tuple(float(v * 1000) for v in (t, *rest))
-            for t, *rest in sorted(stalls, key=lambda x: -x[1])[:8]
-            if rest[0] * 1000 > STALL_MS
-        ],
-    }
-
-
-def overlapping(t: float, stall_ms: float) -> list[tuple[str, float, float, float]]:
-    """Wrapped calls over 2 ms overlapping the gap starting at ``t`` (name, ms, CPU ms, wait ms)."""
-    end = t + stall_ms / 1000 + TICK_MS / 1000
-    return [
-        (name, (b - a) * 1000, run * 1000, wait * 1000)
-        for name, a, b, run, wait in CALLS
-        if a < end and b > t and (b - a) > 0.002
-    ]
-
-
-def training_stats(events: list, start: float, end: float) -> dict:
-    from napari_sparseseg.core.events import Finished, ModelReady, PredictionReady, Preview, Progress
-
-    inside = [(t, e) for t, e in events if start <= t <= end]
-    progress = [e for _, e in inside if isinstance(e, Progress)]
-    first = next((t for t, e in inside if isinstance(e, Progress)), None)
-    model = next((t for t, e in inside if isinstance(e, ModelReady)), None)
-    prediction = next((t for t, e in inside if isinstance(e, PredictionReady)), None)
-    finished = next((t for t, e in inside if isinstance(e, Finished)), None)
-    last = progress[-1] if progress else None
-    return {
-        "first_progress": first,
-        "model_ready": model,
-        "prediction": prediction,
-        "finished": finished,
+        "first_progress": first(Progress),
+        "model_ready": first(ModelReady),
+        "prediction": first(PredictionReady),
         "iterations": last.iteration if last else 0,
         "voxels_per_s": last.voxels_per_s if last else float("nan"),
-        "train_seconds": last.elapsed if last else float("nan"),
-        "progress_events": len(progress),
-        "previews": sum(isinstance(e, Preview) for _, e in inside),
     }
+
+
+class Bench:
+    """The shown viewer with the dock widget, and the logs its phases are measured from."""
+
+    def __init__(self, args):
+        import napari
+        from napari_sparseseg.core.config import DEFAULT_PRESET
+
+        self.args, self.events, self.marks = args, [], []
+        self.viewer = viewer = napari.Viewer(show=True)
+        viewer.window.resize(1600, 1000)
+        viewer.open_sample("napari-sparseseg", "tubules")  # File > Open Sample > Kidney tubules
+        _, widget = viewer.window.add_plugin_dock_widget("napari-sparseseg", "Sparse segmentation")
+        self.widget = widget
+        widget.image_combo.setCurrentText("tubules")
+        widget.annotation_combo.setCurrentText("tubules annotations")
+        widget.options.preset_combo.setCurrentText(DEFAULT_PRESET)
+        widget.options.device_combo.setCurrentText("cpu")
+        widget.options.time_spin.setValue(args.budget)
+        log_events(widget.worker, self.events)
+        log_gc(self.marks)
+        viewer.dims.set_current_step(0, viewer.layers["tubules"].data.shape[0] // 2)
+        wait_until(lambda: False, 2.0)  # let the window settle
+        self.ticks, self.slicer = Ticks(), Slicer(viewer, self.marks)
+        self.phases, self.cpu = {}, {}
+
+    def phase(self, name: str, button=None, slicing: bool = False) -> None:
+        """Run one phase: ``args.idle`` seconds, or until the job started by ``button`` is over."""
+        print(f"# {name}", flush=True)
+        start, cpu0 = time.perf_counter(), cpu_snapshot()
+        if slicing:
+            self.slicer.timer.start()
+        if button is None:
+            wait_until(lambda: False, self.args.idle)
+        else:
+            self.click_and_wait(name, button)
+        self.slicer.timer.stop()
+        if button is not None:
+            wait_until(lambda: False, 1.0)  # the repaint after the last update
+            print(f"#   status: {self.widget.status.text()}", flush=True)
+        self.phases[name] = (start, time.perf_counter())
+        self.cpu[name] = cpu_use(cpu0, start)
+
+    def click_and_wait(self, name: str, button) -> None:
+        """Click from inside the event loop (so the click's work lies between two ticks) and wait
+        until the job is over."""
+        from qtpy.QtCore import QTimer
+
+        clicked = []
+        QTimer.singleShot(100, lambda: (self.marks.append((time.perf_counter(), "click")),
+                                        clicked.append(1), button.click()))
+        if not wait_until(lambda: clicked and not self.widget.worker.busy, self.args.budget * 3 + 180):
+            print(f"# {name}: timed out", file=sys.stderr)
+
+    def run(self, wanted: set) -> None:
+        w = self.widget
+        for name in ("idle", "slicing"):
+            if name in wanted:
+                self.phase(name, slicing=name == "slicing")
+        for name in ("train", "train+slicing"):
+            if name in wanted:
+                self.phase(name, w.train_button, slicing=name == "train+slicing")
+        if "predict+layers" in wanted and w.session.model is not None:
+            w.options.probability_check.setChecked(True)
+            w.options.uncertainty_check.setChecked(True)
+            self.phase("predict+layers", w.results.predict_button)  # creates the two layers
+            self.phase("predict+layers again", w.results.predict_button)  # replaces them
+        self.ticks.timer.stop()
+        w.worker.close()
+
+
+# ------------------------------------------------------------------ analysis
+
+
+def summarize(bench: Bench, start: float, end: float, origin: float) -> dict:
+    """Stall statistics of [start, end] and its longest stalls (seconds after ``origin``)."""
+    gaps = bench.ticks.gaps(start, end)
+    if len(gaps) == 0:
+        return {"seconds": end - start, "ticks": 0, "worst": []}
+    ms = gaps[:, 1] * 1000
+    big = gaps[ms > STALL_MS] * 1000
+    worst = [g for g in gaps[np.argsort(-ms)[:8]] if g[1] * 1000 > STALL_MS]
+    return {
+        "seconds": end - start,
+        "ticks": len(gaps) + 1,
+        "max_ms": float(ms.max()),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "median_ms": float(np.median(ms)),
+        "over_50": int((ms > STALL_MS).sum()),
+        "over_16": int((ms > 16).sum()),
+        # All stalls > 50 ms together: stall, GUI thread on a CPU / waiting for one, napari process CPU
+        "big_total": [float(big[:, i].sum()) for i in (1, 2, 3, 4)],
+        "worst": [[float(t - origin), *(float(v * 1000) for v in rest), happened(bench, t, rest[0])]
+                  for t, *rest in worst],
+    }
+
+
+def happened(bench: Bench, t: float, stall: float) -> list[str]:
+    """What the GUI thread did in the gap starting at ``t``: clicks, slice steps, GCs, worker events."""
+    end = t + stall + TICK_MS / 1000
+    marks = [what for at, what in bench.marks if t <= at < end]
+    events = Counter(type(e).__name__ for at, e in bench.events if t <= at < end)
+    return marks + [f"{n} ×{c}" if c > 1 else n for n, c in events.items()]
+
+
+def analyse(bench: Bench, reference, info: dict) -> dict:
+    rows, training = {}, {}
+    for name, (start, end) in bench.phases.items():
+        rows[name] = summarize(bench, start, end, start)
+        if name.startswith("train"):
+            training[name] = stats = training_stats(bench.events, start, end)
+            bounds = [start, *(start + s if s is not None else None
+                               for s in (stats["first_progress"], stats["model_ready"])), end]
+            if None not in bounds:
+                for part, a, b in zip(PARTS, bounds, bounds[1:]):
+                    rows[f"{name}: {part}"] = summarize(bench, a, b, start)
+    return {"machine": info, "args": {"budget": bench.args.budget}, "rows": rows,
+            "training": training, "reference": reference, "cpu": bench.cpu}
 
 
 def main(argv=None) -> int:
@@ -393,109 +374,26 @@ def main(argv=None) -> int:
     if not os.environ.get("DISPLAY"):
         print("needs a display: run under xvfb-run -a -s '-screen 0 1600x1000x24'", file=sys.stderr)
         return 2
-    SCHED.append(SchedStat())
-    MAIN_TID.append(threading.get_native_id())
     info = machine()
-    info["busy_before"] = 1.0 - wait_quiet(max_wait=args.wait_quiet)["idle_before"]
+    info["busy_before"] = 1.0 - wait_quiet(max_wait=0 if args.quick else 600)["idle_before"]
     print(f"# {info['cpu']}, {info['cores']} cores, load {info['load']:.2f}, {info['date']}", flush=True)
-
     reference = None
     if not args.no_reference:
         print(f"# headless reference: Worker, {args.budget:.0f} s budget, no Qt", flush=True)
         reference = headless_reference(args.budget)
-        print(
-            f"#   {reference['iterations']} iterations, {reference['voxels_per_s'] / 1e6:.3f} Mvox/s",
-            flush=True,
-        )
-
-    instrument()
-    from qtpy.QtCore import QTimer
-
-    import napari
-    from napari_sparseseg.core.config import DEFAULT_PRESET
-
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1600, 1000)
-    viewer.open_sample("napari-sparseseg", "tubules")  # File > Open Sample > Kidney tubules
-    _, widget = viewer.window.add_plugin_dock_widget("napari-sparseseg", "Sparse segmentation")
-    widget.image_combo.setCurrentText("tubules")
-    widget.annotation_combo.setCurrentText("tubules annotations")
-    option(widget, "preset_combo").setCurrentText(DEFAULT_PRESET)
-    option(widget, "device_combo").setCurrentText("cpu")
-    option(widget, "time_spin").setValue(args.budget)
-    info["gl"] = gl_renderer(viewer)
-    instrument_canvas(viewer)
-    instrument_gc()
-    viewer.dims.set_current_step(0, viewer.layers["tubules"].data.shape[0] // 2)
-    run_for(2.0)  # let the window settle
-    ticks, slicer = Ticks(), Slicer(viewer)
-    phases: dict[str, tuple[float, float]] = {}
-    cpu: dict[str, dict] = {}
-
-    def measure_cpu(name: str, before: tuple) -> None:
-        idle0, total0, gui0, wall0 = before
-        idle1, total1 = cpu_times()
-        cpu[name] = {
-            "machine_busy": 1.0 - (idle1 - idle0) / max(total1 - total0, 1),
-            "gui_cpu": (time.process_time() - gui0) / (time.perf_counter() - wall0),
-            "load_end": os.getloadavg()[0],
-        }
-
-    def snapshot() -> tuple:
-        return (*cpu_times(), time.process_time(), time.perf_counter())
-
-    timeout = args.budget * 3 + 180
-
-    def idle_phase(name: str, slicing: bool) -> None:
-        print(f"# {name} ({args.idle:.0f} s)", flush=True)
-        start, before = time.perf_counter(), snapshot()
-        if slicing:
-            slicer.timer.start()
-        run_for(args.idle)
-        slicer.timer.stop()
-        phases[name] = (start, time.perf_counter())
-        measure_cpu(name, before)
-
-    def job_phase(name: str, button, slicing: bool) -> None:
-        print(f"# {name}", flush=True)
-        start, before, clicked = time.perf_counter(), snapshot(), []
-        if slicing:
-            slicer.timer.start()
-        # Click from inside the event loop, so the click's own work lies between two ticks.
-        QTimer.singleShot(100, lambda: (button.click(), clicked.append(time.perf_counter())))
-        if not wait_until(
-            lambda: clicked and not widget.worker.busy and not widget._poll_timer.isActive(), timeout
-        ):
-            print(f"# {name}: timed out", file=sys.stderr)
-        slicer.timer.stop()
-        run_for(1.0)  # the repaint after the last update
-        phases[name] = (start, time.perf_counter())
-        measure_cpu(name, before)
-        print(f"#   status: {widget.status.text()}", flush=True)
-
-    wanted = set(args.phases.split(","))
-    if "idle" in wanted:
-        idle_phase("idle", slicing=False)
-    if "slicing" in wanted:
-        idle_phase("slicing", slicing=True)
-    if "train" in wanted:
-        job_phase("train", widget.train_button, slicing=False)
-    if "train+slicing" in wanted:
-        job_phase("train+slicing", widget.train_button, slicing=True)
-    if "predict+layers" in wanted and widget.session.model is not None:
-        option(widget, "probability_check").setChecked(True)
-        option(widget, "uncertainty_check").setChecked(True)
-        job_phase("predict+layers", widget.results.predict_button, slicing=False)  # creates the two layers
-        job_phase("predict+layers again", widget.results.predict_button, slicing=False)  # replaces them
-    ticks.timer.stop()
-    widget.worker.close()
-
-    results = analyse(ticks, phases, reference, info, args, slicer.moves)
-    results["cpu"] = cpu
+        mvox = reference["voxels_per_s"] / 1e6
+        print(f"#   {reference['iterations']} iterations, {mvox:.3f} Mvox/s", flush=True)
+    bench = Bench(args)
+    info["gl"] = gl_renderer()
+    bench.run(set(args.phases.split(",")))
+    results = analyse(bench, reference, info)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str))
-    viewer.close()
+    bench.viewer.close()
     return publish(results, args.docs)
+
+
+# ------------------------------------------------------------------ report
 
 
 def publish(results: dict, docs: bool) -> int:
@@ -506,55 +404,6 @@ def publish(results: dict, docs: bool) -> int:
         write_section(block)
         print(f"# wrote '{HEADING}' in {DOCS}")
     return 0
-
-
-def analyse(ticks: Ticks, phases: dict, reference, info: dict, args, moves: int) -> dict:
-    rows, training, causes = {}, {}, {}
-    for name, (start, end) in phases.items():
-        rows[name] = summarize(ticks, start, end)
-        if name.startswith("train"):
-            stats = training_stats(EVENTS, start, end)
-            training[name] = stats
-            bounds = [start, stats["first_progress"], stats["model_ready"], end]
-            if None not in bounds:
-                for part, a, b in zip(("startup", "training", "result"), bounds, bounds[1:]):
-                    rows[f"{name}: {part}"] = summarize(ticks, a, b)
-    for name, row in rows.items():
-        origin = phases[name.split(":")[0]][0]
-        causes[name] = [
-            (t / 1000 - origin, ms, run, wait, proc, overlapping(t / 1000, ms))
-            for t, ms, run, wait, proc in row.get("worst", [])
-        ]
-    calls = call_table(phases)
-    return {
-        "machine": info,
-        "args": {"budget": args.budget, "idle": args.idle, "quick": args.quick},
-        "rows": rows,
-        "training": training,
-        "reference": reference,
-        "causes": causes,
-        "calls": calls,
-        "slice_moves": moves,
-        "phase_starts": {k: v[0] for k, v in phases.items()},
-    }
-
-
-def call_table(phases: dict) -> dict:
-    """Per phase and wrapped function: calls, total, max ms (top-level names only)."""
-    table = {}
-    for phase, (start, end) in phases.items():
-        per = {}
-        for name, a, b, *_ in CALLS:
-            if start <= a <= end:
-                entry = per.setdefault(name, [0, 0.0, 0.0])
-                entry[0] += 1
-                entry[1] += (b - a) * 1000
-                entry[2] = max(entry[2], (b - a) * 1000)
-        table[phase] = {k: v for k, v in sorted(per.items(), key=lambda kv: -kv[1][2])}
-    return table
-
-
-# ------------------------------------------------------------------ report
 
 
 def report(r: dict) -> str:
@@ -582,9 +431,8 @@ def report(r: dict) -> str:
         f"- Method: a `Qt.PreciseTimer` QTimer asks for a tick every {TICK_MS} ms; stall = gap between",
         f"  ticks − {TICK_MS} ms. Slicing = `viewer.dims.set_current_step` on z every {SLICE_EVERY_MS} ms.",
         "  For each gap the GUI thread's CPU time and run-queue wait (`/proc/.../schedstat`) and the whole",
-        "  napari process's CPU time are recorded; the widget's handlers, the worker's `poll`/`submit`,",
-        "  the layer helpers and vispy's scene draw are wrapped with `time.perf_counter` timers, and",
-        "  Python's garbage collections on the GUI thread are logged (`gc.callbacks`).",
+        "  napari process's CPU time are recorded, and so are the button clicks, slice steps, the worker",
+        "  events the widget handled and Python's garbage collections on the GUI thread (`gc.callbacks`).",
         "",
         "### Findings",
         "",
@@ -596,11 +444,11 @@ def report(r: dict) -> str:
         "",
         stall_table(r["rows"]),
         "",
-        cpu_lines(r),
+        cpu_line(r),
         "",
-        throughput_lines(r),
+        throughput_table(r),
         "",
-        cause_lines(r),
+        cause_lines(r["rows"]),
     ]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -610,8 +458,9 @@ def nice_lines(nice: int) -> list[str]:
         return []
     return [
         f"- Run at nice {nice} (`nice -n {nice} xvfb-run …`: Xvfb, napari and the training child, which",
-        "  keeps its +5 relative to napari), so that other jobs on the shared machine do not take the",
-        "  CPUs from the measurement; inside the measured tree the priorities are those of normal use",
+        "  keeps its lower priority relative to napari), so that other jobs on the shared machine do not",
+        "  take the CPUs from the measurement; inside the measured tree the priorities are those of",
+        "  normal use",
     ]
 
 
@@ -638,7 +487,7 @@ def stall_table(rows: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in rows.items():
-        if not row.get("ticks"):
+        if not row["ticks"]:
             continue
         big = "{:.0f}: {:.0f} / {:.0f} / {:.0f}".format(*row["big_total"]) if row["over_50"] else "–"
         out.append(
@@ -649,17 +498,16 @@ def stall_table(rows: dict) -> str:
     return "\n".join(out)
 
 
-def cpu_lines(r: dict) -> str:
-    parts = [f"{name} {c['machine_busy']:.0%} / {c['gui_cpu']:.0%}" for name, c in r.get("cpu", {}).items()]
+def cpu_line(r: dict) -> str:
+    parts = [f"{name} {c['machine_busy']:.0%} / {c['gui_cpu']:.0%}" for name, c in r["cpu"].items()]
     return (
         "CPU use per phase (whole machine, 100 % = both cores / napari's own process, 100 % = one core): "
         + "; ".join(parts)
-        + f". Busy share of the CPUs just before measuring: "
-        f"{r['machine'].get('busy_before', float('nan')):.0%}."
+        + f". Busy share of the CPUs just before measuring: {r['machine']['busy_before']:.0%}."
     )
 
 
-def throughput_lines(r: dict) -> str:
+def throughput_table(r: dict) -> str:
     out = [
         "Training throughput (the worker's `Progress.voxels_per_s`: patch voxels × iterations ÷ training",
         "seconds, previews included) and when the job's events arrived, seconds after the click:",
@@ -667,63 +515,38 @@ def throughput_lines(r: dict) -> str:
         "| run | iterations | Mvox/s | 1st progress | model ready | prediction shown |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    ref = r["reference"]
-    if ref:
-        out.append(
-            f"| headless (Worker, no Qt) | {ref['iterations']} | {ref['voxels_per_s'] / 1e6:.3f} | "
-            f"{ref.get('first_progress', float('nan')):.1f} | – | "
-            f"{ref.get('prediction', float('nan')):.1f} |"
-        )
-    for name, t in r["training"].items():
-        start = _phase_start(r, name)
-        keys = ("first_progress", "model_ready", "prediction")
-        rel = [f"{(t[k] - start):.1f}" if t[k] else "–" for k in keys]
-        out.append(
-            f"| GUI: {name} | {t['iterations']} | {t['voxels_per_s'] / 1e6:.3f} | " + " | ".join(rel) + " |"
-        )
+    runs = {"headless (Worker, no Qt)": r["reference"]} if r["reference"] else {}
+    runs.update({f"GUI: {name}": t for name, t in r["training"].items()})
+    for name, t in runs.items():
+        times = [f"{t[k]:.1f}" if t[k] is not None else "–" for k in ARRIVALS]
+        out.append(f"| {name} | {t['iterations']} | {t['voxels_per_s'] / 1e6:.3f} | {' | '.join(times)} |")
     return "\n".join(out)
 
 
-def _phase_start(r, name):
-    return r["phase_starts"][name]
-
-
-def cause_lines(r: dict) -> str:
+def cause_lines(rows: dict) -> str:
     out = [
-        "Longest stalls per phase (over 50 ms) with the GUI thread's scheduler accounting and the",
-        "instrumented calls overlapping them (ms; CPU = the GUI thread's own CPU time in the call):",
+        f"Longest stalls per phase (over {STALL_MS} ms) with the GUI thread's scheduler accounting (ms) and",
+        "what happened during them:",
         "",
     ]
-    any_ = False
-    for name, items in r["causes"].items():
+    for name, row in rows.items():
         if ":" in name:
             continue  # already listed under the whole phase
-        for t, ms, run, wait, proc, calls in items:
-            any_ = True
-            what = "; ".join(f"`{n.strip()}` {d:.0f} (CPU {c:.0f})" for n, d, c, _ in calls[:6])
+        for t, ms, run, wait, proc, what in row["worst"]:
             out.append(
                 f"- {name} at +{t:.1f} s: **{ms:.0f} ms** (GUI thread: CPU {run:.0f}, waiting for a "
-                f"CPU {wait:.0f}; napari process CPU {proc:.0f}) — "
-                + (what or "no instrumented call (napari/Qt)")
+                f"CPU {wait:.0f}; napari process CPU {proc:.0f}) — " + ("; ".join(what) or "napari/Qt only")
             )
-    if not any_:
+    if len(out) == 3:
         out.append("- none")
-    out += ["", "Slowest instrumented calls per phase (calls, total ms, max ms):", ""]
-    for phase, per in r["calls"].items():
-        top = [f"`{n.strip()}` {c}× {tot:.0f}/{mx:.0f}" for n, (c, tot, mx) in list(per.items())[:6]]
-        out.append(f"- {phase}: " + (", ".join(top) or "–"))
     return "\n".join(out)
 
 
 def write_section(block: str) -> None:
     """Replace (or append) this script's section in docs/benchmarks.md, keeping every other one
     and the hand-written findings between the FINDINGS markers of the existing section."""
-    found = find_section(HEADING)
-    kept = (
-        re.search(re.escape(FINDINGS[0]) + r"\n(.*?)\n" + re.escape(FINDINGS[1]), found, re.S)
-        if found
-        else None
-    )
+    found = find_section(HEADING) or ""
+    kept = re.search(re.escape(FINDINGS[0]) + r"\n(.*?)\n" + re.escape(FINDINGS[1]), found, re.S)
     if kept:
         block = block.replace(FINDINGS_PLACEHOLDER, kept.group(1))
     replace_section(HEADING, block)
