@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from . import _layers
 
-# key: what it does (the buttons' tooltips name the key with hint())
-KEYS = {
-    "Shift-T": "Train, or stop training",
-    "Shift-N": "Next slice to annotate",
-    "Shift-Z": "xy planes",
-    "Shift-Y": "xz planes",
-    "Shift-X": "yz planes",
-}
+# Train/Stop, Next slice, xy, xz and yz planes (the buttons' tooltips name them with hint())
+KEYS = ("Shift-T", "Shift-N", "Shift-Z", "Shift-Y", "Shift-X")
 
 
 def bind(viewer, dock) -> None:
@@ -23,8 +17,7 @@ def bind(viewer, dock) -> None:
     actions = {
         "Shift-T": dock.train_or_stop,
         "Shift-N": dock.results.next_slice,
-        **{key: lambda axis=axis: _layers.show_plane(viewer, axis)
-           for axis, key in enumerate(("Shift-Z", "Shift-Y", "Shift-X"))},
+        **{key: lambda axis=axis: _layers.show_plane(viewer, axis) for axis, key in enumerate(KEYS[2:])},
     }
     for key, action in actions.items():
         viewer.bind_key(key, lambda _viewer, act=action: act(), overwrite=True)
