@@ -186,7 +186,8 @@ class SparseSegWidget(QWidget):
 
     def _results_box(self) -> QGroupBox:
         self.results = ResultsPanel(self.viewer, self.session, self.image, self.annotations, self.go_to,
-                                    self.predict, self._start, self._fail)
+                                    self.predict, self._start,
+                                    lambda message: self._on_failed(Failed(message)))
         self._update_buttons()
         return self.results
 
@@ -410,9 +411,6 @@ class SparseSegWidget(QWidget):
                 if event.uncertainty is not None else "")
         self.status.setText(f"Prediction ready after {seconds:.0f} s in '{layer.name}'. {step}".strip())
         self._update_buttons()
-
-    def _fail(self, message: str) -> None:
-        self._on_failed(Failed(message))
 
     def _on_failed(self, event: Failed) -> None:
         show_error(event.message)
