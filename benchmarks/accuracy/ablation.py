@@ -11,6 +11,7 @@ set of config overrides. Each run appends one JSON line to ``results/accuracy/ab
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections import defaultdict
@@ -32,6 +33,7 @@ VARIANTS = {
     "default": ("fast", {}, {}),
     "prior-weight-0": ("fast", {"prior_weight": 0.0}, {}),
     "prior-weight-1": ("fast", {"prior_weight": 1.0}, {}),
+    "no-rotation": ("fast", {}, {"rotate_augment": 0.0}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3")
@@ -57,19 +59,29 @@ def run(name: str, variant: str, budget: float, k: int = 3, seed: int = 0) -> di
 
 
 def table(rows: list[dict]) -> list[str]:
-    """Mean foreground Dice per variant (rows) and dataset @ budget (columns); latest run wins."""
-    cells, columns = defaultdict(dict), []
+    """Mean foreground Dice per variant (rows) and dataset @ budget (columns): the mean over the
+    seeds of the latest day a cell was measured on, with the number of seeds when more than one."""
+    cells, columns = defaultdict(lambda: defaultdict(list)), []
     for r in rows:
         column = f"{r['dataset']} {r['budget_s']:g} s"
         if column not in columns:
             columns.append(column)
-        cells[r["variant"]][column] = r["mean_fg_dice"]
+        runs = cells[r["variant"]][column]
+        if runs and runs[-1][0] != r["date"][:10]:
+            runs.clear()  # a later day's runs replace an earlier day's (the code changed since)
+        runs.append((r["date"][:10], r["mean_fg_dice"]))
     lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for variant in (*VARIANTS, *EARLIER):
         if variant in cells:
-            values = [f"{cells[variant][c]:.4f}" if c in cells[variant] else "–" for c in columns]
-            lines.append(f"| {variant} | " + " | ".join(values) + " |")
+            lines.append(f"| {variant} | " + " | ".join(_cell(cells[variant][c]) for c in columns) + " |")
     return lines
+
+
+def _cell(runs: list) -> str:
+    if not runs:
+        return "–"
+    mean = sum(dice for _, dice in runs) / len(runs)
+    return f"{mean:.4f}" + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
 
 
 def main(argv=None) -> int:
@@ -77,18 +89,18 @@ def main(argv=None) -> int:
     parser.add_argument("datasets", nargs="*", help=f"any of {', '.join(data.NAMES)}; none: only render")
     parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--budgets", type=float, nargs="+", default=[20.0, 120.0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--docs", action="store_true")
     args = parser.parse_args(argv)
     unknown = set(args.datasets) - set(data.NAMES)
     if unknown:
         parser.error(f"unknown dataset(s) {', '.join(sorted(unknown))}; choose from {', '.join(data.NAMES)}")
     for name in args.datasets:
-        for budget in args.budgets:
-            for variant in args.variant:
-                row = run(name, variant, budget)
-                print(json.dumps(row), flush=True)
-                with LOG.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
+        for budget, seed, variant in itertools.product(args.budgets, args.seeds, args.variant):
+            row = run(name, variant, budget, seed=seed)
+            print(json.dumps(row), flush=True)
+            with LOG.open("a") as f:
+                f.write(json.dumps(row) + "\n")
     rows = [json.loads(line) for line in LOG.read_text().splitlines()] if LOG.is_file() else []
     print("\n".join(table(rows)))
     if args.docs and rows:

@@ -79,3 +79,46 @@ def test_intensities_are_kept_unless_intensity_augmentation_is_asked_for():
     values = np.array([varied.sample(1)[0].mean() for _ in range(20)])
     assert values.min() >= 2 * 0.8 - 0.2 and values.max() <= 2 * 1.2 + 0.2
     assert values.std() > 0.05
+
+
+def _ellipse_volume():
+    """Every voxel painted: class 1 inside an off-centre ellipse (longer along x) extruded along z,
+    background elsewhere; the image holds the class as intensity."""
+    _, y, x = np.mgrid[:8, :40, :40]
+    inside = (y - 16) ** 2 + ((x - 22) / 1.8) ** 2 < 8**2
+    ann = np.where(inside, 2, 1).astype(np.uint8)
+    return ann.astype(np.float32) - 1, annotation_to_target(ann)
+
+
+def test_turned_and_scaled_patches_keep_image_and_labels_together():
+    image, target = _ellipse_volume()
+    sampler = PatchSampler([image], [target], (8, 24, 24), (1.0, 1.0, 1.0), np.random.default_rng(0),
+                           rotate=1.0)
+    orientations = set()
+    for _ in range(30):
+        x, y = sampler.sample(1)
+        painted = y[0] >= 0
+        assert x.shape == (1, 1, 8, 24, 24) and set(np.unique(y)) <= {-1, 0, 1}
+        # trilinear image, nearest labels: they may disagree only on the ellipse's edge
+        assert np.mean(np.abs(x[0, 0][painted] - y[0][painted]) < 0.5) > 0.95
+        ys, xs = np.argwhere(y[0, 4] == 1).T
+        if ys.size > 20:
+            orientations.add(round(float(np.degrees(np.arctan2(2 * np.cov(ys, xs)[0, 1],
+                                                                np.var(ys) - np.var(xs)))) / 10))
+    assert len(orientations) > 6  # not only the four right angles and their mirror images
+
+
+def test_voxels_from_outside_the_volume_are_unpainted():
+    image, target = _ellipse_volume()
+    sampler = PatchSampler([image], [target], (8, 40, 40), (1.0, 1.0, 1.0), np.random.default_rng(3),
+                           rotate=1.0)
+    outside = [np.mean(sampler.sample(1)[1] < 0) for _ in range(10)]
+    assert min(outside) > 0.05  # a 40 x 40 patch turned inside a 40 x 40 volume reaches past its corners
+
+
+def test_no_free_rotation_when_in_plane_spacing_differs_or_augmentation_is_off():
+    image, target = _ellipse_volume()
+    for spacing, augment in (((1.0, 1.0, 2.0), True), ((1.0, 1.0, 1.0), False)):
+        sampler = PatchSampler([image], [target], (8, 24, 24), spacing, np.random.default_rng(0), augment,
+                               rotate=1.0)
+        assert all(np.all(sampler.sample(1)[1] >= 0) for _ in range(10))

@@ -94,7 +94,9 @@ class TrainConfig:
     whichever comes first (``None`` = no limit on that one; at least one is needed).
     ``class_balance`` adds inverse-frequency class weights to the cross-entropy (the sampler
     already centres patches on every class equally often, so it is off by default);
-    ``augment`` turns on flips and right-angle turns; ``intensity_augment`` = a adds a
+    ``augment`` turns on flips and right-angle turns, and ``rotate_augment`` is the share of
+    patches also turned by a random angle in the yx plane and scaled by up to ±15 % (where the y
+    and x spacings match); ``intensity_augment`` = a adds a
     random intensity scale in [1 - a, 1 + a] and shift in [-a, a] (normalised units).
     A model with a pointwise classifier first trains it alone on every painted voxel for
     ``pointwise_steps`` steps or ``pointwise_seconds`` (at most ``max_time``: a short budget is
@@ -114,6 +116,7 @@ class TrainConfig:
     augment: bool = True
     class_balance: bool = False
     intensity_augment: float = 0.0
+    rotate_augment: float = 0.5
     pointwise_steps: int = 6000
     pointwise_seconds: float = 25.0
     pointwise_learning_rate: float = 1e-2
@@ -133,6 +136,8 @@ class TrainConfig:
             raise ValueError(f"dice_weight (alpha) must lie in [0, 1], got {self.dice_weight}.")
         if not 0.0 <= self.intensity_augment < 1.0:
             raise ValueError(f"intensity_augment must lie in [0, 1), got {self.intensity_augment}.")
+        if not 0.0 <= self.rotate_augment <= 1.0:
+            raise ValueError(f"rotate_augment must lie in [0, 1], got {self.rotate_augment}.")
         if self.batch_size < 1 or min(self.patch_size) < 1:
             raise ValueError("batch_size and patch_size must be positive.")
 

@@ -3,6 +3,11 @@
 Targets are int16 volumes holding -1 where nothing is painted and the class index
 elsewhere (annotation - 1). Every batch draws each patch's class uniformly among the
 painted classes, so a rare class is seen as often as background.
+
+A share of the patches (``rotate``) is resampled from the volume at a random angle in the yx
+plane and a random scale: a few painted planes are then seen from every direction, not only from
+the four right angles. The filter-bank features are rotation invariant, so rotating them equals
+computing them on a rotated image (up to interpolation).
 """
 
 from __future__ import annotations
@@ -10,8 +15,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 _MAX_CENTRES = 1_000_000
+SCALE_RANGE = 0.15  # rotated patches are also scaled by a factor in exp(±SCALE_RANGE)
 
 
 def fit_patch(patch, shape, multiple) -> tuple[int, int, int]:
@@ -46,16 +54,22 @@ class PatchSampler:
     intensity : float
         Random intensity scale in [1 - intensity, 1 + intensity] and shift in
         [-intensity, intensity]; 0 keeps intensities as they are.
+    rotate : float
+        Share of patches resampled at a random yx angle and scale (only where the y and x
+        spacings match, and only with ``augment``).
     """
 
-    def __init__(self, images, targets, patch, spacing, rng, augment=True, n_classes=None, intensity=0.0):
+    def __init__(self, images, targets, patch, spacing, rng, augment=True, n_classes=None, intensity=0.0,
+                 rotate=0.0):
         self.patch, self.rng, self.augment, self.intensity = tuple(patch), rng, augment, intensity
         images = [im if im.ndim == 4 else im[None] for im in images]
         self.images = [_pad_to(im, (im.shape[0], *self.patch), 0.0) for im in images]
         self.targets = [_pad_to(t, self.patch, -1) for t in targets]
         self.n_classes = n_classes or int(max(t.max() for t in self.targets)) + 1
         self.centres = self._index_centres()
-        self.rotate90 = math.isclose(spacing[1], spacing[2], rel_tol=0.05) and patch[1] == patch[2]
+        square = math.isclose(spacing[1], spacing[2], rel_tol=0.05)
+        self.rotate90 = square and patch[1] == patch[2]
+        self.rotate = rotate if square and augment else 0.0
 
     def _index_centres(self) -> list[tuple[np.ndarray, np.ndarray]]:
         centres = []
@@ -84,14 +98,37 @@ class PatchSampler:
         i = int(which[pick])
         image, target = self.images[i], self.targets[i]
         centre = np.unravel_index(flat[pick], target.shape)
-        region = tuple(self._window(c, p, s) for c, p, s in zip(centre, self.patch, target.shape))
-        x, y = image[(slice(None), *region)].copy(), target[region].copy()
+        jitter = [int(self.rng.integers(-(p // 4), p // 4 + 1)) for p in self.patch]
+        if self.rotate and self.rng.random() < self.rotate:
+            x, y = self._resampled(image, target, np.add(centre, jitter))
+        else:
+            region = tuple(self._window(c + j, p, s) for c, j, p, s in zip(centre, jitter, self.patch,
+                                                                          target.shape))
+            x, y = image[(slice(None), *region)].copy(), target[region].copy()
         return self._augment(x, y) if self.augment else (x, y)
 
-    def _window(self, centre: int, size: int, extent: int) -> slice:
-        jitter = int(self.rng.integers(-(size // 4), size // 4 + 1))
-        start = int(np.clip(centre + jitter - size // 2, 0, extent - size))
+    @staticmethod
+    def _window(centre: int, size: int, extent: int) -> slice:
+        start = int(np.clip(centre - size // 2, 0, extent - size))
         return slice(start, start + size)
+
+    def _resampled(self, image: np.ndarray, target: np.ndarray, centre) -> tuple[np.ndarray, np.ndarray]:
+        """A patch around ``centre`` turned by a random yx angle and scaled: image trilinear (edge
+        values outside), target nearest (unpainted outside)."""
+        angle = self.rng.uniform(-math.pi, math.pi)
+        scale = math.exp(self.rng.uniform(-SCALE_RANGE, SCALE_RANGE))
+        z, y, x = torch.meshgrid(*[(torch.arange(p, dtype=torch.float32) - (p - 1) / 2) * scale
+                                   for p in self.patch], indexing="ij")
+        cos, sin = math.cos(angle), math.sin(angle)
+        points = (z + centre[0], cos * y - sin * x + centre[1], sin * y + cos * x + centre[2])
+        # grid_sample wants (x, y, z) in [-1, 1] across the volume
+        grid = torch.stack([2 * p / max(n - 1, 1) - 1 for p, n in zip(points[::-1], target.shape[::-1])], -1)
+        grid = grid[None]
+        values = F.grid_sample(torch.from_numpy(image)[None], grid, mode="bilinear", padding_mode="border",
+                               align_corners=True)[0].numpy()
+        classes = torch.from_numpy(target.astype(np.float32) + 1)[None, None]
+        labels = F.grid_sample(classes, grid, mode="nearest", padding_mode="zeros", align_corners=True)
+        return values, labels[0, 0].numpy().astype(np.int16) - 1
 
     def _augment(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rng = self.rng

@@ -151,6 +151,7 @@ def _sampler(segmenter, images, annotations, config, rng) -> PatchSampler:
         augment=config.augment,
         n_classes=segmenter.n_classes,
         intensity=config.intensity_augment,
+        rotate=config.rotate_augment,
     )
 
 
