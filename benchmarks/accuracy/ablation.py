@@ -34,6 +34,7 @@ VARIANTS = {
     "prior-weight-0": ("fast", {"prior_weight": 0.0}, {}),
     "prior-weight-1": ("fast", {"prior_weight": 1.0}, {}),
     "no-rotation": ("fast", {}, {"rotate_augment": 0.0}),
+    "rotate-every-patch": ("fast", {}, {"rotate_augment": 1.0}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3")
