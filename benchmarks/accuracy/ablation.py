@@ -35,6 +35,11 @@ VARIANTS = {
     "prior-weight-1": ("fast", {"prior_weight": 1.0}, {}),
     "no-rotation": ("fast", {}, {"rotate_augment": 0.0}),
     "rotate-every-patch": ("fast", {}, {"rotate_augment": 1.0}),
+    "pointwise-only, 128 wide": ("fast", {"pointwise": 128}, {"iterations": 1}),
+    "pointwise 128 wide": ("fast", {"pointwise": 128}, {}),
+    "pointwise-only, no step cap": ("fast", {}, {"iterations": 1, "pointwise_steps": 10**6}),
+    "pointwise-only, 256 wide": ("fast", {"pointwise": 256}, {"iterations": 1}),
+    "pointwise 256 wide": ("fast", {"pointwise": 256}, {}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3")

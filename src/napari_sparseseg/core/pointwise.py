@@ -57,6 +57,7 @@ def train_pointwise(head, features, labels, steps: int, seconds: float, learning
     the user painted (as a random forest sees them). The learning rate follows a cosine from
     ``learning_rate`` to zero over ``steps`` or ``seconds``, whichever runs out first.
     """
+    head.requires_grad_(True)  # the U-Net stage of an earlier round froze it
     optim = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=1e-4, fused=True)
     gen = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
     head.train()
