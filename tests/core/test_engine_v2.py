@@ -112,7 +112,8 @@ def test_the_u_net_stage_freezes_the_classifier_and_the_next_round_trains_it_aga
     sample, _ = trained
     model = replace(preset("fast").model, features=(8, 16, 32))
     config = TrainConfig(patch_size=(16, 48, 48), iterations=3, pointwise_steps=20, device="cpu", seed=0)
-    segmenter, images, annotations = prepare([sample.image], [sample.annotation], model, config, sample.spacing)
+    segmenter, images, annotations = prepare([sample.image], [sample.annotation], model, config,
+                                             sample.spacing)
     classifier = segmenter.net.pointwise
     for event in train(segmenter, images, annotations, config):
         if event.first_answer:
