@@ -120,8 +120,29 @@ def test_the_u_net_stage_freezes_the_classifier_and_the_next_round_trains_it_aga
             first = [p.detach().clone() for p in classifier.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(first, classifier.parameters()))
     assert not any(p.requires_grad for p in classifier.parameters())
-    list(train(segmenter, images, annotations, config))  # Continue training
+    list(train(segmenter, images, annotations, replace(config, seed=1)))  # Continue training
     assert not all(torch.equal(a, b) for a, b in zip(first, classifier.parameters()))
+
+
+def test_continue_training_refits_the_classifier_from_new_weights(trained):
+    """A classifier continued from the last round generalised worse to new strokes than a new one;
+    the next round's classifier must not depend on the last round's weights (the U-Net's do)."""
+    sample, segmenter = trained
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=2, pointwise_steps=20, device="cpu", seed=3)
+    rounds = []
+    for scramble in (False, True):
+        again = checkpoint.from_bytes(checkpoint.to_bytes(segmenter))
+        if scramble:
+            with torch.no_grad():
+                for p in again.net.pointwise.parameters():
+                    p.normal_()
+        fit([sample.image], [sample.annotation], again.config, config, sample.spacing, init=again)
+        rounds.append(again)
+    for a, b in zip(*(r.net.pointwise.parameters() for r in rounds)):
+        torch.testing.assert_close(a, b)
+    before = dict(segmenter.net.encoders.named_parameters())
+    for name, p in rounds[0].net.encoders.named_parameters():
+        torch.testing.assert_close(p, before[name], atol=1e-2, rtol=0)  # the U-Net continued
 
 
 def _new_net(**model):
