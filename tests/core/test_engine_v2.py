@@ -145,6 +145,22 @@ def test_continue_training_refits_the_classifier_from_new_weights(trained):
         torch.testing.assert_close(p, before[name], atol=1e-2, rtol=0)  # the U-Net continued
 
 
+def test_stopping_a_continued_round_early_keeps_the_trained_classifier(trained):
+    """The classifier is refitted from new weights every round; a Stop pressed before that fit
+    completes must not leave a half-trained classifier in place of a good one."""
+    sample, segmenter = trained
+    again = checkpoint.from_bytes(checkpoint.to_bytes(segmenter))
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=5, pointwise_steps=200, device="cpu", seed=3)
+    _, images, annotations = prepare([sample.image], [sample.annotation], again.config, config,
+                                     sample.spacing, init=again)
+    polls = []
+    list(train(again, images, annotations, config, stop=lambda: polls.append(1) or len(polls) > 3))
+    for a, b in zip(again.net.pointwise.parameters(), segmenter.net.pointwise.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    expected = predict(segmenter, sample.image).labels
+    np.testing.assert_array_equal(predict(again, sample.image).labels, expected)
+
+
 def _new_net(**model):
     config = ModelConfig(features=(4, 8), filters=(1.0,), pointwise=8, **model)
     return checkpoint.Segmenter.create(config, 3, fit_normalization([np.zeros((4, 4, 4))])).net
