@@ -124,6 +124,29 @@ def test_the_u_net_stage_freezes_the_classifier_and_the_next_round_trains_it_aga
     assert not all(torch.equal(a, b) for a, b in zip(first, classifier.parameters()))
 
 
+def test_the_u_net_stage_reads_the_frozen_classifier_once_instead_of_every_step(trained):
+    """Its logits are computed once per volume and travel with the patches (a U-Net step ran 14 %
+    faster with 64 units, 40 % with 256); the classifier module itself never runs in the stage."""
+    sample, _ = trained
+    model = replace(preset("fast").model, features=(8, 16, 32))
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=4, pointwise_steps=20, device="cpu", seed=0)
+    segmenter, images, annotations = prepare([sample.image], [sample.annotation], model, config,
+                                             sample.spacing)
+    calls = []
+    segmenter.net.pointwise.register_forward_hook(lambda *a: calls.append(1))
+    assert [e.iteration for e in train(segmenter, images, annotations, config) if e.done] == [4]
+    assert calls == []
+
+
+def test_precomputed_classifier_logits_give_the_same_output():
+    net = _new_net()
+    torch.nn.init.normal_(net.head.weight)
+    x = torch.randn(2, net.stem.out_channels, 8, 16, 16)
+    with torch.no_grad():
+        both = torch.cat([x, net.pointwise(x)], 1)
+        torch.testing.assert_close(net.from_features(both), net.from_features(x))
+
+
 def test_continue_training_refits_the_classifier_from_new_weights(trained):
     """A classifier continued from the last round generalised worse to new strokes than a new one;
     the next round's classifier must not depend on the last round's weights (the U-Net's do)."""

@@ -129,3 +129,18 @@ def test_no_free_rotation_when_in_plane_spacing_differs_or_augmentation_is_off()
         sampler = PatchSampler([image], [target], (8, 24, 24), spacing, np.random.default_rng(0), augment,
                                rotate=1.0)
         assert all(np.all(sampler.sample(1)[1] >= 0) for _ in range(10))
+
+
+def test_extra_channels_travel_with_their_patches_turned_or_not():
+    """The trainer appends the frozen classifier's logits per volume: every patch must carry the
+    same voxels of them as of the features, through crops, flips, quarter and free turns."""
+    image, target = _ellipse_volume()
+    for rotate in (0.0, 1.0):
+        sampler = PatchSampler([image], [target], (8, 24, 24), (1.0, 1.0, 1.0), np.random.default_rng(0),
+                               rotate=rotate)
+        sampler.extra = [np.concatenate([2 * image[None], -image[None]])]
+        for _ in range(10):
+            x, _ = sampler.sample(2)
+            assert x.shape == (2, 3, 8, 24, 24)
+            np.testing.assert_allclose(x[:, 1], 2 * x[:, 0], atol=1e-5)
+            np.testing.assert_allclose(x[:, 2], -x[:, 0], atol=1e-6)

@@ -113,10 +113,16 @@ class UNet3D(nn.Module):
         return self.from_features(x)
 
     def from_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits from the stem's output (the image itself without a stem), e.g. precomputed."""
+        """Logits from the stem's output (the image itself without a stem), e.g. precomputed.
+
+        With a pointwise classifier ``x`` may carry the classifier's logits after the features:
+        training computes them once per volume (the classifier is frozen in the U-Net stage).
+        """
         if self.pointwise is None:
             return self.unet(x)
-        start = self.pointwise(x).float()
+        features = self.stem.out_channels
+        start = (self.pointwise(x) if x.shape[1] == features else x[:, features:]).float()
+        x = x[:, :features]
         prior = self.config.prior_weight * torch.log_softmax(start, 1)
         if not self.training and not (self.head.weight.any() or self.head.bias.any()):
             return prior  # an untrained U-Net (zero last layer) adds exactly zero: skip its cost

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import device as dev
+
 MAX_VOXELS = 1_000_000  # painted voxels kept for this stage (a random subset beyond)
 BATCH = 2048  # many small steps beat few large ones per second (measured on CT and MNI)
 
@@ -45,6 +47,19 @@ def per_voxel(head, x: torch.Tensor) -> torch.Tensor:
         conv = isinstance(layer, torch.nn.Conv3d)
         x = F.linear(x, layer.weight.flatten(1), layer.bias) if conv else F.relu(x)
     return x
+
+
+@torch.no_grad()
+def volume_logits(head, volume: np.ndarray, device: torch.device, rows: int = 1 << 16) -> np.ndarray:
+    """``head``'s logits (K, Z, Y, X) float32 for a feature volume (C, Z, Y, X), ``rows`` voxels
+    at a time, with the autocast the U-Net stage uses."""
+    flat = volume.reshape(volume.shape[0], -1)
+    out = np.empty((head[-1].out_channels, flat.shape[1]), np.float32)
+    for lo in range(0, flat.shape[1], rows):
+        x = torch.from_numpy(flat[:, lo : lo + rows].T).to(device)
+        with dev.autocast(device):
+            out[:, lo : lo + rows] = per_voxel(head, x).float().T.cpu().numpy()
+    return out.reshape(-1, *volume.shape[1:])
 
 
 def train_pointwise(head, features, labels, steps: int, seconds: float, learning_rate: float,

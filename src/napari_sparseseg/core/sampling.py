@@ -73,6 +73,7 @@ class PatchSampler:
         # labels as grid_sample reads them (0 = unpainted), made once instead of every patch
         self._classes = [torch.from_numpy(t.astype(np.float32) + 1)[None, None]
                          for t in self.targets] if self.rotate else []
+        self.extra: list[np.ndarray] = []  # channels appended to every patch, e.g. classifier logits
 
     def _index_centres(self) -> list[tuple[np.ndarray, np.ndarray]]:
         centres = []
@@ -99,7 +100,7 @@ class PatchSampler:
         which, flat = self.centres[self.rng.integers(len(self.centres))]
         pick = self.rng.integers(flat.size)
         i = int(which[pick])
-        image, target = self.images[i], self.targets[i]
+        target = self.targets[i]
         centre = np.unravel_index(flat[pick], target.shape)
         jitter = [int(self.rng.integers(-(p // 4), p // 4 + 1)) for p in self.patch]
         if self.rotate and self.rng.random() < self.rotate:
@@ -107,7 +108,8 @@ class PatchSampler:
         else:
             region = tuple(self._window(c + j, p, s) for c, j, p, s in zip(centre, jitter, self.patch,
                                                                           target.shape))
-            x, y = image[(slice(None), *region)].copy(), target[region].copy()
+            x = np.concatenate([v[(slice(None), *region)] for v in self._channels(i)])
+            y = target[region].copy()
         return self._augment(x, y) if self.augment else (x, y)
 
     @staticmethod
@@ -130,11 +132,16 @@ class PatchSampler:
         size = self.targets[i].shape
         # grid_sample wants (x, y, z) in [-1, 1] across the volume
         grid = torch.stack([2 * points[a] / max(size[a] - 1, 1) - 1 for a in (2, 1, 0)], -1)[None]
-        image = torch.from_numpy(self.images[i])[None]
-        values = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        values = torch.cat([F.grid_sample(torch.from_numpy(v)[None], grid, mode="bilinear",
+                                          padding_mode="border", align_corners=True)
+                            for v in self._channels(i)], 1)
         labels = F.grid_sample(self._classes[i], grid, mode="nearest", padding_mode="zeros",
                                align_corners=True)
         return values[0].numpy(), labels[0, 0].numpy().astype(np.int16) - 1
+
+    def _channels(self, i: int) -> list[np.ndarray]:
+        """Pair ``i``'s input volumes: the image (or features), then :attr:`extra` if set."""
+        return [self.images[i], *self.extra[i : i + 1]]
 
     def _augment(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rng = self.rng

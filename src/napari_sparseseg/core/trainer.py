@@ -22,7 +22,7 @@ from .config import InferConfig, ModelConfig, TrainConfig, pools_for_spacing
 from .events import Progress
 from .loss import class_weights, sparse_loss
 from .normalize import fit_normalization
-from .pointwise import painted_samples, train_pointwise
+from .pointwise import painted_samples, train_pointwise, volume_logits
 from .sampling import PatchSampler, annotation_to_target, fit_patch
 from .validate import check_pair, count_classes
 
@@ -74,6 +74,8 @@ def train(
         reason = "stopped" if stopped else _budget_reached(config, it, clock())
         if reason:
             break
+        if it == 0 and net.pointwise is not None:  # frozen from here on: its logits once, not every step
+            sampler.extra = [volume_logits(net.pointwise, v, device) for v in sampler.images]
         _set_lr(optim, config, it, clock(), first, warmup)
         x, y = sampler.sample(config.batch_size)
         loss = train_step(net, optim, scaler, x, y, weight, config.dice_weight, device)
