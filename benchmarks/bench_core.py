@@ -115,10 +115,14 @@ def conv_gflops(fmt: str, repeats: int = 5) -> float:
 
 def make_batch(net, patch, batch: int, n_classes: int = 3, painted: float = 0.1, seed: int = 0):
     """A random batch of what the training step sees: the stem's features (B, C, *patch), or the
-    image without a stem, and a sparse target (B, *patch), -1 where unpainted."""
+    image without a stem, then the frozen classifier's logits where the model has one (the trainer
+    computes them once per volume), and a sparse target (B, *patch), -1 where unpainted."""
     gen = torch.Generator().manual_seed(seed)
     channels = net.stem.out_channels if net.stem is not None else net.config.in_channels
     x = torch.randn(batch, channels, *patch, generator=gen)
+    if net.pointwise is not None:
+        with torch.no_grad():
+            x = torch.cat([x, net.pointwise(x)], 1)
     y = torch.randint(0, n_classes, (batch, *patch), generator=gen)
     y[torch.rand(batch, *patch, generator=gen) > painted] = -1
     return x, y

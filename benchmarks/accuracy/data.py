@@ -12,6 +12,8 @@
   checked on it while being chosen, so it is no longer held out.
 - ``abdomen-mr``: a 20-slice abdominal MR with four groups from the same sdist; added after v2.1
   was fixed, never tuned on.
+- ``colin`` and ``spm-t1``: brain T1s with the skull on (a brain mask; grey and white matter) from a
+  Debian package and a PyPI wheel (:mod:`.brain_data`); added 2026-12-04, never tuned on.
 
 Arrays are (z, y, x) as the engine reads them: a NIfTI volume is reversed to (k, j, i) exactly as
 ``napari_sparseseg.core.io.read_volume`` does. Each volume is cropped to its labelled region plus a
@@ -44,7 +46,8 @@ CELLS3D_SPACING = (0.29, 0.26, 0.26)
 SYNTHETIC_SHAPE = (64, 160, 160)
 MARGIN = 4
 QUICK_SHAPE = (32, 64, 64)
-NAMES = ("mni", "nuclei", "synthetic", "ct", "abdomen", "abdomen-mr")
+NAMES = ("mni", "nuclei", "synthetic", "ct", "abdomen", "abdomen-mr", "colin", "spm-t1")
+SELF_CROPPED = ("synthetic", "colin", "spm-t1")  # not cropped to their labels (skull-on heads: to the head)
 CT_AORTA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct-aorta"
 
 
@@ -185,14 +188,16 @@ def selected(choice: str) -> tuple[str, ...]:
 
 def load(name: str, quick: bool = False) -> Dataset:
     """Dataset ``name`` cropped to its labels plus a margin (``quick``: a small centre crop)."""
+    from .brain_data import load_colin, load_spm_t1
     from .extra_data import load_abdomen, load_abdomen_mr
 
     loaders = {"mni": load_mni, "nuclei": load_nuclei, "synthetic": load_synthetic, "ct": load_ct_aorta,
-               "abdomen": load_abdomen, "abdomen-mr": load_abdomen_mr}
+               "abdomen": load_abdomen, "abdomen-mr": load_abdomen_mr, "colin": load_colin,
+               "spm-t1": load_spm_t1}
     if name not in loaders:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(NAMES)}.")
     dataset = loaders[name]()
-    if name != "synthetic":
+    if name not in SELF_CROPPED:
         dataset = crop(dataset, truth_box(dataset.truth))
     if quick:
         dataset = crop(dataset, centre_box(dataset.truth.shape, QUICK_SHAPE))
