@@ -63,10 +63,10 @@ def _deb(package: tuple[str, str], cache: Path) -> Path:
     return found[0]
 
 
-def _deb_member(deb: Path, member: str) -> bytes:
+def _deb_members(deb: Path, *members: str) -> list[bytes]:
     tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-        return archive.extractfile(member).read()
+        return [archive.extractfile(member).read() for member in members]
 
 
 def head_box(image: np.ndarray) -> tuple[slice, ...]:
@@ -76,9 +76,10 @@ def head_box(image: np.ndarray) -> tuple[slice, ...]:
 
 def load_colin(cache: Path = CACHE) -> Dataset:
     """Colin27 T1 (1 mm, skull on) with truth 1 = brain (BET's mask, holes filled)."""
-    deb = _deb(MRICRON, cache)
-    image, spacing = _nifti(_deb_member(deb, MRICRON_MEMBER.format("ch2")))
-    brain = _nifti(_deb_member(deb, MRICRON_MEMBER.format("ch2bet")))[0] > 0
+    members = (MRICRON_MEMBER.format(n) for n in ("ch2", "ch2bet"))
+    scan, stripped = _deb_members(_deb(MRICRON, cache), *members)
+    image, spacing = _nifti(scan)
+    brain = _nifti(stripped)[0] > 0
     truth = ndimage.binary_fill_holes(brain).astype(np.uint8)
     source = f"Debian {MRICRON[0]} {MRICRON[1]}, {MRICRON_MEMBER.format('{ch2,ch2bet}')}"
     dataset = Dataset("colin", image, truth, spacing, ("background", "brain"), source)
