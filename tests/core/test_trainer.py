@@ -97,3 +97,26 @@ def test_fit_refuses_model_with_fewer_classes(tiny_model, tiny_train, blob_pair)
     ann3[0, 0, 0] = 3
     with pytest.raises(ValueError, match="predicts 2 classes"):
         fit([image], [ann3], tiny_model, tiny_train, init=seg)
+
+
+def test_weight_average_keeps_the_mean_of_the_last_share_of_steps(tiny_model, tiny_train, blob_pair):
+    """``weight_average`` 0.5 over 4 iterations: the result is the mean weights after steps 2, 3 and 4."""
+    image, ann, _ = blob_pair
+    segmenter = _segmenter(tiny_model, image)
+    config = replace(tiny_train, iterations=4, weight_average=0.5)
+    after = []
+    for event in train(segmenter, [image], [ann], config):
+        if not event.done:
+            after.append([p.detach().clone() for p in segmenter.net.parameters()])
+    assert len(after) == 4
+    for i, kept in enumerate(segmenter.net.parameters()):
+        mean = torch.stack([step[i] for step in after[1:]]).mean(0)
+        assert torch.allclose(kept, mean, atol=1e-6)
+    assert not torch.equal(after[-1][0], next(segmenter.net.parameters()))  # not the last step's
+
+
+def test_weight_average_is_checked():
+    from napari_sparseseg.core.config import TrainConfig
+
+    with pytest.raises(ValueError, match="weight_average"):
+        TrainConfig(weight_average=1.0)

@@ -102,6 +102,8 @@ class TrainConfig:
     ``pointwise_steps`` steps or ``pointwise_seconds`` (at most ``max_time``: a short budget is
     the classifier's alone), with its own ``pointwise_learning_rate``; then the U-Net,
     whose learning rate warms up over its first 50 iterations (``trainer.WARMUP``).
+    ``weight_average`` = w keeps the average of the U-Net's weights over the last share w of its
+    training (stochastic weight averaging); 0 keeps the last weights.
     """
 
     patch_size: Triple = (32, 64, 64)
@@ -120,6 +122,7 @@ class TrainConfig:
     pointwise_steps: int = 6000
     pointwise_seconds: float = 25.0
     pointwise_learning_rate: float = 1e-2
+    weight_average: float = 0.0
 
     def __post_init__(self):
         if self.iterations is None and self.max_time is None:
@@ -138,6 +141,8 @@ class TrainConfig:
             raise ValueError(f"intensity_augment must lie in [0, 1), got {self.intensity_augment}.")
         if not 0.0 <= self.rotate_augment <= 1.0:
             raise ValueError(f"rotate_augment must lie in [0, 1], got {self.rotate_augment}.")
+        if not 0.0 <= self.weight_average < 1.0:
+            raise ValueError(f"weight_average must lie in [0, 1), got {self.weight_average}.")
         if self.batch_size < 1 or min(self.patch_size) < 1:
             raise ValueError("batch_size and patch_size must be positive.")
 

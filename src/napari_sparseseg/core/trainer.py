@@ -69,6 +69,7 @@ def train(
     optim = torch.optim.AdamW(_trainable(net), lr=config.learning_rate, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=_needs_scaler(device))
     voxels = config.batch_size * int(np.prod(sampler.patch))
+    averaged = None
     while True:
         stopped = stop is not None and stop()
         reason = "stopped" if stopped else _budget_reached(config, it, clock())
@@ -81,8 +82,11 @@ def train(
         loss = train_step(net, optim, scaler, x, y, weight, config.dice_weight, device)
         it += 1
         elapsed = clock()
+        averaged = _average(averaged, net, config, _used(config, it, elapsed, first))
         with clock.away():  # napari's previews run here
             yield Progress(it, loss, elapsed, voxels * it / elapsed, config.iterations, config.max_time)
+    if averaged is not None:
+        net.load_state_dict(averaged.module.state_dict())
     net.eval()
     elapsed = clock()
     yield Progress(
@@ -225,14 +229,29 @@ def _set_lr(optim, config: TrainConfig, it: int, elapsed: float, first: float = 
     the pointwise stage; the schedule spans the rest. The warm-up keeps Adam's first, full-size
     steps from overriding the pointwise answer when a short budget leaves only a few iterations.
     """
-    used = 0.0
-    if config.iterations:
-        used = it / config.iterations
-    if config.max_time:
-        used = max(used, (elapsed - first) / max(config.max_time - first, 1e-9))
+    used = _used(config, it, elapsed, first)
     lr = config.learning_rate * max(1.0 - used, 0.0) ** 0.9 * min(1.0, (it + 1) / (warmup + 1))
     for group in optim.param_groups:
         group["lr"] = lr
+
+
+def _used(config: TrainConfig, it: int, elapsed: float, first: float = 0.0) -> float:
+    """The share of the U-Net stage's budget used: iterations or time after ``first``, whichever more."""
+    used = it / config.iterations if config.iterations else 0.0
+    if config.max_time:
+        used = max(used, (elapsed - first) / max(config.max_time - first, 1e-9))
+    return used
+
+
+def _average(averaged, net, config: TrainConfig, used: float):
+    """Add ``net``'s weights to the running average once the last ``weight_average`` share of the
+    stage has begun (:class:`torch.optim.swa_utils.AveragedModel`, equal weights); returns it."""
+    if not config.weight_average or used < 1.0 - config.weight_average:
+        return averaged
+    if averaged is None:
+        averaged = torch.optim.swa_utils.AveragedModel(net)
+    averaged.update_parameters(net)
+    return averaged
 
 
 def train_step(net, optim, scaler, x, y, weight, dice_weight, device) -> float:
