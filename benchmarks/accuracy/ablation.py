@@ -41,7 +41,6 @@ VARIANTS = {
     "pointwise-only, 256 wide": ("fast", {"pointwise": 256}, {"iterations": 1}),
     "pointwise 256 wide": ("fast", {"pointwise": 256}, {}),
     "weights averaged over the last half": ("fast", {}, {"weight_average": 0.5}),
-    "weights averaged over the last quarter": ("fast", {}, {"weight_average": 0.25}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3")
