@@ -1,4 +1,4 @@
-"""Engine v2 ablation: each lever alone and the chosen combination, trained in-process at K = 3.
+"""Engine v2 ablation: each lever alone and the chosen combination, trained in-process (K = 3 unless told).
 
 Unlike :mod:`.v2` (whole commands, timed as a user sees them) this trains and predicts in one
 Python process with :func:`napari_sparseseg.core.trainer.fit`-style calls, so a variant is just a
@@ -41,6 +41,8 @@ VARIANTS = {
     "pointwise-only, 256 wide": ("fast", {"pointwise": 256}, {"iterations": 1}),
     "pointwise 256 wide": ("fast", {"pointwise": 256}, {}),
     "weights averaged over the last half": ("fast", {}, {"weight_average": 0.5}),
+    "trees-only": ("fast", {"pointwise": 0, "trees": 100}, {"iterations": 1}),
+    "trees": ("fast", {"pointwise": 0, "trees": 100}, {}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3")
@@ -70,7 +72,7 @@ def table(rows: list[dict]) -> list[str]:
     seeds of the latest day a cell was measured on, with the number of seeds when more than one."""
     cells, columns = defaultdict(lambda: defaultdict(list)), []
     for r in rows:
-        column = f"{r['dataset']} {r['budget_s']:g} s"
+        column = f"{r['dataset']} {r['budget_s']:g} s" + (f" K = {r['k']}" if r.get("k", 3) != 3 else "")
         if column not in columns:
             columns.append(column)
         runs = cells[r["variant"]][column]
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--budgets", type=float, nargs="+", default=[20.0, 120.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--k", type=int, default=3, help="painted planes per axis")
     parser.add_argument("--docs", action="store_true")
     args = parser.parse_args(argv)
     unknown = set(args.datasets) - set(data.NAMES)
@@ -104,7 +107,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown dataset(s) {', '.join(sorted(unknown))}; choose from {', '.join(data.NAMES)}")
     for name in args.datasets:
         for budget, seed, variant in itertools.product(args.budgets, args.seeds, args.variant):
-            row = run(name, variant, budget, seed=seed)
+            row = run(name, variant, budget, k=args.k, seed=seed)
             print(json.dumps(row), flush=True)
             with LOG.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -44,6 +44,9 @@ class ModelConfig:
         Hidden width of a per-voxel classifier on the filter features, trained first; 0 = none.
         Needs ``filters``. The U-Net then also sees the classifier's class probabilities as
         input channels (auto-context), and adds its output to the classifier's log-probabilities.
+    trees : int
+        Boosting rounds of a first stage of gradient-boosted trees (LightGBM, :mod:`.trees`) in
+        place of the perceptron; 0 = none. Needs ``filters``; excludes ``pointwise``.
     prior_weight : float
         Weight of the classifier's log-probabilities in the final logits. The U-Net's last layer
         starts at zero, so training starts at the classifier's answer; a weight below 1 keeps that
@@ -59,6 +62,7 @@ class ModelConfig:
     in_channels: int = 1
     filters: tuple[float, ...] = ()
     pointwise: int = 0
+    trees: int = 0
     prior_weight: float = 0.3
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
@@ -72,8 +76,12 @@ class ModelConfig:
                 f"pools needs one factor per down-step ({len(self.features) - 1}), "
                 f"got {len(self.pools)}."
             )
-        if self.pointwise and not self.filters:
+        if (self.pointwise or self.trees) and not self.filters:
             raise ValueError("A pointwise classifier needs filter-bank features (set filters).")
+        if self.pointwise and self.trees:
+            raise ValueError("Choose one first stage: a perceptron (pointwise) or trees, not both.")
+        if self.pointwise < 0 or self.trees < 0:
+            raise ValueError("pointwise and trees must be 0 (none) or positive.")
         if not 0 <= self.prior_weight < math.inf:
             raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight}.")
         if any(not s > 0 for s in (*self.filters, *self.spacing)):

@@ -19,6 +19,7 @@ from . import device as dev
 from .checkpoint import Segmenter
 from .config import InferConfig
 from .sampling import fit_patch
+from .trees import TreeClassifier
 from .validate import check_image
 
 Predictor = Callable[[np.ndarray], np.ndarray]
@@ -233,9 +234,16 @@ def _predict_in_chunks(segmenter: Segmenter, image: np.ndarray, config: InferCon
 
 def model_inputs(segmenter: Segmenter, volume: np.ndarray) -> np.ndarray:
     """What the network's windows read: the normalised ``volume`` (Z, Y, X) as (1, Z, Y, X), or its
-    filter features (C, Z, Y, X) when the model has a filter-bank stem."""
+    filter features (C, Z, Y, X) when the model has a filter-bank stem, followed by the trees'
+    logits when its first stage is boosted trees (scored once per voxel, not once per window)."""
     stem = segmenter.net.stem
-    return volume[None] if stem is None else stem.volume(volume)
+    if stem is None:
+        return volume[None]
+    features = stem.volume(volume)
+    first = segmenter.net.pointwise
+    if isinstance(first, TreeClassifier):
+        return np.concatenate([features, first.volume(features)])
+    return features
 
 
 def check_channels(segmenter: Segmenter) -> None:

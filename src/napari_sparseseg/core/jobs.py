@@ -116,7 +116,7 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
             send(_preview(segmenter, images[0], plane, infer_settings(segmenter, job), event.iteration))
             last_preview = time.perf_counter()
             wait = max(job.preview_every, PREVIEW_SHARE * (last_preview - now))
-    if not stepped:  # stopped before the first step: an untrained model must not replace a good one
+    if not (stepped and trainer.ready(segmenter)):  # an untrained model must not replace a good one
         send(Failed("Stopped before the first training step; nothing was trained or written."))
         return
     send(ModelReady(checkpoint.to_bytes(segmenter), segmenter.class_names, event.iteration, event.reason))

@@ -9,6 +9,7 @@ from torch import nn
 from .config import ModelConfig
 from .device import memory_format
 from .filters import FilterBank
+from .trees import TreeClassifier
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -58,6 +59,13 @@ def pointwise_classifier(in_ch: int, hidden: int, n_classes: int) -> nn.Sequenti
     )
 
 
+def first_stage(config: ModelConfig, in_ch: int, n_classes: int) -> nn.Module | None:
+    """The per-voxel classifier the config asks for: a perceptron, boosted trees or none."""
+    if config.trees:
+        return TreeClassifier(n_classes, config.trees)
+    return pointwise_classifier(in_ch, config.pointwise, n_classes) if config.pointwise else None
+
+
 class UNet3D(nn.Module):
     """3D U-Net returning raw logits, optionally on fixed filter features with a pointwise start.
 
@@ -86,9 +94,8 @@ class UNet3D(nn.Module):
         self.config, self.n_classes, self.pools = config, n_classes, pools
         self.stem = FilterBank(config.filters, config.spacing) if config.filters else None
         in_ch = self.stem.out_channels if self.stem else config.in_channels
-        hidden = config.pointwise
-        self.pointwise = pointwise_classifier(in_ch, hidden, n_classes) if hidden else None
-        if hidden:
+        self.pointwise = first_stage(config, in_ch, n_classes)
+        if self.pointwise is not None:
             in_ch += n_classes  # the classifier's probabilities
         self.encoders = nn.ModuleList()
         for width in feats:

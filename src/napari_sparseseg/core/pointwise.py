@@ -23,20 +23,25 @@ MAX_VOXELS = 1_000_000  # painted voxels kept for this stage (a random subset be
 BATCH = 2048  # many small steps beat few large ones per second (measured on CT and MNI)
 
 
-def painted_samples(volumes, targets, rng, max_voxels: int = MAX_VOXELS):
+def painted_index(targets, rng, max_voxels: int = MAX_VOXELS) -> list[np.ndarray]:
+    """Flat indices of (a random subset of at most ``max_voxels``) painted voxels per target
+    (Z, Y, X), -1 where unpainted; the same share of every target."""
+    index = [np.flatnonzero(t.ravel() >= 0) for t in targets]
+    keep = min(1.0, max_voxels / max(1, sum(i.size for i in index)))
+    if keep < 1.0:
+        index = [np.sort(rng.choice(i, int(i.size * keep), replace=False)) for i in index]
+    return index
+
+
+def painted_samples(volumes, targets, rng, max_voxels: int = MAX_VOXELS, index=None):
     """Features (N, C) float32 and classes (N,) int64 of (a subset of) the painted voxels.
 
-    ``volumes`` are (C, Z, Y, X) feature volumes, ``targets`` (Z, Y, X) with -1 where unpainted.
+    ``volumes`` are (C, Z, Y, X) feature volumes, ``targets`` (Z, Y, X) with -1 where unpainted;
+    ``index`` the voxels to take (default: :func:`painted_index`).
     """
-    total = sum(int(np.count_nonzero(t >= 0)) for t in targets)
-    keep = min(1.0, max_voxels / max(1, total))
-    feats, labels = [], []
-    for volume, target in zip(volumes, targets):
-        index = np.flatnonzero(target.ravel() >= 0)
-        if keep < 1.0:
-            index = np.sort(rng.choice(index, int(index.size * keep), replace=False))
-        feats.append(volume.reshape(volume.shape[0], -1)[:, index].T)
-        labels.append(target.ravel()[index].astype(np.int64))
+    index = painted_index(targets, rng, max_voxels) if index is None else index
+    feats = [v.reshape(v.shape[0], -1)[:, i].T for v, i in zip(volumes, index)]
+    labels = [t.ravel()[i].astype(np.int64) for t, i in zip(targets, index)]
     return tuple(torch.from_numpy(np.concatenate(a)) for a in (feats, labels))
 
 

@@ -22,8 +22,9 @@ from .config import InferConfig, ModelConfig, TrainConfig, pools_for_spacing
 from .events import Progress
 from .loss import class_weights, sparse_loss
 from .normalize import fit_normalization
-from .pointwise import painted_samples, train_pointwise, volume_logits
+from .pointwise import painted_index, painted_samples, train_pointwise, volume_logits
 from .sampling import PatchSampler, annotation_to_target, fit_patch
+from .trees import TreeClassifier, out_of_fold, plane_folds
 from .validate import check_pair, count_classes
 
 WARMUP = 50  # U-Net iterations of linear learning-rate warm-up after the pointwise stage
@@ -56,7 +57,8 @@ def train(
     sampler = _sampler(segmenter, images, annotations, config, rng)
     if segmenter.net.pointwise is not None:
         event = None
-        for event in _pointwise_stage(segmenter, sampler, config, rng, stop, clock, continuing):
+        stage = _tree_stage if isinstance(segmenter.net.pointwise, TreeClassifier) else _pointwise_stage
+        for event in stage(segmenter, sampler, config, rng, stop, clock, continuing):
             with clock.away():
                 yield event
         if event is not None and not (stop is not None and stop()):
@@ -75,7 +77,7 @@ def train(
         reason = "stopped" if stopped else _budget_reached(config, it, clock())
         if reason:
             break
-        if it == 0 and net.pointwise is not None:  # frozen from here on: its logits once, not every step
+        if it == 0 and net.pointwise is not None and not sampler.extra:  # frozen: its logits once
             sampler.extra = [volume_logits(net.pointwise, v, device) for v in sampler.images]
         _set_lr(optim, config, it, clock(), first, warmup)
         x, y = sampler.sample(config.batch_size)
@@ -148,11 +150,52 @@ def _pointwise_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
         net.pointwise.load_state_dict(head.state_dict())
 
 
+def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
+                continuing: bool) -> Iterator[Progress]:
+    """Fit the filter standardisation (a new model) and new boosted trees on the painted voxels.
+
+    Then the trees score every voxel of the U-Net's inputs, painted voxels out-of-fold
+    (:func:`.trees.out_of_fold`). New trees replace the model's once trained; a continued round
+    stopped before its out-of-fold answers are complete keeps the trees it had.
+    """
+    net = segmenter.net
+    index = painted_index(sampler.targets, rng)
+    features, labels = (t.numpy() for t in painted_samples(sampler.images, sampler.targets, rng, index=index))
+    trees = TreeClassifier(segmenter.n_classes, segmenter.config.trees)
+    yield from _progress(trees.fit(features, labels, config.seed), config, clock, stop)
+    if trees.fitted and not continuing:
+        net.pointwise = trees
+    if not trees.fitted or (stop is not None and stop()):
+        return
+    folds = np.concatenate([plane_folds(t, i) for t, i in zip(sampler.targets, index)])
+    guesses = out_of_fold(features, labels, folds, segmenter.n_classes, config.seed, trees.rounds)
+    held_out = yield from _progress(guesses, config, clock, stop)
+    if held_out is None:
+        return
+    net.pointwise = trees
+    sampler.extra, first = [], 0
+    for volume, where in zip(sampler.images, index):
+        logits = trees.volume(volume)
+        logits.reshape(logits.shape[0], -1)[:, where] = held_out[first : first + where.size].T
+        sampler.extra.append(logits)
+        first += where.size
+
+
+def ready(segmenter) -> bool:
+    """Whether the segmenter can predict: false after a first round stopped before its trees were fitted."""
+    return bool(getattr(segmenter.net.pointwise, "fitted", True))
+
+
 def _progress(losses, config, clock, stop) -> Iterator[Progress]:
-    for loss in losses:
+    """A Progress per loss of the generator ``losses``; returns its result, or None when stopped."""
+    while True:
+        try:
+            loss = next(losses)
+        except StopIteration as end:
+            return end.value
         yield Progress(0, loss, clock(), 0.0, config.iterations, config.max_time)
         if stop is not None and stop():
-            return
+            return None
 
 
 def _trainable(net) -> list:

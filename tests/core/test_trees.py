@@ -1,0 +1,168 @@
+"""The boosted-tree first stage: learns, answers painted voxels out of fold, is stored as data."""
+
+import io
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+
+from napari_sparseseg.core import checkpoint, chunked, trainer, trees
+from napari_sparseseg.core.checkpoint import Segmenter
+from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig
+from napari_sparseseg.core.events import Failed, Outputs, TrainRequest
+from napari_sparseseg.core.inference import model_inputs, predict
+from napari_sparseseg.core.jobs import run
+from napari_sparseseg.core.metrics import evaluate
+from napari_sparseseg.core.normalize import Normalization
+from napari_sparseseg.core.synthetic import make_sample
+from napari_sparseseg.core.trainer import fit, prepare, train
+
+make_sampler = trainer._sampler
+MODEL = ModelConfig(features=(8, 16, 32), filters=FILTER_SIGMAS, trees=30)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return make_sample(shape=(24, 64, 64), slices_per_axis=2, seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(sample):
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=30, device="cpu", seed=0)
+    return fit([sample.image], [sample.annotation], MODEL, config, sample.spacing,
+               class_names=sample.class_names)
+
+
+def test_trees_and_u_net_learn_tubules_in_a_small_budget(sample, trained):
+    labels = predict(trained, sample.image).labels
+    result = evaluate(labels, sample.truth, n_classes=3, mask=sample.annotation == 0,
+                      class_names=sample.class_names)
+    dice = {name: m["dice"] for name, m in result["classes"].items()}
+    assert dice["tubule lumen"] >= 0.95 and dice["tubule wall"] >= 0.93, dice
+    assert trained.net.pointwise.fitted and trained.net.head.weight.abs().sum() > 0  # the U-Net trained
+
+
+def test_painted_planes_fall_into_folds_that_each_hold_every_direction():
+    target = np.full((30, 30, 30), -1, np.int16)
+    for index in (5, 15, 25):
+        target[index], target[:, index], target[:, :, index] = 0, 0, 0
+    where = np.flatnonzero(target.ravel() >= 0)
+    folds = trees.plane_folds(target, where)
+    assert sorted(np.unique(folds)) == [0, 1, 2]
+    planes = np.stack(np.unravel_index(where, target.shape))
+    for axis in range(3):
+        on_one_plane = (planes % 10 != 5).sum(0) == 2  # voxels off the lines where planes cross
+        mine = on_one_plane & (planes[axis] % 10 == 5)
+        per_fold = [np.unique(planes[axis][mine & (folds == f)]) for f in range(3)]
+        assert [len(p) for p in per_fold] == [1, 1, 1]  # each fold: one plane of this direction
+
+
+def test_a_single_painted_plane_alternates_squares_between_two_folds():
+    single = np.full((4, 40, 40), -1, np.int16)
+    single[2] = 1
+    folds = trees.plane_folds(single, np.flatnonzero(single.ravel() >= 0)).reshape(40, 40)
+    assert folds[0, 0] != folds[0, 16] and folds[0, 0] == folds[16, 16] == folds[15, 15]
+
+
+def test_out_of_fold_answers_do_not_know_their_own_labels():
+    """Labels that are noise: trees fit their own training rows, but answer held-out rows by chance."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(3000, 5)).astype(np.float32)
+    labels = rng.integers(0, 2, 3000)
+    folds = np.arange(3000) % 3
+    fitted = trees.TreeClassifier(2, rounds=40)
+    list(fitted.fit(features, labels))
+    own = np.mean(fitted.rows(features).argmax(1) == labels)
+    held = np.mean(_result(trees.out_of_fold(features, labels, folds, 2, rounds=40)).argmax(1) == labels)
+    assert own > 0.75 and 0.4 < held < 0.6, (own, held)
+    single = _result(trees.out_of_fold(features, labels, np.zeros(3000, int), 2, rounds=5))
+    assert not single.any()  # nothing to hold out: no answer rather than a memorised one
+
+
+def _result(generator):
+    try:
+        while True:
+            next(generator)
+    except StopIteration as end:
+        return end.value
+
+
+def test_the_u_net_learns_from_out_of_fold_answers_and_never_runs_the_trees(sample, monkeypatch):
+    """On painted voxels the U-Net's context is what trees not fitted to them say; elsewhere the
+    final trees' answer, computed once (the tree module is never called per patch)."""
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=3, device="cpu", seed=0)
+    segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
+                                             sample.spacing)
+    samplers, calls = [], []
+    monkeypatch.setattr(trainer, "_sampler", lambda *a: samplers.append(make_sampler(*a)) or samplers[-1])
+    monkeypatch.setattr(trees.TreeClassifier, "forward", lambda *a: calls.append(1))
+    list(train(segmenter, images, annotations, config))
+    assert calls == []
+    features = model_inputs(segmenter, segmenter.normalization.apply(sample.image))
+    final = features[-3:]
+    context = samplers[0].extra[0][(slice(None), *(slice(0, n) for n in sample.image.shape))]
+    painted = sample.annotation > 0
+    np.testing.assert_allclose(context[:, ~painted], final[:, ~painted], rtol=1e-5, atol=1e-5)
+    classes = sample.annotation[painted] - 1
+    fitted, held = (np.mean(c[:, painted].argmax(0) == classes) for c in (final, context))
+    assert fitted > 0.99 and held < fitted  # their own training voxels they know by heart
+
+
+def test_model_with_trees_round_trips_as_data_and_predicts_the_same(sample, trained, tmp_path):
+    path = checkpoint.save(trained, tmp_path / "trees.pt")
+    payload = torch.load(path, weights_only=True)  # tensors and plain values only: no code runs
+    text = payload["state_dict"]["pointwise.model"]
+    assert text.dtype == torch.uint8 and bytes(text[:4].numpy()) == b"tree"  # LightGBM's text format
+    loaded = checkpoint.load(path)
+    np.testing.assert_array_equal(predict(loaded, sample.image).probabilities,
+                                  predict(trained, sample.image).probabilities)
+
+
+def test_damaged_trees_are_one_clear_error_at_load(trained, tmp_path):
+    payload = torch.load(io.BytesIO(checkpoint.to_bytes(trained)), weights_only=True)
+    payload["state_dict"]["pointwise.model"] = torch.frombuffer(bytearray(b"not trees"), dtype=torch.uint8)
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"bad\.pt is a damaged napari-sparseseg model.*LightGBM"):
+        checkpoint.load(tmp_path / "bad.pt")
+
+
+def test_chunk_borders_equal_the_whole_volume_with_trees(trained):
+    image = np.random.default_rng(2).random((52, 70, 70)).astype(np.float32)
+    config = checkpoint.InferConfig(window=(8, 16, 16), overlap=0.25, device="cpu")
+    whole = predict(trained, image, config)
+    lazy = chunked.predict_dask(da.from_array(image, chunks=(11, 30, 30)), trained, config, (26, 35, 35))
+    assert all(len(c) >= 2 for c in lazy.labels.chunks)
+    labels, probabilities = (a.compute(scheduler="threads") for a in (lazy.labels, lazy.probabilities))
+    assert np.abs(probabilities.astype(int) - whole.probabilities).max() <= 1
+    assert np.mean(labels == whole.labels) > 0.9999
+
+
+def test_stop_before_the_first_trees_are_fitted_writes_nothing(sample, tmp_path):
+    polls, sent = [], []
+    request = TrainRequest((sample.image,), (sample.annotation,), sample.spacing, None, MODEL,
+                           TrainConfig(patch_size=(16, 48, 48), iterations=3, device="cpu"),
+                           outputs=Outputs(mask=tmp_path / "mask.tif", model=tmp_path / "model.pt"))
+    run(request, sent.append, lambda: polls.append(1) or len(polls) > 2)
+    assert any(isinstance(e, Failed) and "nothing was trained" in e.message for e in sent)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_continued_round_stopped_early_keeps_its_trees(sample, trained):
+    again = checkpoint.from_bytes(checkpoint.to_bytes(trained))
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=5, device="cpu", seed=3)
+    _, images, annotations = prepare([sample.image], [sample.annotation], again.config, config,
+                                     sample.spacing, init=again)
+    polls = []
+    list(train(again, images, annotations, config, stop=lambda: polls.append(1) or len(polls) > 40))
+    assert torch.equal(again.net.pointwise.model, trained.net.pointwise.model)
+
+
+def test_a_model_config_has_one_first_stage():
+    with pytest.raises(ValueError, match="one first stage"):
+        ModelConfig(filters=(1.0,), pointwise=8, trees=10)
+    with pytest.raises(ValueError, match="needs filter"):
+        ModelConfig(trees=10)
+    segmenter = Segmenter.create(ModelConfig(features=(4, 8), filters=(1.0,), trees=5), 3,
+                                 Normalization(0.0, 1.0, 0.5, 0.2))
+    assert segmenter.net.encoders[0][0].in_channels == segmenter.net.stem.out_channels + 3
