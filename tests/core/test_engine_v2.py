@@ -1,4 +1,4 @@
-"""Engine v2: filter-bank stem, pointwise first stage, normalisation from painted structures."""
+"""Engine v2: filter-bank stem, the perceptron first stage, normalisation from painted structures."""
 
 import io
 
@@ -8,12 +8,14 @@ import torch
 from scipy import ndimage
 
 from napari_sparseseg.core import checkpoint, filters
-from napari_sparseseg.core.config import ModelConfig, TrainConfig, preset, replace
+from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig, replace
 from napari_sparseseg.core.inference import model_inputs, predict
 from napari_sparseseg.core.metrics import evaluate
 from napari_sparseseg.core.normalize import fit_normalization
 from napari_sparseseg.core.synthetic import make_sample
 from napari_sparseseg.core.trainer import fit, prepare, train
+
+PERCEPTRON = ModelConfig(features=(8, 16, 32), filters=FILTER_SIGMAS, pointwise=64)  # before trees
 
 
 def test_smoothing_equals_scipy_with_nearest_borders():
@@ -75,7 +77,7 @@ def test_only_background_painted_falls_back_to_the_whole_volume():
 @pytest.fixture(scope="module")
 def trained():
     sample = make_sample(shape=(24, 64, 64), slices_per_axis=2, seed=1)
-    model = replace(preset("fast").model, features=(8, 16, 32))
+    model = PERCEPTRON
     config = TrainConfig(patch_size=(16, 48, 48), iterations=30, pointwise_steps=600, device="cpu", seed=0)
     segmenter = fit([sample.image], [sample.annotation], model, config, sample.spacing,
                     class_names=sample.class_names)
@@ -96,7 +98,7 @@ def test_a_few_u_net_iterations_keep_the_pointwise_answer(trained):
     """The warm-up: a short budget that leaves the U-Net 10 iterations must not undo the first stage
     (without it 0.7 % of the voxels flipped here; with it 0.01 %)."""
     sample, _ = trained
-    model = replace(preset("fast").model, features=(8, 16, 32))
+    model = PERCEPTRON
     config = TrainConfig(patch_size=(16, 48, 48), iterations=10, pointwise_steps=300, device="cpu", seed=0)
     segmenter = fit([sample.image], [sample.annotation], model, config, sample.spacing)
     features = torch.from_numpy(model_inputs(segmenter, segmenter.normalization.apply(sample.image)))[None]
@@ -110,7 +112,7 @@ def test_the_u_net_stage_freezes_the_classifier_and_the_next_round_trains_it_aga
     """Frozen means no backward pass through it (a U-Net step 16 % faster), yet Continue training
     still refits it to the new strokes."""
     sample, _ = trained
-    model = replace(preset("fast").model, features=(8, 16, 32))
+    model = PERCEPTRON
     config = TrainConfig(patch_size=(16, 48, 48), iterations=3, pointwise_steps=20, device="cpu", seed=0)
     segmenter, images, annotations = prepare([sample.image], [sample.annotation], model, config,
                                              sample.spacing)
@@ -128,7 +130,7 @@ def test_the_u_net_stage_reads_the_frozen_classifier_once_instead_of_every_step(
     """Its logits are computed once per volume and travel with the patches (a U-Net step ran 14 %
     faster with 64 units, 40 % with 256); the classifier module itself never runs in the stage."""
     sample, _ = trained
-    model = replace(preset("fast").model, features=(8, 16, 32))
+    model = PERCEPTRON
     config = TrainConfig(patch_size=(16, 48, 48), iterations=4, pointwise_steps=20, device="cpu", seed=0)
     segmenter, images, annotations = prepare([sample.image], [sample.annotation], model, config,
                                              sample.spacing)

@@ -43,12 +43,13 @@ def test_trees_and_u_net_learn_tubules_in_a_small_budget(sample, trained):
     assert trained.net.pointwise.fitted and trained.net.head.weight.abs().sum() > 0  # the U-Net trained
 
 
-def test_painted_planes_fall_into_folds_that_each_hold_every_direction():
+def test_with_fewer_folds_than_planes_each_fold_holds_every_direction():
     target = np.full((30, 30, 30), -1, np.int16)
     for index in (5, 15, 25):
         target[index], target[:, index], target[:, :, index] = 0, 0, 0
     where = np.flatnonzero(target.ravel() >= 0)
-    folds = trees.plane_folds(target, where)
+    assert np.unique(trees.plane_folds(target, where)).size == 9  # by default: one plane left out at a time
+    folds = trees.plane_folds(target, where, folds=3)
     assert sorted(np.unique(folds)) == [0, 1, 2]
     planes = np.stack(np.unravel_index(where, target.shape))
     for axis in range(3):
@@ -166,3 +167,13 @@ def test_a_model_config_has_one_first_stage():
     segmenter = Segmenter.create(ModelConfig(features=(4, 8), filters=(1.0,), trees=5), 3,
                                  Normalization(0.0, 1.0, 0.5, 0.2))
     assert segmenter.net.encoders[0][0].in_channels == segmenter.net.stem.out_channels + 3
+
+
+def test_a_new_model_answers_early_while_the_folds_still_train(sample):
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu")
+    segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
+                                             sample.spacing)
+    events = list(train(segmenter, images, annotations, config))
+    first = next(i for i, e in enumerate(events) if e.first_answer)
+    assert first == MODEL.trees  # right after the final trees' 30 rounds
+    assert sum(e.iteration == 0 for e in events[first + 1 :]) == 6 * MODEL.trees  # six planes, six folds

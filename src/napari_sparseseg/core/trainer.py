@@ -28,6 +28,7 @@ from .trees import TreeClassifier, out_of_fold, plane_folds
 from .validate import check_pair, count_classes
 
 WARMUP = 50  # U-Net iterations of linear learning-rate warm-up after the pointwise stage
+ANSWER = object()  # a first stage yields this once its classifier can answer: the early answer's turn
 
 
 def train(
@@ -56,14 +57,14 @@ def train(
     continuing = segmenter.net.stem is not None and bool(segmenter.net.stem.fitted)
     sampler = _sampler(segmenter, images, annotations, config, rng)
     if segmenter.net.pointwise is not None:
-        event = None
+        last = None
         stage = _tree_stage if isinstance(segmenter.net.pointwise, TreeClassifier) else _pointwise_stage
         for event in stage(segmenter, sampler, config, rng, stop, clock, continuing):
-            with clock.away():
-                yield event
-        if event is not None and not (stop is not None and stop()):
+            if event is ANSWER and (last is None or (stop is not None and stop())):
+                continue
+            last = replace(last, first_answer=True) if event is ANSWER else event
             with clock.away():  # napari predicts its early answer here: not training time
-                yield replace(event, first_answer=True)
+                yield last
     first = clock()  # the U-Net stage's schedule spans the time left
     warmup = WARMUP if segmenter.net.pointwise is not None else 0
     weight = _weights(annotations, segmenter.n_classes, config, device)
@@ -148,31 +149,36 @@ def _pointwise_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     yield from _progress(steps, config, clock, stop)
     if not (continuing and stop is not None and stop()):
         net.pointwise.load_state_dict(head.state_dict())
+    yield ANSWER
 
 
 def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
                 continuing: bool) -> Iterator[Progress]:
     """Fit the filter standardisation (a new model) and new boosted trees on the painted voxels.
 
-    Then the trees score every voxel of the U-Net's inputs, painted voxels out-of-fold
-    (:func:`.trees.out_of_fold`). New trees replace the model's once trained; a continued round
-    stopped before its out-of-fold answers are complete keeps the trees it had.
+    A new model answers early with them (napari shows it while the folds train). Then the trees
+    score every voxel of the U-Net's inputs, painted voxels out-of-fold (:func:`.trees.out_of_fold`).
+    A continued round swaps in its new trees only when that is complete, so one stopped earlier
+    keeps the trees it had.
     """
     net = segmenter.net
     index = painted_index(sampler.targets, rng)
     features, labels = (t.numpy() for t in painted_samples(sampler.images, sampler.targets, rng, index=index))
     trees = TreeClassifier(segmenter.n_classes, segmenter.config.trees)
     yield from _progress(trees.fit(features, labels, config.seed), config, clock, stop)
-    if trees.fitted and not continuing:
-        net.pointwise = trees
     if not trees.fitted or (stop is not None and stop()):
         return
+    if not continuing:
+        net.pointwise = trees
+        yield ANSWER  # the early answer comes from these trees: no need to wait for the folds
     folds = np.concatenate([plane_folds(t, i) for t, i in zip(sampler.targets, index)])
     guesses = out_of_fold(features, labels, folds, segmenter.n_classes, config.seed, trees.rounds)
     held_out = yield from _progress(guesses, config, clock, stop)
     if held_out is None:
         return
-    net.pointwise = trees
+    if continuing:
+        net.pointwise = trees
+        yield ANSWER
     sampler.extra, first = [], 0
     for volume, where in zip(sampler.images, index):
         logits = trees.volume(volume)

@@ -12,7 +12,11 @@ Trees fit their training voxels almost perfectly, so their answer on a painted v
 confident than on an unpainted one. The U-Net, which learns from painted voxels with the trees'
 answer as input, would learn to trust it blindly; it gets *out-of-fold* answers there instead:
 the painted planes are split into folds and each fold's voxels are scored by trees trained on
-the other folds (stacking, as in auto-context).
+the other folds (stacking, as in auto-context). Up to 9 folds, i.e. one painted plane left out
+at a time for K <= 3 planes per axis: the held-out answers then come from trees almost as good as
+the final ones. With 3 folds they came from trees trained on two thirds of the planes, and the
+U-Net learned to overrule answers that were better at prediction time (SPM T1, K = 3, 120 s:
+0.914 with 3 folds, 0.926 with 5, 0.928 with 9; the trees alone 0.920).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 from torch import nn
 
 ROUNDS = 100  # boosting rounds (trees per class)
-FOLDS = 3  # groups of painted planes for the out-of-fold answers
+FOLDS = 9  # at most this many groups of painted planes for the out-of-fold answers
 PARAMS = {
     "objective": "multiclass",
     "learning_rate": 0.1,
@@ -146,13 +150,13 @@ def out_of_fold(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_c
     return out
 
 
-def plane_folds(target: np.ndarray, index: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+def plane_folds(target: np.ndarray, index: np.ndarray, folds: int | None = None) -> np.ndarray:
     """A fold per painted voxel ``index`` (flat indices into ``target``, -1 = unpainted).
 
     A voxel belongs to the axis-aligned plane holding most painted voxels through it (napari paints
-    in planes). Planes go to folds in turn along each axis, so every fold has planes of every
-    painted direction. With a single painted plane, 16-voxel squares in it alternate between two
-    folds instead.
+    in planes). With more planes than folds, planes go to folds in turn along each axis, so a fold
+    holds planes of several directions. With a single painted plane, 16-voxel squares in it
+    alternate between two folds instead.
     """
     painted = target >= 0
     where = np.unravel_index(index, target.shape)
@@ -161,5 +165,5 @@ def plane_folds(target: np.ndarray, index: np.ndarray, folds: int = FOLDS) -> np
     plane = axis * max(target.shape) + np.choose(axis, where)
     names, rank = np.unique(plane, return_inverse=True)
     if names.size > 1:
-        return rank % min(folds, names.size)
+        return rank % min(folds or FOLDS, names.size)
     return sum(w // 16 for w in where) % 2
