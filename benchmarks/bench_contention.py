@@ -48,9 +48,8 @@ torch.set_num_threads(int(sys.argv[1])); steps = int(sys.argv[2])
 p = preset(DEFAULT_PRESET); cpu = torch.device("cpu")
 seg = new_segmenter(p.model, [np.zeros((8, 8, 8), np.float32)], 3, (2.0, 1.0, 1.0))
 net = dev.prepare(seg.net, cpu).train()
-channels = net.stem.out_channels if net.stem is not None else 1  # the U-Net stage's input
-rng = np.random.default_rng(0)
-x = rng.standard_normal((p.train.batch_size, channels, *p.train.patch_size), dtype=np.float32)
+rng = np.random.default_rng(0)  # the U-Net stage's input: features and first-stage logits
+x = rng.standard_normal((p.train.batch_size, net.stage_channels, *p.train.patch_size), dtype=np.float32)
 y = rng.integers(-1, 3, (p.train.batch_size, *p.train.patch_size))
 opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
 scaler = torch.amp.GradScaler("cuda", enabled=False)

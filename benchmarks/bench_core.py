@@ -118,11 +118,7 @@ def make_batch(net, patch, batch: int, n_classes: int = 3, painted: float = 0.1,
     image without a stem, then the frozen classifier's logits where the model has one (the trainer
     computes them once per volume), and a sparse target (B, *patch), -1 where unpainted."""
     gen = torch.Generator().manual_seed(seed)
-    channels = net.stem.out_channels if net.stem is not None else net.config.in_channels
-    x = torch.randn(batch, channels, *patch, generator=gen)
-    if net.pointwise is not None:
-        with torch.no_grad():
-            x = torch.cat([x, net.pointwise(x)], 1)
+    x = torch.randn(batch, net.stage_channels, *patch, generator=gen)  # logits: random, as costly
     y = torch.randint(0, n_classes, (batch, *patch), generator=gen)
     y[torch.rand(batch, *patch, generator=gen) > painted] = -1
     return x, y

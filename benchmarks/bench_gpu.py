@@ -45,8 +45,7 @@ def step_gflops(name: str, steps: int) -> dict:
     p = preset(name)
     model = replace(p.model, pools=None)
     net = dev.prepare(UNet3D(model, 3), torch.device("cuda")).train()
-    channels = net.stem.out_channels if net.stem else 1
-    x = torch.randn(p.train.batch_size, channels, *p.train.patch_size, device="cuda")
+    x = torch.randn(p.train.batch_size, net.stage_channels, *p.train.patch_size, device="cuda")
     x = x.contiguous(memory_format=torch.channels_last_3d)
     y = torch.randint(-1, 3, (p.train.batch_size, *p.train.patch_size), device="cuda")
     optim = torch.optim.AdamW(net.parameters(), lr=1e-4)

@@ -26,26 +26,27 @@ from .run import RESULTS, machine
 LOG = RESULTS / "ablation.jsonl"
 HEADING = "## Engine v2 ablation (in-process, K = 3)"
 # variant -> (preset, model overrides, train overrides)
+PERCEPTRON = {"pointwise": 64, "trees": 0}  # the first stage until 2026-12-05; the variants below it used it
 VARIANTS = {
     "plain": ("plain", {}, {}),
-    "pointwise-only": ("fast", {}, {"iterations": 1}),
-    "filters-unet": ("fast", {"pointwise": 0}, {}),
     "default": ("fast", {}, {}),
-    "prior-weight-0": ("fast", {"prior_weight": 0.0}, {}),
-    "prior-weight-1": ("fast", {"prior_weight": 1.0}, {}),
-    "no-rotation": ("fast", {}, {"rotate_augment": 0.0}),
-    "rotate-every-patch": ("fast", {}, {"rotate_augment": 1.0}),
-    "pointwise-only, 128 wide": ("fast", {"pointwise": 128}, {"iterations": 1}),
-    "pointwise 128 wide": ("fast", {"pointwise": 128}, {}),
-    "pointwise-only, no step cap": ("fast", {}, {"iterations": 1, "pointwise_steps": 10**6}),
-    "pointwise-only, 256 wide": ("fast", {"pointwise": 256}, {"iterations": 1}),
-    "pointwise 256 wide": ("fast", {"pointwise": 256}, {}),
-    "weights averaged over the last half": ("fast", {}, {"weight_average": 0.5}),
-    "trees-only": ("fast", {"pointwise": 0, "trees": 100}, {"iterations": 1}),
-    "trees": ("fast", {"pointwise": 0, "trees": 100}, {}),
+    "trees-only": ("fast", {}, {"iterations": 1}),
+    "perceptron": ("fast", PERCEPTRON, {}),
+    "pointwise-only": ("fast", PERCEPTRON, {"iterations": 1}),
+    "filters-unet": ("fast", {"pointwise": 0, "trees": 0}, {}),
+    "prior-weight-0": ("fast", {**PERCEPTRON, "prior_weight": 0.0}, {}),
+    "prior-weight-1": ("fast", {**PERCEPTRON, "prior_weight": 1.0}, {}),
+    "no-rotation": ("fast", PERCEPTRON, {"rotate_augment": 0.0}),
+    "rotate-every-patch": ("fast", PERCEPTRON, {"rotate_augment": 1.0}),
+    "pointwise-only, 128 wide": ("fast", {**PERCEPTRON, "pointwise": 128}, {"iterations": 1}),
+    "pointwise 128 wide": ("fast", {**PERCEPTRON, "pointwise": 128}, {}),
+    "pointwise-only, no step cap": ("fast", PERCEPTRON, {"iterations": 1, "pointwise_steps": 10**6}),
+    "pointwise-only, 256 wide": ("fast", {**PERCEPTRON, "pointwise": 256}, {"iterations": 1}),
+    "pointwise 256 wide": ("fast", {**PERCEPTRON, "pointwise": 256}, {}),
+    "weights averaged over the last half": ("fast", PERCEPTRON, {"weight_average": 0.5}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
-EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3")
+EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3", "trees, 3 folds")
 
 
 def run(name: str, variant: str, budget: float, k: int = 3, seed: int = 0) -> dict:

@@ -3,7 +3,8 @@
 On the painted voxels of one volume at K planes per axis, three per-voxel classifiers, scored
 like :mod:`.run` (mean foreground Dice on the unpainted voxels):
 
-- ``mlp``: the engine's own first stage (its filter bank, its classifier, its training);
+- ``mlp``: the perceptron first stage (the engine's filter bank, the perceptron, its training);
+- ``trees``: the engine's boosted trees (its default first stage since 2026-12-05) on its features;
 - ``forest_on_engine_features``: the benchmark's forest (100 trees) on the engine's features;
 - ``mlp_on_forest_features``: the engine's classifier on the forest's 22 features.
 
@@ -15,7 +16,6 @@ Beside :mod:`.forest` (the forest on its own features) this separates the two ca
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 
 import numpy as np
@@ -24,8 +24,10 @@ from sklearn.ensemble import RandomForestClassifier
 
 from napari_sparseseg.core import trainer
 from napari_sparseseg.core.config import preset
+from napari_sparseseg.core.model import pointwise_classifier
 from napari_sparseseg.core.pointwise import per_voxel, train_pointwise
 from napari_sparseseg.core.sampling import annotation_to_target
+from napari_sparseseg.core.trees import TreeClassifier
 
 from . import data, protocol
 from .forest import filter_bank
@@ -48,7 +50,9 @@ def main(argv=None) -> None:
     painted = np.flatnonzero(annotation.ravel() > 0)
     classes = annotation.ravel()[painted].astype(np.int64) - 1  # 0 = background
     forest = RandomForestClassifier(100, n_jobs=2, random_state=0).fit(ours[painted], classes)
-    found = {"mlp": _mlp(segmenter, ours, painted, classes),
+    trees = TreeClassifier(segmenter.n_classes, p.model.trees)
+    list(trees.fit(ours[painted], classes))
+    found = {"mlp": _mlp(segmenter, ours, painted, classes), "trees": trees.rows(ours).argmax(1),
              "forest_on_engine_features": forest.predict(ours),
              "mlp_on_forest_features": _mlp(segmenter, _standardized(theirs, painted), painted, classes)}
     unpainted = annotation == 0
@@ -68,11 +72,7 @@ def _mlp(segmenter, features: np.ndarray, painted, classes) -> np.ndarray:
     """The engine's classifier (new weights, its defaults) trained on ``features`` of the painted
     voxels; the class of every voxel."""
     x = torch.from_numpy(np.ascontiguousarray(features, np.float32))
-    head = copy.deepcopy(segmenter.net.pointwise)
-    head[0] = torch.nn.Conv3d(x.shape[1], head[0].out_channels, 1)  # 22 inputs for the forest's
-    for layer in head:
-        if isinstance(layer, torch.nn.Conv3d):
-            layer.reset_parameters()
+    head = pointwise_classifier(x.shape[1], 64, segmenter.n_classes)  # 22 inputs for the forest's
     train, rng = preset("fast").train, np.random.default_rng(0)
     steps = train_pointwise(head, x[painted], torch.from_numpy(classes), train.pointwise_steps,
                             train.pointwise_seconds, train.pointwise_learning_rate, rng)

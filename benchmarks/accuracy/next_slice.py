@@ -11,6 +11,7 @@ each round, they paint one more whole plane with the truth and train ``--round``
 - ``suggested, from scratch``: the same planes as ``suggested``, but each round trains a new model
   for the same ``--round`` seconds (the refine round trip against starting over);
 - ``suggested, classifier kept``: the same planes, Continue training with the per-voxel classifier
+  (measured with the perceptron first stage; boosted trees are refitted every round regardless)
   left as the first round made it (one step at a negligible rate), so only the U-Net learns the
   new planes (a diagnostic of why continuing can lose to starting over).
 

@@ -9,7 +9,7 @@ import torch
 
 from napari_sparseseg.core import checkpoint, chunked, trainer, trees
 from napari_sparseseg.core.checkpoint import Segmenter
-from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig
+from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig, replace
 from napari_sparseseg.core.events import Failed, Outputs, TrainRequest
 from napari_sparseseg.core.inference import model_inputs, predict
 from napari_sparseseg.core.jobs import run
@@ -48,7 +48,7 @@ def test_with_fewer_folds_than_planes_each_fold_holds_every_direction():
     for index in (5, 15, 25):
         target[index], target[:, index], target[:, :, index] = 0, 0, 0
     where = np.flatnonzero(target.ravel() >= 0)
-    assert np.unique(trees.plane_folds(target, where)).size == 9  # by default: one plane left out at a time
+    assert np.unique(trees.plane_folds(target, where)).size == trees.FOLDS == 5
     folds = trees.plane_folds(target, where, folds=3)
     assert sorted(np.unique(folds)) == [0, 1, 2]
     planes = np.stack(np.unravel_index(where, target.shape))
@@ -176,4 +176,19 @@ def test_a_new_model_answers_early_while_the_folds_still_train(sample):
     events = list(train(segmenter, images, annotations, config))
     first = next(i for i, e in enumerate(events) if e.first_answer)
     assert first == MODEL.trees  # right after the final trees' 30 rounds
-    assert sum(e.iteration == 0 for e in events[first + 1 :]) == 6 * MODEL.trees  # six planes, six folds
+    assert sum(e.iteration == 0 for e in events[first + 1 :]) == 5 * MODEL.trees  # six planes, five folds
+
+
+def test_a_budget_too_short_for_the_folds_ends_with_the_trees_answer(sample, monkeypatch):
+    """The folds would outlast the budget: the U-Net gets nothing to learn from in time, so the
+    round ends with the final trees (a continued one still swaps its new trees in)."""
+    monkeypatch.setattr(trainer, "_no_time_for_folds", lambda *a: True)
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu")
+    segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
+                                             sample.spacing)
+    events = list(train(segmenter, images, annotations, config))
+    assert [e.first_answer for e in events].index(True) == MODEL.trees == len(events) - 4
+    assert events[-1].done and segmenter.net.pointwise.fitted
+    old = segmenter.net.pointwise
+    list(train(segmenter, images, annotations, replace(config, seed=1)))
+    assert segmenter.net.pointwise is not old and segmenter.net.pointwise.fitted

@@ -148,10 +148,11 @@ class FilterBank(nn.Module):
         return tuple(gaussian_kernel(max(self.sigmas) / r).numel() // 2 + 2 for r in self.rel)
 
     @torch.no_grad()
-    def volume(self, image: np.ndarray, standardize: bool = True) -> np.ndarray:
-        """Features (C, Z, Y, X) float32 of a whole (Z, Y, X) volume, computed in z-slabs with a halo."""
+    def volume(self, image: np.ndarray, standardize: bool = True, extra: int = 0) -> np.ndarray:
+        """Features (C, Z, Y, X) float32 of a whole (Z, Y, X) volume, computed in z-slabs with a halo;
+        ``extra`` more channels after them are left for the caller to fill (no copy to append them)."""
         depth, halo = image.shape[0], self.halo()[0]
-        out = np.empty((self.out_channels, *image.shape), np.float32)
+        out = np.empty((self.out_channels + extra, *image.shape), np.float32)
         slab = max(1, SLAB_VOXELS // max(1, image.shape[1] * image.shape[2]))
         for z in range(0, depth, slab):
             lo, hi = max(0, z - halo), min(depth, z + slab + halo)
@@ -159,7 +160,8 @@ class FilterBank(nn.Module):
             values = self.raw(x)
             if standardize:
                 values = self.standardize(values)
-            out[:, z : z + slab] = values[0, :, z - lo : z - lo + min(slab, depth - z)].numpy()
+            rows = values[0, :, z - lo : z - lo + min(slab, depth - z)]
+            out[: self.out_channels, z : z + slab] = rows.numpy()
         return out
 
     @torch.no_grad()

@@ -203,14 +203,15 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
     ``config`` defaults to the inference settings stored with the model (``segmenter.infer``).
 
     For volumes larger than memory, see :func:`.chunked.predict_dask`: it gives the same result
-    chunk by chunk. A model with a filter-bank stem whose whole-volume features would pass
-    :data:`MAX_FEATURE_BYTES` (19 float32 channels per voxel) is predicted that way here too.
+    chunk by chunk. A model with a filter-bank stem whose whole-volume inputs would pass
+    :data:`MAX_FEATURE_BYTES` (19 float32 channels per voxel and one per class) is predicted that
+    way here too.
     """
     config = config or segmenter.infer
     image = check_image(image)
     check_channels(segmenter)
     stem = segmenter.net.stem
-    if stem is not None and image.size * stem.out_channels * 4 > MAX_FEATURE_BYTES:
+    if stem is not None and image.size * segmenter.net.stage_channels * 4 > MAX_FEATURE_BYTES:
         return _predict_in_chunks(segmenter, image, config)
     probs = sliding_window(
         model_inputs(segmenter, segmenter.normalization.apply(image)),
@@ -239,11 +240,12 @@ def model_inputs(segmenter: Segmenter, volume: np.ndarray) -> np.ndarray:
     stem = segmenter.net.stem
     if stem is None:
         return volume[None]
-    features = stem.volume(volume)
     first = segmenter.net.pointwise
-    if isinstance(first, TreeClassifier):
-        return np.concatenate([features, first.volume(features)])
-    return features
+    if not isinstance(first, TreeClassifier):
+        return stem.volume(volume)
+    inputs = stem.volume(volume, extra=first.n_classes)
+    inputs[stem.out_channels :] = first.volume(inputs[: stem.out_channels])
+    return inputs
 
 
 def check_channels(segmenter: Segmenter) -> None:

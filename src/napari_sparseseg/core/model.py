@@ -113,6 +113,13 @@ class UNet3D(nn.Module):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
 
+    @property
+    def stage_channels(self) -> int:
+        """Channels :meth:`from_features` reads in training: the stem's features (the image without
+        a stem), then the first stage's logits where there is one (computed once per volume)."""
+        own = self.stem.out_channels if self.stem is not None else self.config.in_channels
+        return own + (self.n_classes if self.pointwise is not None else 0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, Z, Y, X) image -> (B, n_classes, Z, Y, X) logits."""
         if self.stem is not None:

@@ -79,7 +79,7 @@ def train(
         if reason:
             break
         if it == 0 and net.pointwise is not None and not sampler.extra:  # frozen: its logits once
-            sampler.extra = [volume_logits(net.pointwise, v, device) for v in sampler.images]
+            sampler.extra = [_logits(net.pointwise, v, device) for v in sampler.images]
         _set_lr(optim, config, it, clock(), first, warmup)
         x, y = sampler.sample(config.batch_size)
         loss = train_step(net, optim, scaler, x, y, weight, config.dice_weight, device)
@@ -165,26 +165,43 @@ def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     index = painted_index(sampler.targets, rng)
     features, labels = (t.numpy() for t in painted_samples(sampler.images, sampler.targets, rng, index=index))
     trees = TreeClassifier(segmenter.n_classes, segmenter.config.trees)
+    began = clock()
     yield from _progress(trees.fit(features, labels, config.seed), config, clock, stop)
+    fitted = clock()
     if not trees.fitted or (stop is not None and stop()):
         return
     if not continuing:
         net.pointwise = trees
         yield ANSWER  # the early answer comes from these trees: no need to wait for the folds
     folds = np.concatenate([plane_folds(t, i) for t, i in zip(sampler.targets, index)])
+    skip = _no_time_for_folds(config, clock, fitted - began, np.unique(folds).size)
     guesses = out_of_fold(features, labels, folds, segmenter.n_classes, config.seed, trees.rounds)
-    held_out = yield from _progress(guesses, config, clock, stop)
-    if held_out is None:
+    held_out = None if skip else (yield from _progress(guesses, config, clock, stop))
+    if held_out is None and not skip:
         return
     if continuing:
         net.pointwise = trees
         yield ANSWER
+    if skip:
+        return
     sampler.extra, first = [], 0
     for volume, where in zip(sampler.images, index):
         logits = trees.volume(volume)
         logits.reshape(logits.shape[0], -1)[:, where] = held_out[first : first + where.size].T
         sampler.extra.append(logits)
         first += where.size
+
+
+def _no_time_for_folds(config: TrainConfig, clock, fit_seconds: float, folds: int) -> bool:
+    """Whether the out-of-fold trees (each about as costly as the final ones) would outlast the time
+    budget: then the U-Net would get no time to learn from them, and a short budget (napari's
+    quick look, ``--max-time 20``) ends with the trees' answer instead of running over."""
+    return bool(config.max_time) and clock() + folds * fit_seconds >= config.max_time
+
+
+def _logits(first, volume: np.ndarray, device) -> np.ndarray:
+    """The first stage's logits (K, Z, Y, X) for a feature volume, on every voxel."""
+    return first.volume(volume) if isinstance(first, TreeClassifier) else volume_logits(first, volume, device)
 
 
 def ready(segmenter) -> bool:
