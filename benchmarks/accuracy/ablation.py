@@ -16,7 +16,7 @@ import json
 import time
 from collections import defaultdict
 
-from napari_sparseseg.core import inference, trainer
+from napari_sparseseg.core import inference, trainer, trees
 from napari_sparseseg.core.config import preset, replace
 
 from .._docs import replace_section
@@ -46,7 +46,8 @@ VARIANTS = {
     "weights averaged over the last half": ("fast", PERCEPTRON, {"weight_average": 0.5}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
-EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3", "trees, 3 folds")
+EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3", "trees, 3 folds",
+           "default, 3 folds", "default, 9 folds", "trees-only, 3 folds")
 
 
 def run(name: str, variant: str, budget: float, k: int = 3, seed: int = 0) -> dict:
@@ -101,14 +102,19 @@ def main(argv=None) -> int:
     parser.add_argument("--budgets", type=float, nargs="+", default=[20.0, 120.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--k", type=int, default=3, help="painted planes per axis")
+    parser.add_argument("--folds", type=int, help="out-of-fold groups of the trees (default: trees.FOLDS); "
+                        "the variant is logged as 'VARIANT, N folds'")
     parser.add_argument("--docs", action="store_true")
     args = parser.parse_args(argv)
+    trees.FOLDS = args.folds or trees.FOLDS
     unknown = set(args.datasets) - set(data.NAMES)
     if unknown:
         parser.error(f"unknown dataset(s) {', '.join(sorted(unknown))}; choose from {', '.join(data.NAMES)}")
     for name in args.datasets:
         for budget, seed, variant in itertools.product(args.budgets, args.seeds, args.variant):
             row = run(name, variant, budget, k=args.k, seed=seed)
+            if args.folds:
+                row["variant"] = f"{variant}, {args.folds} folds"
             print(json.dumps(row), flush=True)
             with LOG.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -192,3 +192,17 @@ def test_a_budget_too_short_for_the_folds_ends_with_the_trees_answer(sample, mon
     old = segmenter.net.pointwise
     list(train(segmenter, images, annotations, replace(config, seed=1)))
     assert segmenter.net.pointwise is not old and segmenter.net.pointwise.fitted
+
+
+def test_a_budget_that_ends_before_the_u_net_warm_up_keeps_the_first_stage_answer(sample, monkeypatch):
+    """A few dozen U-Net iterations only disturb the trees' answer: the round keeps the U-Net as it
+    was when the pace of the first iterations shows the budget ends before the warm-up does."""
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=None, max_time=60.0, device="cpu")
+    segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
+                                             sample.spacing)
+    monkeypatch.setattr(trainer, "WARMUP", 10**7)  # more iterations than 60 s can hold
+    events = list(train(segmenter, images, annotations, config))
+    assert events[-1].reason == "time" and events[-1].iteration == trainer.PROBE
+    assert not segmenter.net.head.weight.any()  # the U-Net as it started: exactly the trees' answer
+    assert not trainer._warmup_cut_short(config, 3, 2.0, 1.0, 50)  # 0.5 s per step: 119 more fit
+    assert trainer._warmup_cut_short(config, 3, 50.0, 49.0, 50)  # 10 s left at 0.5 s per step
