@@ -182,22 +182,29 @@ def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
         net.pointwise = trees
         yield ANSWER  # the early answer comes from these trees: no need to wait for the folds
     folds = np.concatenate([plane_folds(t, i) for t, i in zip(sampler.targets, index)])
-    skip = _no_time_for_folds(config, clock, fitted - began, np.unique(folds).size)
-    guesses = out_of_fold(features, labels, folds, segmenter.n_classes, config.seed, trees.rounds)
-    held_out = None if skip else (yield from _progress(guesses, config, clock, stop))
-    if held_out is None and not skip:
-        return
+    held_out = None
+    if not _no_time_for_folds(config, clock, fitted - began, np.unique(folds).size):
+        guesses = out_of_fold(features, labels, folds, segmenter.n_classes, config.seed, trees.rounds)
+        held_out = yield from _progress(guesses, config, clock, stop)
+        if held_out is None:  # stopped
+            return
     if continuing:
         net.pointwise = trees
         yield ANSWER
-    if skip:
-        return
-    sampler.extra, first = [], 0
-    for volume, where in zip(sampler.images, index):
+    if held_out is not None:
+        sampler.extra = _context(trees, sampler.images, index, held_out)
+
+
+def _context(trees, volumes, index, held_out: np.ndarray) -> list[np.ndarray]:
+    """The trees' logits (K, Z, Y, X) on every voxel of each feature volume, with the out-of-fold
+    logits ``held_out`` (N, K) on the painted voxels ``index`` (flat indices per volume)."""
+    context, first = [], 0
+    for volume, where in zip(volumes, index):
         logits = trees.volume(volume)
         logits.reshape(logits.shape[0], -1)[:, where] = held_out[first : first + where.size].T
-        sampler.extra.append(logits)
+        context.append(logits)
         first += where.size
+    return context
 
 
 def _no_time_for_folds(config: TrainConfig, clock, fit_seconds: float, folds: int) -> bool:
