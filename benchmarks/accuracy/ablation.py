@@ -122,7 +122,11 @@ def main(argv=None) -> int:
     print("\n".join(table(rows)))
     if args.docs and rows:
         intro = ["Reproduce a cell with `.venv/bin/python -m benchmarks.accuracy.ablation DATASET "
-                 "--variant VARIANT --budgets SECONDS --docs` (2-core CPU, in-process, quiet machine).", ""]
+                 "--variant VARIANT --budgets SECONDS --docs` (2-core CPU, in-process, quiet machine; "
+                 "`--k 2` for the K = 2 columns, `--folds N` for the 'N folds' rows). `default` is "
+                 "engine v2.2 (boosted trees, 5 folds; 2026-12-05); `perceptron` and the rows below it "
+                 "down to the weight averaging are engine v2.1's first stage (a perceptron) and its "
+                 "levers; `trees, 3 folds` is v2.2's first design.", ""]
         replace_section(HEADING, "\n".join([HEADING, "", *intro, *table(rows)]))
     return 0
 
