@@ -31,6 +31,8 @@ VARIANTS = {
     "plain": ("plain", {}, {}),
     "default": ("fast", {}, {}),
     "trees-only": ("fast", {}, {"iterations": 1}),
+    "trees, prior weight 0.15": ("fast", {"prior_weight": 0.15}, {}),
+    "trees, prior weight 0.6": ("fast", {"prior_weight": 0.6}, {}),
     "perceptron": ("fast", PERCEPTRON, {}),
     "pointwise-only": ("fast", PERCEPTRON, {"iterations": 1}),
     "filters-unet": ("fast", {"pointwise": 0, "trees": 0}, {}),
