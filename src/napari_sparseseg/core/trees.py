@@ -29,7 +29,6 @@ little to correct where the trees fail (Colin27).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -119,23 +118,10 @@ class TreeClassifier(nn.Module):
             self.booster()  # a damaged file fails here, when it is loaded, not at its first prediction
 
 
-def _lightgbm():
-    """The lightgbm module, its messages sent to this module's logger instead of stdout.
-
-    LightGBM prints its C++ messages (e.g. a ``[Fatal]`` line before the error on damaged model
-    text) unless a logger is registered; through ``logging`` they are hidden by default and shown
-    when a user turns on logging for ``napari_sparseseg``. The registration is LightGBM's, for the
-    whole process.
-    """
-    import lightgbm
-
-    lightgbm.register_logger(logging.getLogger(__name__))
-    return lightgbm
-
-
 def parse(text: bytes):
     """A LightGBM booster from its model text; a ValueError if the text is not a LightGBM model."""
-    lightgbm = _lightgbm()
+    import lightgbm
+
     try:
         return lightgbm.Booster(model_str=text.decode())
     except (lightgbm.basic.LightGBMError, UnicodeDecodeError) as err:
@@ -145,7 +131,8 @@ def parse(text: bytes):
 def boost(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
           rounds: int = ROUNDS) -> Iterator[float]:
     """Train a LightGBM booster round by round, yielding the training loss; return the booster."""
-    lightgbm = _lightgbm()
+    import lightgbm
+
     params = {**PARAMS, "num_class": n_classes, "seed": seed, "num_threads": torch.get_num_threads(),
               "metric": "multi_logloss"}
     data = lightgbm.Dataset(features, labels, params=params, free_raw_data=True)
