@@ -46,6 +46,17 @@ def test_feature_volume_does_not_depend_on_the_slab_size(monkeypatch):
     np.testing.assert_allclose(bank.volume(image), whole, atol=1e-5)
 
 
+def test_features_of_a_crop_are_the_whole_volumes_there(monkeypatch):
+    bank = filters.FilterBank((1.0, 6.0), (2.0, 1.0, 1.0))  # the large scale reaches past the crop
+    image = np.random.default_rng(5).random((21, 30, 26)).astype(np.float32)
+    whole = bank.volume(image, extra=2)
+    crop = (slice(3, 17), slice(0, 11), slice(20, None))
+    monkeypatch.setattr(filters, "SLAB_VOXELS", 11 * 6 * 4)  # 4-plane slabs
+    part = bank.volume(image, extra=2, crop=crop)
+    assert part.shape == (filters.n_features((1.0, 6.0)) + 2, 14, 11, 6)
+    np.testing.assert_allclose(part[:-2], whole[(slice(None, -2), *crop)], atol=1e-5)
+
+
 def test_features_are_invariant_to_flips():
     bank = filters.FilterBank((1.0, 2.0), (1.0, 1.0, 1.0))
     image = np.random.default_rng(3).random((16, 16, 16)).astype(np.float32)

@@ -217,7 +217,8 @@ def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_
     if block.shape != expected:
         raise RuntimeError(f"Chunk at {core} came with shape {block.shape}, expected {expected}.")
     source = segmenter.normalization.apply(_finite(block, core, private), in_place=True)
-    source, origin = _without_filter_halo(model_inputs(segmenter, source), origin, core, plan)
+    crop, origin = _without_filter_halo(origin, core, plan)
+    source = model_inputs(segmenter, source, crop)
     pad = [(0, 0)] + [(0, max(0, w - s)) if hi == s else (0, 0)
                       for w, s, (_, hi) in zip(plan.window, plan.shape, core)]
     source = np.pad(source, pad) if any(p for _, p in pad) else source
@@ -226,16 +227,16 @@ def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_
     return blend_windows(source, predictor, plan.window, starts, box, plan.batch_size)
 
 
-def _without_filter_halo(inputs: np.ndarray, origin, core, plan: _Plan):
-    """Crop (C, *block) network inputs to the chunk plus the windows' halo; return them and their origin.
+def _without_filter_halo(origin, core, plan: _Plan):
+    """The part of a block the windows read, as slices of the block, and its origin in the volume:
+    the chunk plus the windows' halo, without the margin only the filters need.
 
     Filter features within ``plan.filters`` of an inner block edge differ from the whole volume's,
-    so that margin is dropped; at a volume border both use the same replicate padding.
+    so that margin is only read, never predicted; at a volume border both use the same replicate padding.
     """
     keep = [(max(0, lo - (d - f)), min(s, hi + d - f))
             for (lo, hi), d, f, s in zip(core, plan.depth, plan.filters, plan.shape)]
-    box = tuple(slice(a - o, b - o) for (a, b), o in zip(keep, origin))
-    return inputs[(slice(None), *box)], [a for a, _ in keep]
+    return tuple(slice(a - o, b - o) for (a, b), o in zip(keep, origin)), [a for a, _ in keep]
 
 
 def _finite(block: np.ndarray, core, private: bool) -> np.ndarray:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 Triple = tuple[int, int, int]
 
 NORMS = ("none", "batch", "instance", "group")
-FILTER_SIGMAS = (1.0, 2.5, 5.0)
+FILTER_SIGMAS = (1.0, 2.5, 5.0, 10.0, 20.0, 40.0)  # to σ 40: docs/accuracy.md, "Larger filter scales"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -180,7 +180,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # The default: a fixed filter bank (σ 1, 2.5, 5) feeds boosted trees trained first on every
+    # The default: a fixed filter bank (σ 1 … 40) feeds boosted trees trained first on every
     # painted voxel, and a 16-32-64 U-Net on the same features that corrects their logits.
     "fast": Preset(ModelConfig(filters=FILTER_SIGMAS, trees=100), TrainConfig(), InferConfig()),
     # The plain 3D U-Net on the intensity: widths 16-32-64, no norm layers, 32x64x64 patches, batch 2,

@@ -10,9 +10,10 @@ separable Gaussian; derivatives are central differences of the smoothed volume, 
 
 The bank has no trainable weights. It standardises its outputs with a per-channel mean and scale
 (buffers set by :meth:`FilterBank.fit_scale` from painted voxels and saved with the model), so the
-layers after it see features of unit scale. :meth:`FilterBank.volume` computes a whole volume in
-z-slabs with a halo, so the result does not depend on the slab size; :meth:`FilterBank.halo` is
-what a chunk needs around it to get exactly the whole-volume features.
+layers after it see features of unit scale. :meth:`FilterBank.volume` smooths a whole volume one
+scale at a time and takes the derivatives in z-slabs, so the result does not depend on the slab
+size and large scales cost no multi-channel halo; :meth:`FilterBank.halo` is what a chunk needs
+around it to get exactly the whole-volume features.
 """
 
 from __future__ import annotations
@@ -128,8 +129,10 @@ class FilterBank(nn.Module):
             return torch.cat(parts, dim=1)
 
     def _scale(self, x: torch.Tensor, sigma: float) -> list[torch.Tensor]:
-        per_axis = [sigma / r for r in self.rel]
-        g = smooth(x, per_axis)
+        return self._derived(smooth(x, [sigma / r for r in self.rel]))
+
+    def _derived(self, g: torch.Tensor) -> list[torch.Tensor]:
+        """The six features of one scale from the smoothed ``g`` (exact but for its outer two voxels)."""
         grad = [diff(g, a, self.rel[a]) for a in range(3)]
         h = {(i, j): diff(grad[i], j, self.rel[j]) for i in range(3) for j in range(i, 3)}
         log = h[0, 0] + h[1, 1] + h[2, 2]
@@ -148,21 +151,37 @@ class FilterBank(nn.Module):
         return tuple(gaussian_kernel(max(self.sigmas) / r).numel() // 2 + 2 for r in self.rel)
 
     @torch.no_grad()
-    def volume(self, image: np.ndarray, standardize: bool = True, extra: int = 0) -> np.ndarray:
-        """Features (C, Z, Y, X) float32 of a whole (Z, Y, X) volume, computed in z-slabs with a halo;
-        ``extra`` more channels after them are left for the caller to fill (no copy to append them)."""
-        depth, halo = image.shape[0], self.halo()[0]
-        out = np.empty((self.out_channels + extra, *image.shape), np.float32)
-        slab = max(1, SLAB_VOXELS // max(1, image.shape[1] * image.shape[2]))
-        for z in range(0, depth, slab):
-            lo, hi = max(0, z - halo), min(depth, z + slab + halo)
-            x = torch.from_numpy(np.ascontiguousarray(image[lo:hi], np.float32))[None, None]
-            values = self.raw(x)
-            if standardize:
-                values = self.standardize(values)
-            rows = values[0, :, z - lo : z - lo + min(slab, depth - z)]
-            out[: self.out_channels, z : z + slab] = rows.numpy()
+    def volume(self, image: np.ndarray, standardize: bool = True, extra: int = 0, crop=None) -> np.ndarray:
+        """Features (C, Z, Y, X) float32 of a whole (Z, Y, X) volume, or of its part ``crop`` (a tuple of
+        three slices with steps of 1); ``extra`` more channels after them are left for the caller to fill.
+
+        Each scale is smoothed over the whole volume (one channel at a time), then its derivatives are
+        taken in z-slabs with a two-voxel halo, so the result depends on neither the slab size nor
+        ``crop``, and the working set is a few single-channel volumes plus one slab's intermediates.
+        """
+        box = tuple(slice(*c.indices(n)[:2]) for c, n in zip(crop or (slice(None),) * 3, image.shape))
+        shape = tuple(b.stop - b.start for b in box)
+        out = np.empty((self.out_channels + extra, *shape), np.float32)
+        out[0] = image[box]
+        x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
+        near = [slice(max(0, b.start - 2), min(n, b.stop + 2)) for b, n in zip(box, image.shape)]
+        for i, sigma in enumerate(self.sigmas):
+            g = smooth(x, [sigma / r for r in self.rel])[(0, 0, *near)]
+            self._slabs(g, [b.start - n.start for b, n in zip(box, near)], shape, out, 1 + PER_SIGMA * i)
+        if standardize:
+            self.standardize(torch.from_numpy(out[: self.out_channels])[None])
         return out
+
+    def _slabs(self, g: torch.Tensor, offset, shape, out: np.ndarray, channel: int) -> None:
+        """Write the six features of the smoothed ``g`` at ``offset`` + (0..shape) into ``out[channel:]``."""
+        slab = max(1, SLAB_VOXELS // max(1, shape[1] * shape[2]))
+        oz, oy, ox = offset
+        for z in range(0, shape[0], slab):
+            lo, hi = max(0, oz + z - 2), min(g.shape[0], oz + z + slab + 2)
+            values = torch.cat(self._derived(g[None, None, lo:hi]), dim=1)[0]
+            first = oz + z - lo
+            rows = values[:, first : first + min(slab, shape[0] - z), oy : oy + shape[1], ox : ox + shape[2]]
+            out[channel : channel + PER_SIGMA, z : z + slab] = rows.numpy()
 
     @torch.no_grad()
     def fit_scale(self, features: torch.Tensor) -> None:

@@ -204,7 +204,7 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
 
     For volumes larger than memory, see :func:`.chunked.predict_dask`: it gives the same result
     chunk by chunk. A model with a filter-bank stem whose whole-volume inputs would pass
-    :data:`MAX_FEATURE_BYTES` (19 float32 channels per voxel and one per class) is predicted that
+    :data:`MAX_FEATURE_BYTES` (37 float32 channels per voxel and one per class) is predicted that
     way here too.
     """
     config = config or segmenter.infer
@@ -233,17 +233,18 @@ def _predict_in_chunks(segmenter: Segmenter, image: np.ndarray, config: InferCon
     return Prediction(labels, probabilities)
 
 
-def model_inputs(segmenter: Segmenter, volume: np.ndarray) -> np.ndarray:
+def model_inputs(segmenter: Segmenter, volume: np.ndarray, crop=None) -> np.ndarray:
     """What the network's windows read: the normalised ``volume`` (Z, Y, X) as (1, Z, Y, X), or its
     filter features (C, Z, Y, X) when the model has a filter-bank stem, followed by the trees'
-    logits when its first stage is boosted trees (scored once per voxel, not once per window)."""
+    logits when its first stage is boosted trees (scored once per voxel, not once per window).
+    ``crop`` (three slices) keeps only that part; filters still see the whole ``volume``."""
     stem = segmenter.net.stem
     if stem is None:
-        return volume[None]
+        return volume[None] if crop is None else volume[(None, *crop)]
     first = segmenter.net.pointwise
     if not isinstance(first, TreeClassifier):
-        return stem.volume(volume)
-    inputs = stem.volume(volume, extra=first.n_classes)
+        return stem.volume(volume, crop=crop)
+    inputs = stem.volume(volume, extra=first.n_classes, crop=crop)
     inputs[stem.out_channels :] = first.volume(inputs[: stem.out_channels])
     return inputs
 
