@@ -33,6 +33,7 @@ VARIANTS = {
     "trees-only": ("fast", {}, {"iterations": 1}),
     "trees, prior weight 0.15": ("fast", {"prior_weight": 0.15}, {}),
     "trees, prior weight 0.6": ("fast", {"prior_weight": 0.6}, {}),
+    "trees, prior weight 1": ("fast", {"prior_weight": 1.0}, {}),
     "filters σ to 20": ("fast", {"filters": (1.0, 2.5, 5.0, 10.0, 20.0)}, {}),
     "v2.2: σ 1, 2.5, 5": ("fast", {"filters": (1.0, 2.5, 5.0)}, {}),
     "v2.2 trees-only: σ 1, 2.5, 5": ("fast", {"filters": (1.0, 2.5, 5.0)}, {"iterations": 1}),
