@@ -183,7 +183,7 @@ def docs_section(results: list[dict], tag: str = "") -> str:
         "  were added on 2026-12-04. The trees' fold count (v2.2) was chosen on `spm-t1`, `colin`,",
         "  `ct` and `abdomen-mr`; the scales (v2.3) on all eight (docs/accuracy.md).",
         "- Runs: the K = 3 rows of v2 at 20 and 120 s with the 120 s seeds 1 and 2, and `spm-t1` at",
-        "  600 s, are from 2026-12-05 with engine v2.3 (host as above). The other 600 s rows, the",
+        "  600 s seed 0, are from 2026-12-05 with engine v2.3 (host as above). The other 600 s rows, the",
         "  K = 1 and K = 5 rows and the K = 2 rows of `colin` and `spm-t1` are engine v2.2's",
         "  (σ 1, 2.5, 5; 2026-12-05). Everything else is from earlier engines: the forest rows from",
         "  2026-12-02/04 (the forest has not changed since), the plain rows from 2026-12-03/04",
