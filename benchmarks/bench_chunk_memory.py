@@ -40,6 +40,8 @@ def main(argv=None) -> None:
     rng = np.random.default_rng(0)
     small = rng.normal(size=(32, 64, 64)).astype(np.float32)
     segmenter = trainer.new_segmenter(p.model, [small], 3, (1.0, 1.0, 1.0))
+    rows = rng.normal(size=(3000, segmenter.net.stem.out_channels)).astype(np.float32)
+    list(segmenter.net.pointwise.fit(rows, rng.integers(0, 3, 3000)))  # trees of random splits: same work
     # chunks grow to at least the window plus the filters' halo
     chunk = tuple(g[0] for g in plan_chunks(tuple(4 * c for c in asked), segmenter, p.infer, asked))
     shape = tuple(3 * c for c in chunk)

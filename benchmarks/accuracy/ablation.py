@@ -132,9 +132,10 @@ def main(argv=None) -> int:
                  "--variant VARIANT --budgets SECONDS --docs` (2-core CPU, in-process, quiet machine; "
                  "`--k 2` for the K = 2 columns, `--folds N` for the 'N folds' rows). `default` is "
                  "engine v2.3 (boosted trees, 5 folds, filter scales σ 1 … 40; 2026-12-05); `v2.2` rows "
-                 "are the same with σ 1, 2.5, 5; `perceptron` and the rows below it down to the weight "
-                 "averaging are engine v2.1's first stage (a perceptron) and its levers, measured with "
-                 "σ 1, 2.5, 5; `trees, 3 folds` is v2.2's first design.", ""]
+                 "are the same with σ 1, 2.5, 5, as are the 'default, N folds' rows; `perceptron` and "
+                 "the rows below it down to the weight averaging are engine v2.1's first stage (a "
+                 "perceptron) and its levers, measured with σ 1, 2.5, 5; `trees, 3 folds` is v2.2's "
+                 "first design.", ""]
         replace_section(HEADING, "\n".join([HEADING, "", *intro, *table(rows)]))
     return 0
 

@@ -163,14 +163,31 @@ class FilterBank(nn.Module):
         shape = tuple(b.stop - b.start for b in box)
         out = np.empty((self.out_channels + extra, *shape), np.float32)
         out[0] = image[box]
-        x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
+        x = torch.from_numpy(np.ascontiguousarray(image, np.float32))
         near = [slice(max(0, b.start - 2), min(n, b.stop + 2)) for b, n in zip(box, image.shape)]
         for i, sigma in enumerate(self.sigmas):
-            g = smooth(x, [sigma / r for r in self.rel])[(0, 0, *near)]
+            g = self._smoothed(x, [sigma / r for r in self.rel], near)
             self._slabs(g, [b.start - n.start for b, n in zip(box, near)], shape, out, 1 + PER_SIGMA * i)
         if standardize:
             self.standardize(torch.from_numpy(out[: self.out_channels])[None])
         return out
+
+    @staticmethod
+    def _smoothed(x: torch.Tensor, sigmas, near) -> torch.Tensor:
+        """``x`` (Z, Y, X) smoothed with one σ per axis, kept within the slices ``near``: in y and x
+        over z-slabs, then in z over y-slabs, so no pass holds more than one slab's intermediates."""
+        planes = torch.empty((x.shape[0], x.shape[1], x[0, 0, near[2]].numel()))
+        step = max(1, SLAB_VOXELS // max(1, x.shape[1] * x.shape[2]))
+        for z in range(0, x.shape[0], step):
+            slab = smooth(x[None, None, z : z + step], [0.0, *sigmas[1:]])
+            planes[z : z + step] = slab[0, 0, :, :, near[2]]
+        g = torch.empty([n.stop - n.start for n in near])
+        step = max(1, SLAB_VOXELS // max(1, x.shape[0] * planes.shape[2]))
+        for y in range(near[1].start, near[1].stop, step):
+            rows = slice(y, min(near[1].stop, y + step))
+            g[:, y - near[1].start : rows.stop - near[1].start] = smooth(
+                planes[None, None, :, rows], [sigmas[0], 0.0, 0.0])[0, 0, near[0]]
+        return g
 
     def _slabs(self, g: torch.Tensor, offset, shape, out: np.ndarray, channel: int) -> None:
         """Write the six features of the smoothed ``g`` at ``offset`` + (0..shape) into ``out[channel:]``."""
