@@ -13,12 +13,12 @@ Each row is appended to ``benchmarks/results/accuracy/forest_scales.jsonl``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from . import data, protocol
 from .forest import filter_bank, fit_predict
 from .run import RESULTS, machine
+from .scales import screen
 
 LOG = RESULTS / "forest_scales.jsonl"
 SCALES = {
@@ -47,13 +47,7 @@ def main(argv=None) -> int:
                         help="default: the larger sets (the benchmark forest's is the v2 rows' forest)")
     parser.add_argument("--k", type=int, default=3, help="painted planes per axis")
     args = parser.parse_args(argv)
-    for name in args.datasets:
-        for scales in args.scales:
-            row = run(name, scales, args.k)
-            print(json.dumps(row), flush=True)
-            with LOG.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-    return 0
+    return screen(run, LOG, args.datasets, args.scales, args.k)
 
 
 if __name__ == "__main__":

@@ -61,11 +61,16 @@ def main(argv=None) -> int:
     parser.add_argument("--scales", nargs="+", choices=list(SETS), default=list(SETS))
     parser.add_argument("--k", type=int, default=3, help="painted planes per axis")
     args = parser.parse_args(argv)
-    for name in args.datasets:
-        for scales in args.scales:
-            row = run(name, scales, args.k)
+    return screen(run, LOG, args.datasets, args.scales, args.k)
+
+
+def screen(run, log, datasets, scale_sets, k: int) -> int:
+    """``run(dataset, scales, k)`` for every pair; each row printed and appended to ``log``."""
+    for name in datasets:
+        for scales in scale_sets:
+            row = run(name, scales, k)
             print(json.dumps(row), flush=True)
-            with LOG.open("a") as f:
+            with log.open("a") as f:
                 f.write(json.dumps(row) + "\n")
     return 0
 
