@@ -176,7 +176,7 @@ class FilterBank(nn.Module):
     def _smoothed(x: torch.Tensor, sigmas, near) -> torch.Tensor:
         """``x`` (Z, Y, X) smoothed with one σ per axis, kept within the slices ``near``: in y and x
         over z-slabs, then in z over y-slabs, so no pass holds more than one slab's intermediates."""
-        planes = torch.empty((x.shape[0], x.shape[1], x[0, 0, near[2]].numel()))
+        planes = torch.empty((x.shape[0], x.shape[1], near[2].stop - near[2].start))
         step = max(1, SLAB_VOXELS // max(1, x.shape[1] * x.shape[2]))
         for z in range(0, x.shape[0], step):
             slab = smooth(x[None, None, z : z + step], [0.0, *sigmas[1:]])
