@@ -217,7 +217,7 @@ def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_
     if block.shape != expected:
         raise RuntimeError(f"Chunk at {core} came with shape {block.shape}, expected {expected}.")
     source = segmenter.normalization.apply(_finite(block, core, private), in_place=True)
-    crop, origin = _without_filter_halo(origin, core, plan)
+    crop, origin = _window_crop(origin, core, plan)
     source = model_inputs(segmenter, source, crop)
     pad = [(0, 0)] + [(0, max(0, w - s)) if hi == s else (0, 0)
                       for w, s, (_, hi) in zip(plan.window, plan.shape, core)]
@@ -227,7 +227,7 @@ def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_
     return blend_windows(source, predictor, plan.window, starts, box, plan.batch_size)
 
 
-def _without_filter_halo(origin, core, plan: _Plan):
+def _window_crop(origin, core, plan: _Plan):
     """The part of a block the windows read, as slices of the block, and its origin in the volume:
     the chunk plus the windows' halo, without the margin only the filters need.
 
