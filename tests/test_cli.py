@@ -154,6 +154,19 @@ def test_too_little_free_space_is_refused_before_training(capsys, files, monkeyp
     assert not (d / "mask.tif").exists()
 
 
+def test_too_little_free_memory_is_refused_before_training(capsys, files, monkeypatch):
+    import psutil
+
+    memory = psutil.virtual_memory()._replace(available=50_000)  # the image needs about 100 kB
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory)
+    d, _ = files
+    code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "mask.tif",
+                       "--save-model", d / "m.pt", *FAST)
+    assert code == 2 and "Traceback" not in err
+    assert "img.nii.gz" in err and "10 × 24 × 20 voxels" in err and "0.0 GB are free" in err
+    assert not (d / "mask.tif").exists() and not (d / "m.pt").exists()
+
+
 def test_ctrl_c_while_starting_is_one_sentence(capsys, monkeypatch):
     import sys
 

@@ -45,7 +45,7 @@ def main(argv=None) -> None:
                                                      dataset.spacing)
     rng = np.random.default_rng(0)
     ours = trainer.training_inputs(segmenter, images, [annotation_to_target(a) for a in annotations], rng)[0]
-    ours = ours.reshape(ours.shape[0], -1).T
+    ours = ours.reshape(ours.shape[0], -1).T.astype(np.float32)
     theirs = filter_bank(dataset.image, dataset.spacing)
     painted = np.flatnonzero(annotation.ravel() > 0)
     classes = annotation.ravel()[painted].astype(np.int64) - 1  # 0 = background

@@ -45,7 +45,7 @@ def run(name: str, scales: str, k: int = 3) -> dict:
                                                      dataset.spacing)
     targets = [annotation_to_target(a) for a in annotations]
     features = trainer.training_inputs(segmenter, images, targets, np.random.default_rng(0))[0]
-    features = features.reshape(features.shape[0], -1).T
+    features = features.reshape(features.shape[0], -1).T.astype(np.float32)
     painted = np.flatnonzero(annotation.ravel() > 0)
     trees = TreeClassifier(segmenter.n_classes, model.trees)
     list(trees.fit(features[painted], annotation.ravel()[painted].astype(np.int64) - 1))

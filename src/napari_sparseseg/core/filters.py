@@ -10,15 +10,19 @@ separable Gaussian; derivatives are central differences of the smoothed volume, 
 
 The bank has no trainable weights. It standardises its outputs with a per-channel mean and scale
 (buffers set by :meth:`FilterBank.fit_scale` from painted voxels and saved with the model), so the
-layers after it see features of unit scale. :meth:`FilterBank.volume` smooths a whole volume one
+layers after it see features of unit scale. :meth:`FilterBank.scales` smooths a whole volume one
 scale at a time and takes the derivatives in z-slabs, so the result does not depend on the slab
 size and large scales cost no multi-channel halo; :meth:`FilterBank.halo` is what a chunk needs
-around it to get exactly the whole-volume features.
+around it to get exactly the whole-volume features. :meth:`FilterBank.volume` stores them as
+float16 (:data:`STORED`): 37 channels per voxel are most of the memory a volume needs. They are
+computed in float32 and rounded once, after standardising: raw, a smoothed intensity whose mean
+is a hundred times its spread would keep only a few of float16's 11 bits.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -27,6 +31,7 @@ from torch import nn
 
 PER_SIGMA = 6
 SLAB_VOXELS = 4_000_000  # voxels per z-slab in FilterBank.volume
+STORED = np.float16  # the dtype of feature volumes (FilterBank.volume); layers compute in float32
 
 
 def n_features(sigmas) -> int:
@@ -151,26 +156,36 @@ class FilterBank(nn.Module):
         return tuple(gaussian_kernel(max(self.sigmas) / r).numel() // 2 + 2 for r in self.rel)
 
     @torch.no_grad()
-    def volume(self, image: np.ndarray, standardize: bool = True, extra: int = 0, crop=None) -> np.ndarray:
-        """Features (C, Z, Y, X) float32 of a whole (Z, Y, X) volume, or of its part ``crop`` (a tuple of
-        three slices with steps of 1); ``extra`` more channels after them are left for the caller to fill.
+    def volume(self, image: np.ndarray, extra: int = 0, crop=None) -> np.ndarray:
+        """Standardised features (C, Z, Y, X) as :data:`STORED` of a whole (Z, Y, X) volume, or of its part
+        ``crop`` (a tuple of three slices with steps of 1); ``extra`` more channels after them are left
+        for the caller to fill. See :meth:`scales`."""
+        out = np.empty((self.out_channels + extra, *_box(image.shape, crop)[1]), STORED)
+        for channel, values in self.scales(image, crop):
+            self.store(out, channel, values)
+        return out
+
+    @torch.no_grad()
+    def scales(self, image: np.ndarray, crop=None) -> Iterator[tuple[int, torch.Tensor]]:
+        """The raw features of ``image`` (or of its part ``crop``) one scale at a time: pairs of the first
+        channel and float32 values (n, z, y, x), the intensity first, then six channels per scale.
 
         Each scale is smoothed over the whole volume (one channel at a time), then its derivatives are
         taken in z-slabs with a two-voxel halo, so the result depends on neither the slab size nor
-        ``crop``, and the working set is a few single-channel volumes plus one slab's intermediates.
+        ``crop``, and the working set is a few single-channel volumes plus one scale's features.
         """
-        box = tuple(slice(*c.indices(n)[:2]) for c, n in zip(crop or (slice(None),) * 3, image.shape))
-        shape = tuple(b.stop - b.start for b in box)
-        out = np.empty((self.out_channels + extra, *shape), np.float32)
-        out[0] = image[box]
+        box, shape = _box(image.shape, crop)
+        yield 0, torch.from_numpy(np.array(image[box], np.float32))[None]
         x = torch.from_numpy(np.ascontiguousarray(image, np.float32))
         near = [slice(max(0, b.start - 2), min(n, b.stop + 2)) for b, n in zip(box, image.shape)]
         for i, sigma in enumerate(self.sigmas):
             g = self._smoothed(x, [sigma / r for r in self.rel], near)
-            self._slabs(g, [b.start - n.start for b, n in zip(box, near)], shape, out, 1 + PER_SIGMA * i)
-        if standardize:
-            self.standardize(torch.from_numpy(out[: self.out_channels])[None])
-        return out
+            yield 1 + PER_SIGMA * i, self._slabs(g, [b.start - n.start for b, n in zip(box, near)], shape)
+
+    def store(self, out: np.ndarray, channel: int, values: torch.Tensor) -> None:
+        """Standardise raw float32 ``values`` (n, z, y, x) in place and store them in ``out[channel:]``."""
+        part = slice(channel, channel + values.shape[0])
+        out[part] = values.sub_(self.shift[0, part]).mul_(self.scale[0, part]).numpy()
 
     @staticmethod
     def _smoothed(x: torch.Tensor, sigmas, near) -> torch.Tensor:
@@ -189,22 +204,31 @@ class FilterBank(nn.Module):
                 planes[None, None, :, rows], [sigmas[0], 0.0, 0.0])[0, 0, near[0]]
         return g
 
-    def _slabs(self, g: torch.Tensor, offset, shape, out: np.ndarray, channel: int) -> None:
-        """Write the six features of the smoothed ``g`` at ``offset`` + (0..shape) into ``out[channel:]``."""
+    def _slabs(self, g: torch.Tensor, offset, shape) -> torch.Tensor:
+        """The six features (6, *shape) of the smoothed ``g`` at ``offset`` + (0..shape), in z-slabs."""
+        out = torch.empty((PER_SIGMA, *shape))
         slab = max(1, SLAB_VOXELS // max(1, shape[1] * shape[2]))
         oz, oy, ox = offset
         for z in range(0, shape[0], slab):
             lo, hi = max(0, oz + z - 2), min(g.shape[0], oz + z + slab + 2)
             values = torch.cat(self._derived(g[None, None, lo:hi]), dim=1)[0]
             first = oz + z - lo
-            rows = values[:, first : first + min(slab, shape[0] - z), oy : oy + shape[1], ox : ox + shape[2]]
-            out[channel : channel + PER_SIGMA, z : z + slab] = rows.numpy()
+            out[:, z : z + slab] = values[:, first : first + min(slab, shape[0] - z), oy : oy + shape[1],
+                                          ox : ox + shape[2]]
+        return out
 
     @torch.no_grad()
-    def fit_scale(self, features: torch.Tensor) -> None:
-        """Set the standardisation from raw features of shape (N, channels), e.g. painted voxels."""
-        mean = features.mean(0)
-        std = features.std(0).clamp(min=1e-6)
-        self.shift.copy_(mean.reshape(self.shift.shape))
-        self.scale.copy_((1.0 / std).reshape(self.scale.shape))
-        self.fitted.fill_(True)
+    def fit_scale(self, features: torch.Tensor, first: int = 0) -> None:
+        """Set the standardisation of channels ``first``, ``first + 1``, ... from their raw features
+        (N, n), e.g. at painted voxels; the bank is fitted once its last channel is."""
+        part = slice(first, first + features.shape[1])
+        self.shift[0, part] = features.mean(0).reshape(-1, 1, 1, 1)
+        self.scale[0, part] = (1.0 / features.std(0).clamp(min=1e-6)).reshape(-1, 1, 1, 1)
+        if part.stop == self.out_channels:
+            self.fitted.fill_(True)
+
+
+def _box(shape, crop) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """The slices (steps of 1) of ``crop`` in a volume of ``shape`` (all of it for None), and their sizes."""
+    box = tuple(slice(*c.indices(n)[:2]) for c, n in zip(crop or (slice(None),) * 3, shape))
+    return box, tuple(b.stop - b.start for b in box)

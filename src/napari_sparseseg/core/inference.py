@@ -18,6 +18,7 @@ import torch
 from . import device as dev
 from .checkpoint import Segmenter
 from .config import InferConfig
+from .filters import STORED
 from .sampling import fit_patch
 from .trees import TreeClassifier
 from .validate import check_image
@@ -78,8 +79,9 @@ def sliding_window(
     Parameters
     ----------
     volume : ndarray (C, Z, Y, X) or (Z, Y, X)
+        Float32, or float16 as filter features are stored (kept as it is, not copied).
     predictor : callable
-        ``(B, C, *window) float32 -> (B, K, *window)`` probabilities (or any per-voxel scores).
+        ``(B, C, *window) -> (B, K, *window)`` probabilities (or any per-voxel scores).
     window : (int, int, int)
         Window size; a volume smaller than it is zero-padded, then cropped back.
     overlap : float in [0, 1)
@@ -103,7 +105,7 @@ def blend_windows(source, predictor, window, starts, core, batch_size=2, blend="
 
     Parameters
     ----------
-    source : ndarray (C, Z, Y, X) float32
+    source : ndarray (C, Z, Y, X) float32 or float16
         Input that holds every window touching ``core`` in full.
     predictor : callable
         As in :func:`sliding_window`.
@@ -149,7 +151,8 @@ def _clip_window(corner, window, core) -> tuple[tuple[slice, ...], tuple[slice, 
 
 
 def _check_args(volume, window, overlap, batch_size, blend):
-    volume = np.asarray(volume, dtype=np.float32)
+    volume = np.asarray(volume)
+    volume = volume if volume.dtype == STORED else volume.astype(np.float32, copy=False)
     if volume.ndim == 3:
         volume = volume[None]
     if volume.ndim != 4:
@@ -185,7 +188,7 @@ def torch_predictor(net: torch.nn.Module, device: torch.device, flip_tta: bool =
             return forward(x).float().softmax(dim=1)
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).contiguous(memory_format=fmt)
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).float().contiguous(memory_format=fmt)
         with torch.inference_mode():
             probs = run(x)
             if flip_tta:
@@ -204,14 +207,14 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
 
     For volumes larger than memory, see :func:`.chunked.predict_dask`: it gives the same result
     chunk by chunk. A model with a filter-bank stem whose whole-volume inputs would pass
-    :data:`MAX_FEATURE_BYTES` (37 float32 channels per voxel and one per class) is predicted that
+    :data:`MAX_FEATURE_BYTES` (37 float16 channels per voxel and one per class) is predicted that
     way here too.
     """
     config = config or segmenter.infer
     image = check_image(image)
     check_channels(segmenter)
     stem = segmenter.net.stem
-    if stem is not None and image.size * segmenter.net.stage_channels * 4 > MAX_FEATURE_BYTES:
+    if stem is not None and image.size * segmenter.net.stage_channels * STORED().itemsize > MAX_FEATURE_BYTES:
         return _predict_in_chunks(segmenter, image, config)
     probs = sliding_window(
         model_inputs(segmenter, segmenter.normalization.apply(image)),

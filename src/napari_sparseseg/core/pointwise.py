@@ -40,7 +40,7 @@ def painted_samples(volumes, targets, rng, max_voxels: int = MAX_VOXELS, index=N
     ``index`` the voxels to take (default: :func:`painted_index`).
     """
     index = painted_index(targets, rng, max_voxels) if index is None else index
-    feats = [v.reshape(v.shape[0], -1)[:, i].T for v, i in zip(volumes, index)]
+    feats = [v.reshape(v.shape[0], -1)[:, i].T.astype(np.float32) for v, i in zip(volumes, index)]
     labels = [t.ravel()[i].astype(np.int64) for t, i in zip(targets, index)]
     return tuple(torch.from_numpy(np.concatenate(a)) for a in (feats, labels))
 
@@ -61,7 +61,7 @@ def volume_logits(head, volume: np.ndarray, device: torch.device, rows: int = 1 
     flat = volume.reshape(volume.shape[0], -1)
     out = np.empty((head[-1].out_channels, flat.shape[1]), np.float32)
     for lo in range(0, flat.shape[1], rows):
-        x = torch.from_numpy(flat[:, lo : lo + rows].T).to(device)
+        x = torch.from_numpy(flat[:, lo : lo + rows].T).to(device).float()
         with dev.autocast(device):
             out[:, lo : lo + rows] = per_voxel(head, x).float().T.cpu().numpy()
     return out.reshape(-1, *volume.shape[1:])

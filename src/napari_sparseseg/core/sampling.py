@@ -41,7 +41,8 @@ class PatchSampler:
 
     Parameters
     ----------
-    images : list of float32 (C, Z, Y, X) or (Z, Y, X) arrays, already normalised (or filter features)
+    images : list of (C, Z, Y, X) or (Z, Y, X) float arrays, already normalised (or filter features,
+        float16); patches come out as float32
     targets : list of int16 (Z, Y, X) arrays, -1 where unlabeled
     patch : (int, int, int)
         Patch size; volumes smaller than it are padded (image with 0, target with -1).
@@ -70,9 +71,8 @@ class PatchSampler:
         square = math.isclose(spacing[1], spacing[2], rel_tol=0.05)
         self.rotate90 = square and patch[1] == patch[2]
         self.rotate = rotate if square and augment else 0.0
-        # labels as grid_sample reads them (0 = unpainted), made once instead of every patch
-        self._classes = [torch.from_numpy(t.astype(np.float32) + 1)[None, None]
-                         for t in self.targets] if self.rotate else []
+        # labels as the turned patches sample them (0 = unpainted), made once instead of every patch
+        self._classes = [(t + 1).astype(np.uint8)[None] for t in self.targets] if self.rotate else []
         self.extra: list[np.ndarray] = []  # channels appended to every patch, e.g. classifier logits
 
     def _index_centres(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -94,7 +94,7 @@ class PatchSampler:
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Return images (B, C, *patch) float32 and targets (B, *patch) int64."""
         xs, ys = zip(*(self._one() for _ in range(batch_size)))
-        return np.stack(xs), np.stack(ys).astype(np.int64)
+        return np.stack(xs).astype(np.float32, copy=False), np.stack(ys).astype(np.int64)
 
     def _one(self) -> tuple[np.ndarray, np.ndarray]:
         which, flat = self.centres[self.rng.integers(len(self.centres))]
@@ -129,15 +129,9 @@ class PatchSampler:
         axes = [(torch.arange(p, dtype=torch.float32) - (p - 1) / 2) * scale for p in self.patch]
         z, y, x = torch.meshgrid(*axes, indexing="ij")
         points = (z + centre[0], cos * y - sin * x + centre[1], sin * y + cos * x + centre[2])
-        size = self.targets[i].shape
-        # grid_sample wants (x, y, z) in [-1, 1] across the volume
-        grid = torch.stack([2 * points[a] / max(size[a] - 1, 1) - 1 for a in (2, 1, 0)], -1)[None]
-        values = torch.cat([F.grid_sample(torch.from_numpy(v)[None], grid, mode="bilinear",
-                                          padding_mode="border", align_corners=True)
-                            for v in self._channels(i)], 1)
-        labels = F.grid_sample(self._classes[i], grid, mode="nearest", padding_mode="zeros",
-                               align_corners=True)
-        return values[0].numpy(), labels[0, 0].numpy().astype(np.int16) - 1
+        values = torch.cat([_sample_at(v, points, "bilinear", "border") for v in self._channels(i)])
+        labels = _sample_at(self._classes[i], points, "nearest", "zeros")
+        return values.numpy(), labels[0].numpy().astype(np.int16) - 1
 
     def _channels(self, i: int) -> list[np.ndarray]:
         """Pair ``i``'s input volumes: the image (or features), then :attr:`extra` if set."""
@@ -154,6 +148,28 @@ class PatchSampler:
             a = self.intensity
             x = x * np.float32(rng.uniform(1 - a, 1 + a)) + np.float32(rng.uniform(-a, a))
         return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y)
+
+
+def _sample_at(volume, points, mode: str, padding: str) -> torch.Tensor:
+    """``volume`` (C, Z, Y, X), an array or a tensor, sampled at ``points`` (a z, y and x coordinate
+    tensor of one shape) by ``grid_sample`` (corners aligned): (C, *points' shape) float32. Only the
+    box the points reach is read (and converted to float32), not the whole volume."""
+    box = _reach(points, volume.shape[1:])
+    part = torch.as_tensor(np.asarray(volume[(slice(None), *box)], np.float32))
+    # grid_sample wants (x, y, z) in [-1, 1] across the box
+    grid = torch.stack([2 * (points[a] - box[a].start) / max(box[a].stop - box[a].start - 1, 1) - 1
+                        for a in (2, 1, 0)], -1)
+    return F.grid_sample(part[None], grid[None], mode=mode, padding_mode=padding, align_corners=True)[0]
+
+
+def _reach(points, size) -> tuple[slice, ...]:
+    """The box of voxels that sampling at ``points`` (a coordinate tensor per axis) reads, at least two
+    voxels long where the volume is, so that points beyond the volume also lie beyond the box."""
+    box = []
+    for p, n in zip(points, size):
+        lo = min(max(math.floor(float(p.min())), 0), max(n - 2, 0))
+        box.append(slice(lo, min(max(math.ceil(float(p.max())), lo + 1), n - 1) + 1))
+    return tuple(box)
 
 
 def _pad_to(volume: np.ndarray, patch, value) -> np.ndarray:

@@ -20,6 +20,7 @@ from . import device as dev
 from .checkpoint import Segmenter
 from .config import InferConfig, ModelConfig, TrainConfig, pools_for_spacing
 from .events import Progress
+from .filters import STORED
 from .loss import class_weights, sparse_loss
 from .normalize import fit_normalization
 from .pointwise import painted_index, painted_samples, train_pointwise, volume_logits
@@ -27,6 +28,9 @@ from .sampling import PatchSampler, annotation_to_target, fit_patch
 from .trees import TreeClassifier, out_of_fold, plane_folds
 from .validate import check_pair, count_classes
 
+# bytes per voxel in training besides the network's inputs (check_memory): the image and its
+# normalised copy, the targets, the filters' smoothing buffers and one scale's float32 features
+TRAIN_OVERHEAD = 48
 WARMUP = 50  # U-Net iterations of linear learning-rate warm-up after the pointwise stage
 PROBE = 3  # U-Net iterations timed to tell whether the budget allows its warm-up
 ANSWER = object()  # a first stage yields this once its classifier can answer: the early answer's turn
@@ -202,7 +206,7 @@ def _context(trees, volumes, index, held_out: np.ndarray) -> list[np.ndarray]:
     for volume, where in zip(volumes, index):
         logits = trees.volume(volume)
         logits.reshape(logits.shape[0], -1)[:, where] = held_out[first : first + where.size].T
-        context.append(logits)
+        context.append(logits.astype(STORED))  # as model_inputs stores them for prediction
         first += where.size
     return context
 
@@ -277,20 +281,24 @@ def _sampler(segmenter, images, annotations, config, rng) -> PatchSampler:
 def training_inputs(segmenter, images, targets, rng) -> list[np.ndarray]:
     """The network's inputs (C, Z, Y, X) for each image: normalised intensity or filter features.
 
-    A new model's filter standardisation is fitted here, from (a subset of) the painted voxels.
+    A new model's filter standardisation is fitted here, scale by scale from (a subset of) the
+    painted voxels of every image, before that scale's features are stored as float16.
     """
     volumes = [segmenter.normalization.apply(im) for im in images]
     stem = segmenter.net.stem
     if stem is None:
         return [v[None] for v in volumes]
-    volumes = [stem.volume(v, standardize=False) for v in volumes]
-    if not bool(stem.fitted):
-        stem.fit_scale(painted_samples(volumes, targets, rng)[0])
-    shift, scale = (b.reshape(-1, 1, 1, 1).numpy() for b in (stem.shift, stem.scale))
-    for v in volumes:
-        v -= shift
-        v *= scale
-    return volumes
+    if bool(stem.fitted):
+        return [stem.volume(v) for v in volumes]
+    index = painted_index(targets, rng)
+    stored = [np.empty((stem.out_channels, *v.shape), STORED) for v in volumes]
+    for scale in zip(*(stem.scales(v) for v in volumes)):  # one scale of every image at a time
+        channel = scale[0][0]
+        stem.fit_scale(torch.cat([values.flatten(1)[:, i] for (_, values), i in zip(scale, index)], 1).T,
+                       channel)
+        for out, (_, values) in zip(stored, scale):
+            stem.store(out, channel, values)
+    return stored
 
 
 def _weights(annotations, n_classes, config, device):
@@ -400,7 +408,30 @@ def prepare(images, annotations, model_config, train_config, spacing=(1.0, 1.0, 
     segmenter = init or new_segmenter(model_config, images, n_classes, spacing, class_names, annotations,
                                       infer_config)
     check_compatible(segmenter, n_classes)
+    check_memory(segmenter, images, [n[0] for n in names])
     return segmenter, images, annotations
+
+
+def check_memory(segmenter: Segmenter, images, names) -> None:
+    """Raise a ValueError naming the largest image when training would need more than the free memory.
+
+    Training keeps the network's inputs of every voxel (:func:`training_inputs`): 37 filter features
+    and the trees' logits per class as float16 with the default preset, and needs
+    :data:`TRAIN_OVERHEAD` bytes per voxel besides.
+    """
+    import psutil
+
+    net = segmenter.net
+    per_voxel = net.stage_channels * (STORED().itemsize if net.stem is not None else 4) + TRAIN_OVERHEAD
+    need, free = sum(im.size for im in images) * per_voxel, psutil.virtual_memory().available
+    if need > free:
+        k = int(np.argmax([im.size for im in images]))
+        shape = " × ".join(str(n) for n in images[k].shape)
+        raise ValueError(
+            f"Training on {names[k]} ({shape} voxels) needs about {need / 1e9:.1f} GB of memory but "
+            f"{free / 1e9:.1f} GB are free: crop it to the region you paint, close other programs, or "
+            "train the plain preset (the image alone, no filter features)."
+        )
 
 
 def new_segmenter(model_config: ModelConfig, images, n_classes, spacing, class_names=None,

@@ -83,18 +83,18 @@ class TreeClassifier(nn.Module):
         return out.reshape(*x.shape[:1], *x.shape[2:], -1).movedim(-1, 1)
 
     def rows(self, features: np.ndarray) -> np.ndarray:
-        """Logits (N, K) float32 of rows (N, C)."""
-        booster = self.booster()
-        return np.concatenate([booster.predict(features[lo : lo + ROWS], raw_score=True,
-                                               num_threads=torch.get_num_threads())
-                               for lo in range(0, max(1, len(features)), ROWS)]).astype(np.float32)
+        """Logits (N, K) float32 of rows (N, C) of any float dtype (stored features are float16)."""
+        booster, threads = self.booster(), torch.get_num_threads()
+        parts = [booster.predict(np.asarray(features[lo : lo + ROWS], np.float32), raw_score=True,
+                                 num_threads=threads) for lo in range(0, max(1, len(features)), ROWS)]
+        return np.concatenate(parts).astype(np.float32)
 
     def volume(self, features: np.ndarray) -> np.ndarray:
         """Logits (K, Z, Y, X) float32 of a feature volume (C, Z, Y, X)."""
         flat = features.reshape(features.shape[0], -1)
         out = np.empty((self.n_classes, flat.shape[1]), np.float32)
         for lo in range(0, flat.shape[1], ROWS):
-            out[:, lo : lo + ROWS] = self.rows(np.ascontiguousarray(flat[:, lo : lo + ROWS].T)).T
+            out[:, lo : lo + ROWS] = self.rows(np.ascontiguousarray(flat[:, lo : lo + ROWS].T, np.float32)).T
         return out.reshape(-1, *features.shape[1:])
 
     def booster(self):
