@@ -412,18 +412,20 @@ def prepare(images, annotations, model_config, train_config, spacing=(1.0, 1.0, 
     return segmenter, images, annotations
 
 
-def check_memory(segmenter: Segmenter, images, names) -> None:
-    """Raise a ValueError naming the largest image when training would need more than the free memory.
-
-    Training keeps the network's inputs of every voxel (:func:`training_inputs`): 37 filter features
-    and the trees' logits per class as float16 with the default preset, and needs
-    :data:`TRAIN_OVERHEAD` bytes per voxel besides.
-    """
-    import psutil
-
+def training_bytes(segmenter: Segmenter, images) -> int:
+    """About the memory training needs for ``images``: the network's inputs of every voxel
+    (:func:`training_inputs`; with the default preset 37 filter features and the trees' logits per
+    class, as float16) and :data:`TRAIN_OVERHEAD` bytes per voxel besides."""
     net = segmenter.net
     per_voxel = net.stage_channels * (STORED().itemsize if net.stem is not None else 4) + TRAIN_OVERHEAD
-    need, free = sum(im.size for im in images) * per_voxel, psutil.virtual_memory().available
+    return sum(im.size for im in images) * per_voxel
+
+
+def check_memory(segmenter: Segmenter, images, names) -> None:
+    """Raise a ValueError naming the largest image when training would need more than the free memory."""
+    import psutil
+
+    need, free = training_bytes(segmenter, images), psutil.virtual_memory().available
     if need > free:
         k = int(np.argmax([im.size for im in images]))
         shape = " × ".join(str(n) for n in images[k].shape)
