@@ -197,3 +197,14 @@ def test_stop_before_the_first_step_sends_no_model(request_):
     run_job(request_, NoCommands(), events.append, lambda: True)
     assert not any(isinstance(e, (ModelReady, PredictionReady)) for e in events)  # the old model stays
     assert isinstance(events[-1], Failed) and "before the first training step" in events[-1].message
+
+
+def test_too_little_free_memory_is_refused_before_training(request_, monkeypatch):
+    import psutil
+
+    memory = psutil.virtual_memory()._replace(available=1000)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: memory)
+    events = []
+    with pytest.raises(ValueError, match=r"Training on brain \(.* voxels\) needs about .* GB are free"):
+        run_job(replace(request_, names=(("brain", "strokes"),)), NoCommands(), events.append, lambda: False)
+    assert not any(isinstance(e, (Progress, ModelReady)) for e in events)
