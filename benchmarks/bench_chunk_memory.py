@@ -1,7 +1,7 @@
 """Peak memory of one interior chunk of the chunked prediction, default preset (not run by CI).
 
 :mod:`bench_dask` bounds memory with a tiny plain U-Net. With the default preset every chunk
-also holds its filter features (37 float32 channels, and the trees' logits) over the chunk plus
+also holds its filter features (37 channels stored as float16, and the trees' logits) over the chunk plus
 the windows' halo, which dominates; the filters' own halo (122 voxels for σ 40) is read and
 smoothed one channel at a time. This computes exactly one chunk that has neighbours on every
 side (the middle one of 3 x 3 x 3) of a float32 zarr volume, in a fresh process, and reports
@@ -26,7 +26,7 @@ import zarr
 from napari_sparseseg.core import trainer
 from napari_sparseseg.core.chunked import plan_chunks, probabilities_dask
 from napari_sparseseg.core.config import preset
-from napari_sparseseg.core.filters import n_features
+from napari_sparseseg.core.filters import STORED, n_features
 
 GIB = 2**30
 
@@ -63,7 +63,7 @@ def main(argv=None) -> None:
     print(json.dumps({
         "asked": asked, "chunk": chunk, "volume": shape, "grid_ok": all(len(g) == 3 for g in grid),
         "block_with_halo": block, "features_over": windows,
-        "feature_gib": round(np.prod(windows) * channels * 4 / GIB, 2),
+        "feature_gib": round(np.prod(windows) * channels * STORED().itemsize / GIB, 2),
         "rss_before_gib": round(before / GIB, 2), "peak_rss_gib": round(peak / GIB, 2),
         "chunk_gib": round((peak - before) / GIB, 2), "seconds": round(seconds, 1),
     }))

@@ -153,14 +153,16 @@ def test_sampling_a_turned_patch_reads_a_box_but_gives_the_whole_volumes_values(
     from napari_sparseseg.core.sampling import _sample_at
 
     rng = np.random.default_rng(4)
-    volume = rng.random((2, 9, 10, 11)).astype(np.float16)  # stored features are float16
-    labels = rng.integers(0, 3, (1, 9, 10, 11)).astype(np.uint8)
-    for low, high in ((-3.0, 13.0), (2.0, 5.5), (9.2, 14.0), (-4.0, -0.7)):  # across, inside, past an end
-        points = tuple(torch.tensor(rng.uniform(low, high, (3, 4, 5)), dtype=torch.float32) for _ in range(3))
-        grid = torch.stack([2 * points[a] / (volume.shape[1 + a] - 1) - 1 for a in (2, 1, 0)], -1)[None]
-        for data, mode, padding in ((volume, "bilinear", "border"), (labels, "nearest", "zeros")):
-            whole = torch.from_numpy(data.astype(np.float32))[None]
-            expected = F.grid_sample(whole, grid, mode=mode, padding_mode=padding, align_corners=True)[0]
-            ours = _sample_at(data, points, mode, padding)
-            assert ours.dtype == torch.float32
-            torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    for shape in ((9, 10, 11), (1, 2, 5)):  # also axes of one and two voxels
+        volume = rng.random((2, *shape)).astype(np.float16)  # stored features are float16
+        labels = rng.integers(0, 3, (1, *shape)).astype(np.uint8)
+        for low, high in ((-3.0, 13.0), (2.0, 5.5), (9.2, 14.0), (-4.0, -0.7)):  # across, inside, past an end
+            points = tuple(torch.tensor(rng.uniform(low, high, (3, 4, 5)), dtype=torch.float32)
+                           for _ in range(3))
+            grid = torch.stack([2 * points[a] / max(shape[a] - 1, 1) - 1 for a in (2, 1, 0)], -1)[None]
+            for data, mode, padding in ((volume, "bilinear", "border"), (labels, "nearest", "zeros")):
+                whole = torch.from_numpy(data.astype(np.float32))[None]
+                expected = F.grid_sample(whole, grid, mode=mode, padding_mode=padding, align_corners=True)[0]
+                ours = _sample_at(data, points, mode, padding)
+                assert ours.dtype == torch.float32
+                torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)

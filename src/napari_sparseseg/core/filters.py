@@ -163,6 +163,7 @@ class FilterBank(nn.Module):
         out = np.empty((self.out_channels + extra, *_box(image.shape, crop)[1]), STORED)
         for channel, values in self.scales(image, crop):
             self.store(out, channel, values)
+            del values  # free before the next scale is computed
         return out
 
     @torch.no_grad()
@@ -178,14 +179,17 @@ class FilterBank(nn.Module):
         yield 0, torch.from_numpy(np.array(image[box], np.float32))[None]
         x = torch.from_numpy(np.ascontiguousarray(image, np.float32))
         near = [slice(max(0, b.start - 2), min(n, b.stop + 2)) for b, n in zip(box, image.shape)]
-        for i, sigma in enumerate(self.sigmas):
-            g = self._smoothed(x, [sigma / r for r in self.rel], near)
-            yield 1 + PER_SIGMA * i, self._slabs(g, [b.start - n.start for b, n in zip(box, near)], shape)
+        offset = [b.start - n.start for b, n in zip(box, near)]
+        for i, sigma in enumerate(self.sigmas):  # nothing of a scale is kept once it is yielded
+            yield 1 + PER_SIGMA * i, self._slabs(self._smoothed(x, [sigma / r for r in self.rel], near),
+                                                 offset, shape)
 
     def store(self, out: np.ndarray, channel: int, values: torch.Tensor) -> None:
-        """Standardise raw float32 ``values`` (n, z, y, x) in place and store them in ``out[channel:]``."""
-        part = slice(channel, channel + values.shape[0])
-        out[part] = values.sub_(self.shift[0, part]).mul_(self.scale[0, part]).numpy()
+        """Standardise raw float32 ``values`` (n, z, y, x) in place and store them in ``out[channel:]``
+        (within float16's range: a channel fitted on painted voxels of one value has a huge scale)."""
+        part, top = slice(channel, channel + values.shape[0]), float(np.finfo(STORED).max)
+        values.sub_(self.shift[0, part].cpu()).mul_(self.scale[0, part].cpu()).clamp_(-top, top)
+        out[part] = values.numpy()
 
     @staticmethod
     def _smoothed(x: torch.Tensor, sigmas, near) -> torch.Tensor:

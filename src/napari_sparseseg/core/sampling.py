@@ -139,6 +139,7 @@ class PatchSampler:
 
     def _augment(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rng = self.rng
+        x = x.astype(np.float32, copy=False)  # float16 features: the intensity change in float32
         for axis in range(3):
             if rng.random() < 0.5:
                 x, y = np.flip(x, axis + 1), np.flip(y, axis)

@@ -231,7 +231,9 @@ def _warmup_cut_short(config: TrainConfig, it: int, elapsed: float, probe: float
 
 def _logits(first, volume: np.ndarray, device) -> np.ndarray:
     """The first stage's logits (K, Z, Y, X) for a feature volume, on every voxel."""
-    return first.volume(volume) if isinstance(first, TreeClassifier) else volume_logits(first, volume, device)
+    if isinstance(first, TreeClassifier):
+        return first.volume(volume).astype(STORED)  # as model_inputs stores them for prediction
+    return volume_logits(first, volume, device)  # the perceptron runs inside the network at prediction
 
 
 def ready(segmenter) -> bool:
@@ -298,6 +300,7 @@ def training_inputs(segmenter, images, targets, rng) -> list[np.ndarray]:
                        channel)
         for out, (_, values) in zip(stored, scale):
             stem.store(out, channel, values)
+        del scale, values  # free before the next scale is computed
     return stored
 
 
@@ -417,8 +420,9 @@ def training_bytes(segmenter: Segmenter, images) -> int:
     (:func:`training_inputs`; with the default preset 37 filter features and the trees' logits per
     class, as float16) and :data:`TRAIN_OVERHEAD` bytes per voxel besides."""
     net = segmenter.net
-    per_voxel = net.stage_channels * (STORED().itemsize if net.stem is not None else 4) + TRAIN_OVERHEAD
-    return sum(im.size for im in images) * per_voxel
+    if net.stem is None:  # the normalised image, the image and the targets
+        return sum(im.size for im in images) * (4 * net.stage_channels + 12)
+    return sum(im.size for im in images) * (STORED().itemsize * net.stage_channels + TRAIN_OVERHEAD)
 
 
 def check_memory(segmenter: Segmenter, images, names) -> None:
@@ -429,8 +433,9 @@ def check_memory(segmenter: Segmenter, images, names) -> None:
     if need > free:
         k = int(np.argmax([im.size for im in images]))
         shape = " × ".join(str(n) for n in images[k].shape)
+        more = f" and {len(images) - 1} more image(s)" if len(images) > 1 else ""
         raise ValueError(
-            f"Training on {names[k]} ({shape} voxels) needs about {need / 1e9:.1f} GB of memory but "
+            f"Training on {names[k]} ({shape} voxels){more} needs about {need / 1e9:.1f} GB of memory but "
             f"{free / 1e9:.1f} GB are free: crop it to the region you paint, close other programs, or "
             "train the plain preset (the image alone, no filter features)."
         )
