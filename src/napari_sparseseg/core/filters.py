@@ -50,20 +50,23 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 def smooth(x: torch.Tensor, sigmas) -> torch.Tensor:
-    """Separable Gaussian of ``x`` (B, C, Z, Y, X) with one σ (in voxels) per axis."""
+    """Separable Gaussian of ``x`` (B, C, Z, Y, X) with one σ (in voxels) per axis.
+
+    Every pass convolves along the y position, the z or x axis swapped there and back: with a
+    (K, 1, 1) or (1, 1, K) kernel torch's CPU convolution unrolls the taps (σ 40, 241 taps, a
+    4 M-voxel slab: 3.7 GB and 7-8 s), with (1, K, 1) it does not (0.3 GB, 0.7 s; one core).
+    """
     channels = x.shape[1]
     for axis, sigma in enumerate(sigmas):
         kernel = gaussian_kernel(sigma).to(x.device)
         radius = kernel.numel() // 2
         if radius == 0:
             continue
-        shape = [1, 1, 1]
-        shape[axis] = kernel.numel()
-        pad = [0, 0, 0, 0, 0, 0]
-        pad[4 - 2 * axis] = pad[5 - 2 * axis] = radius
-        weight = kernel.reshape(1, 1, *shape).repeat(channels, 1, 1, 1, 1)
-        x = F.conv3d(F.pad(x, pad, mode="replicate"), weight, groups=channels)
-    return x
+        weight = kernel.reshape(1, 1, 1, -1, 1).repeat(channels, 1, 1, 1, 1)
+        moved = x.transpose(axis + 2, 3).contiguous()
+        x = F.conv3d(F.pad(moved, [0, 0, radius, radius, 0, 0], mode="replicate"), weight, groups=channels)
+        x = x.transpose(axis + 2, 3)
+    return x.contiguous()
 
 
 def diff(x: torch.Tensor, axis: int, step: float) -> torch.Tensor:
