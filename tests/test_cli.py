@@ -157,7 +157,7 @@ def test_too_little_free_space_is_refused_before_training(capsys, files, monkeyp
 def test_too_little_free_memory_is_refused_before_training(capsys, files, monkeypatch):
     import psutil
 
-    memory = psutil.virtual_memory()._replace(available=50_000)  # the image needs about 100 kB
+    memory = psutil.virtual_memory()._replace(available=50_000)  # a run needs over 1 GB
     monkeypatch.setattr(psutil, "virtual_memory", lambda: memory)
     d, _ = files
     code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "mask.tif",

@@ -31,6 +31,7 @@ from .validate import check_pair, count_classes
 # bytes per voxel in training besides the network's inputs (check_memory): the image and its
 # normalised copy, the targets, the filters' smoothing buffers and one scale's float32 features
 TRAIN_OVERHEAD = 48
+TRAIN_BASE = 1 << 30  # bytes whatever the volume: torch, the model, one slab's filter intermediates
 WARMUP = 50  # U-Net iterations of linear learning-rate warm-up after the pointwise stage
 PROBE = 3  # U-Net iterations timed to tell whether the budget allows its warm-up
 ANSWER = object()  # a first stage yields this once its classifier can answer: the early answer's turn
@@ -418,11 +419,11 @@ def prepare(images, annotations, model_config, train_config, spacing=(1.0, 1.0, 
 def training_bytes(segmenter: Segmenter, images) -> int:
     """About the memory training needs for ``images``: the network's inputs of every voxel
     (:func:`training_inputs`; with the default preset 37 filter features and the trees' logits per
-    class, as float16) and :data:`TRAIN_OVERHEAD` bytes per voxel besides."""
-    net = segmenter.net
+    class, as float16), :data:`TRAIN_OVERHEAD` bytes per voxel besides and :data:`TRAIN_BASE`."""
+    net, voxels = segmenter.net, sum(im.size for im in images)
     if net.stem is None:  # the normalised image, the image and the targets
-        return sum(im.size for im in images) * (4 * net.stage_channels + 12)
-    return sum(im.size for im in images) * (STORED().itemsize * net.stage_channels + TRAIN_OVERHEAD)
+        return TRAIN_BASE + voxels * (4 * net.stage_channels + 12)
+    return TRAIN_BASE + voxels * (STORED().itemsize * net.stage_channels + TRAIN_OVERHEAD)
 
 
 def check_memory(segmenter: Segmenter, images, names) -> None:
