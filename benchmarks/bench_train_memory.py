@@ -1,8 +1,8 @@
 """Peak memory of training the default preset on one volume, against the check made before it.
 
 Training keeps the network's inputs of every voxel (37 filter features and the trees' logits per
-class). :func:`napari_sparseseg.core.trainer.check_memory` refuses a run whose estimate
-(:func:`~napari_sparseseg.core.trainer.training_bytes`) exceeds the free memory; this measures
+class). :func:`napari_sparseseg.core.memory.check_memory` refuses a run whose estimate
+(:func:`~napari_sparseseg.core.memory.training_bytes`) exceeds the free memory; this measures
 the real peak of a run in a fresh process, so the estimate can be compared with it (not run by
 CI)::
 
@@ -23,7 +23,7 @@ import time
 import numpy as np
 import psutil
 
-from napari_sparseseg.core import trainer
+from napari_sparseseg.core import memory, trainer
 from napari_sparseseg.core.config import preset, replace
 
 GB = 1e9
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     p = preset("fast")
     config = replace(p.train, iterations=3, max_time=None)
     segmenter, images, annotations = trainer.prepare([image], [annotation], p.model, config)
-    estimate = trainer.training_bytes(segmenter, images)
+    estimate = memory.training_bytes(segmenter, images)
     started = time.perf_counter()
     list(trainer.train(segmenter, images, annotations, config))
     seconds = time.perf_counter() - started

@@ -22,16 +22,13 @@ from .config import InferConfig, ModelConfig, TrainConfig, pools_for_spacing
 from .events import Progress
 from .filters import STORED
 from .loss import class_weights, sparse_loss
+from .memory import check_memory
 from .normalize import fit_normalization
 from .pointwise import painted_index, painted_samples, train_pointwise, volume_logits
 from .sampling import PatchSampler, annotation_to_target, fit_patch
 from .trees import TreeClassifier, out_of_fold, plane_folds
 from .validate import check_pair, count_classes
 
-# bytes per voxel in training besides the network's inputs (check_memory): the image and its
-# normalised copy, the targets, the filters' smoothing buffers and one scale's float32 features
-TRAIN_OVERHEAD = 48
-TRAIN_BASE = 1 << 30  # bytes whatever the volume: torch, the model, one slab's filter intermediates
 WARMUP = 50  # U-Net iterations of linear learning-rate warm-up after the pointwise stage
 PROBE = 3  # U-Net iterations timed to tell whether the budget allows its warm-up
 ANSWER = object()  # a first stage yields this once its classifier can answer: the early answer's turn
@@ -414,32 +411,6 @@ def prepare(images, annotations, model_config, train_config, spacing=(1.0, 1.0, 
     check_compatible(segmenter, n_classes)
     check_memory(segmenter, images, [n[0] for n in names])
     return segmenter, images, annotations
-
-
-def training_bytes(segmenter: Segmenter, images) -> int:
-    """About the memory training needs for ``images``: the network's inputs of every voxel
-    (:func:`training_inputs`; with the default preset 37 filter features and the trees' logits per
-    class, as float16), :data:`TRAIN_OVERHEAD` bytes per voxel besides and :data:`TRAIN_BASE`."""
-    net, voxels = segmenter.net, sum(im.size for im in images)
-    if net.stem is None:  # the normalised image, the image and the targets
-        return TRAIN_BASE + voxels * (4 * net.stage_channels + 12)
-    return TRAIN_BASE + voxels * (STORED().itemsize * net.stage_channels + TRAIN_OVERHEAD)
-
-
-def check_memory(segmenter: Segmenter, images, names) -> None:
-    """Raise a ValueError naming the largest image when training would need more than the free memory."""
-    import psutil
-
-    need, free = training_bytes(segmenter, images), psutil.virtual_memory().available
-    if need > free:
-        k = int(np.argmax([im.size for im in images]))
-        shape = " × ".join(str(n) for n in images[k].shape)
-        more = f" and {len(images) - 1} more image(s)" if len(images) > 1 else ""
-        raise ValueError(
-            f"Training on {names[k]} ({shape} voxels){more} needs about {need / 1e9:.1f} GB of memory but "
-            f"{free / 1e9:.1f} GB are free: crop it to the region you paint, close other programs, or "
-            "train the plain preset (the image alone, no filter features)."
-        )
 
 
 def new_segmenter(model_config: ModelConfig, images, n_classes, spacing, class_names=None,
