@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 PER_SIGMA = 6
-SLAB_VOXELS = 4_000_000  # voxels per z-slab in FilterBank.volume
+SLAB_VOXELS = 4_000_000  # voxels per slab in FilterBank.scales (smoothing and derivatives)
 STORED = np.float16  # the dtype of feature volumes (FilterBank.volume); layers compute in float32
 
 
