@@ -30,6 +30,7 @@ PERCEPTRON = {"pointwise": 64, "trees": 0}  # the first stage until 2026-12-05; 
 VARIANTS = {
     "plain": ("plain", {}, {}),
     "default": ("fast", {}, {}),
+    "nearest-plane context": ("fast", {}, {}),
     "trees-only": ("fast", {}, {"iterations": 1}),
     "trees, prior weight 0.15": ("fast", {"prior_weight": 0.15}, {}),
     "trees, prior weight 0.6": ("fast", {"prior_weight": 0.6}, {}),
