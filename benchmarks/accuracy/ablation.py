@@ -30,7 +30,6 @@ PERCEPTRON = {"pointwise": 64, "trees": 0}  # the first stage until 2026-12-05; 
 VARIANTS = {
     "plain": ("plain", {}, {}),
     "default": ("fast", {}, {}),
-    "nearest-plane context": ("fast", {}, {}),
     "trees-only": ("fast", {}, {"iterations": 1}),
     "trees, prior weight 0.15": ("fast", {"prior_weight": 0.15}, {}),
     "trees, prior weight 0.6": ("fast", {"prior_weight": 0.6}, {}),
@@ -54,7 +53,7 @@ VARIANTS = {
     "weights averaged over the last half": ("fast", PERCEPTRON, {"weight_average": 0.5}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
-EARLIER = ("v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3", "trees, 3 folds",
+EARLIER = ("nearest-plane context", "v2.3, float32 features", "v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3", "trees, 3 folds",
            "default, 3 folds", "default, 9 folds", "trees-only, 3 folds")
 
 

@@ -6,7 +6,6 @@ import dask.array as da
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
 from napari_sparseseg.core import checkpoint, chunked, trainer, trees
 from napari_sparseseg.core.checkpoint import Segmenter
@@ -76,12 +75,10 @@ def test_out_of_fold_answers_do_not_know_their_own_labels():
     fitted = trees.TreeClassifier(2, rounds=40)
     list(fitted.fit(features, labels))
     own = np.mean(fitted.rows(features).argmax(1) == labels)
-    held, boosters = _result(trees.out_of_fold(features, labels, folds, 2, rounds=40))
-    assert own > 0.75 and 0.4 < np.mean(held.argmax(1) == labels) < 0.6, (own, held)
-    assert len(boosters) == 3 and np.allclose(boosters[1].predict(features[folds == 1], raw_score=True),
-                                              held[folds == 1])  # the fold's own trees, in fold order
-    single, none = _result(trees.out_of_fold(features, labels, np.zeros(3000, int), 2, rounds=5))
-    assert not single.any() and none == []  # nothing to hold out: no answer rather than a memorised one
+    held = np.mean(_result(trees.out_of_fold(features, labels, folds, 2, rounds=40)).argmax(1) == labels)
+    assert own > 0.75 and 0.4 < held < 0.6, (own, held)
+    single = _result(trees.out_of_fold(features, labels, np.zeros(3000, int), 2, rounds=5))
+    assert not single.any()  # nothing to hold out: no answer rather than a memorised one
 
 
 def _result(generator):
@@ -93,8 +90,8 @@ def _result(generator):
 
 
 def test_the_u_net_learns_from_out_of_fold_answers_and_never_runs_the_trees(sample, monkeypatch):
-    """The U-Net's context comes from trees that did not learn the nearest painted plane: on painted
-    voxels and beside them it knows less than the final trees, which it never runs per patch."""
+    """On painted voxels the U-Net's context is what trees not fitted to them say; elsewhere the
+    final trees' answer, computed once (the tree module is never called per patch)."""
     config = TrainConfig(patch_size=(16, 48, 48), iterations=3, device="cpu", seed=0)
     segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
                                              sample.spacing)
@@ -107,11 +104,10 @@ def test_the_u_net_learns_from_out_of_fold_answers_and_never_runs_the_trees(samp
     final = features[-3:]
     context = samplers[0].extra[0][(slice(None), *(slice(0, n) for n in sample.image.shape))]
     painted = sample.annotation > 0
-    beside = ndimage.binary_dilation(painted) & ~painted
-    classes = np.where(painted, sample.annotation.astype(int) - 1, sample.truth)  # as painted, else truth
-    for where in (painted, beside):
-        fitted, held = (np.mean(c[:, where].argmax(0) == classes[where]) for c in (final, context))
-        assert fitted > 0.98 and held < fitted - 0.005, (fitted, held)  # the final trees learnt these planes
+    np.testing.assert_allclose(context[:, ~painted], final[:, ~painted], rtol=1e-5, atol=1e-5)
+    classes = sample.annotation[painted] - 1
+    fitted, held = (np.mean(c[:, painted].argmax(0) == classes) for c in (final, context))
+    assert fitted > 0.99 and held < fitted  # their own training voxels they know by heart
 
 
 def test_model_with_trees_round_trips_as_data_and_predicts_the_same(sample, trained, tmp_path):
@@ -210,27 +206,3 @@ def test_a_budget_that_ends_before_the_u_net_warm_up_keeps_the_first_stage_answe
     assert not segmenter.net.head.weight.any()  # the U-Net as it started: exactly the trees' answer
     assert not trainer._warmup_cut_short(config, 3, 2.0, 1.0, 50)  # 0.5 s per step: 119 more fit
     assert trainer._warmup_cut_short(config, 3, 50.0, 49.0, 50)  # 10 s left at 0.5 s per step
-
-
-def test_every_voxel_gets_the_fold_of_its_nearest_painted_plane():
-    target = np.full((20, 30, 40), -1, np.int16)
-    target[4], target[:, 10], target[:, :, 30] = 0, 1, 0  # planes z = 4, y = 10, x = 30
-    where = np.flatnonzero(target.ravel() >= 0)
-    folds = trees.fold_map(target, where, spacing=(1.0, 1.0, 1.0))
-    planes = trees.plane_folds(target, where)
-    np.testing.assert_array_equal(folds.ravel()[where], planes)  # painted voxels: their own fold
-    z, y, x = (planes[np.flatnonzero(np.isin(where, np.flatnonzero(mask.ravel())))][0]
-               for mask in (_plane(target.shape, 0, 4), _plane(target.shape, 1, 10), _plane(target.shape, 2, 30)))
-    assert len({z, y, x}) == 3
-    assert folds[6, 20, 5] == z and folds[15, 12, 5] == y and folds[15, 25, 28] == x
-    squashed = trees.fold_map(target, where, spacing=(10.0, 1.0, 1.0))
-    assert squashed[6, 20, 5] == y  # 2 voxels of 10 away in z are further than 10 voxels in y
-    single = np.full((4, 40, 40), -1, np.int16)
-    single[2] = 1
-    assert trees.fold_map(single, np.flatnonzero(single.ravel() >= 0)) is None
-
-
-def _plane(shape, axis, at):
-    mask = np.zeros(shape, bool)
-    mask[(slice(None),) * axis + (at,)] = True
-    return mask

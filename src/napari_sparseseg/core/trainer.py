@@ -26,7 +26,7 @@ from .memory import check_memory
 from .normalize import fit_normalization
 from .pointwise import painted_index, painted_samples, train_pointwise, volume_logits
 from .sampling import PatchSampler, annotation_to_target, fit_patch
-from .trees import TreeClassifier, by_fold, fold_map, out_of_fold, plane_folds
+from .trees import TreeClassifier, out_of_fold, plane_folds
 from .validate import check_pair, count_classes
 
 WARMUP = 50  # U-Net iterations of linear learning-rate warm-up after the pointwise stage
@@ -194,22 +194,16 @@ def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
         net.pointwise = trees
         yield ANSWER
     if held_out is not None:
-        maps = [fold_map(t, i, segmenter.spacing) for t, i in zip(sampler.targets, index)]
-        sampler.extra = _context(trees, *held_out, sampler.images, maps, index)
+        sampler.extra = _context(trees, sampler.images, index, held_out)
 
 
-def _context(trees, held_out: np.ndarray, boosters: list, volumes, maps, index) -> list[np.ndarray]:
-    """The first stage's logits (K, Z, Y, X) on every voxel of each feature volume, as the U-Net
-    learns from them: each voxel from the trees that left out its nearest painted plane
-    (:func:`.trees.fold_map`). A volume with one painted plane gets the out-of-fold logits
-    ``held_out`` (N, K) on its painted voxels ``index`` and the final trees' elsewhere."""
+def _context(trees, volumes, index, held_out: np.ndarray) -> list[np.ndarray]:
+    """The trees' logits (K, Z, Y, X) on every voxel of each feature volume, with the out-of-fold
+    logits ``held_out`` (N, K) on the painted voxels ``index`` (flat indices per volume)."""
     context, first = [], 0
-    for volume, folds, where in zip(volumes, maps, index):
-        if folds is None:
-            logits = trees.volume(volume)
-            logits.reshape(logits.shape[0], -1)[:, where] = held_out[first : first + where.size].T
-        else:
-            logits = by_fold(boosters, volume, folds)
+    for volume, where in zip(volumes, index):
+        logits = trees.volume(volume)
+        logits.reshape(logits.shape[0], -1)[:, where] = held_out[first : first + where.size].T
         context.append(logits.astype(STORED))  # as model_inputs stores them for prediction
         first += where.size
     return context

@@ -145,20 +145,17 @@ def boost(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 
 
 def out_of_fold(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int,
                 seed: int = 0, rounds: int = ROUNDS) -> Iterator[float]:
-    """Logits (N, K) of every row from trees trained without its fold, and those trees (one per
-    fold, in fold order); yields each round's loss.
+    """Logits (N, K) of every row from trees trained without its fold; yields each round's loss.
 
     With a single fold there is nothing to hold out: the rows get no answer (zero logits, i.e.
-    every class equally likely) rather than the overconfident answer on their own training data,
-    and there are no trees.
+    every class equally likely) rather than the overconfident answer on their own training data.
     """
-    out, boosters = np.zeros((len(labels), n_classes), np.float32), []
+    out = np.zeros((len(labels), n_classes), np.float32)
     for fold in np.unique(folds) if np.unique(folds).size > 1 else ():
         held = folds == fold
         booster = yield from boost(features[~held], labels[~held], n_classes, seed, rounds)
         out[held] = booster.predict(features[held], raw_score=True, num_threads=torch.get_num_threads())
-        boosters.append(booster)
-    return out, boosters
+    return out
 
 
 def plane_folds(target: np.ndarray, index: np.ndarray, folds: int | None = None) -> np.ndarray:
@@ -169,64 +166,12 @@ def plane_folds(target: np.ndarray, index: np.ndarray, folds: int | None = None)
     holds planes of several directions. With a single painted plane, 16-voxel squares in it
     alternate between two folds instead.
     """
-    where, plane = _planes(target, index)
-    names, rank = np.unique(plane, return_inverse=True)
-    if names.size > 1:
-        return rank % min(folds or FOLDS, names.size)
-    return sum(w // 16 for w in where) % 2
-
-
-def fold_map(target: np.ndarray, index: np.ndarray, spacing=(1.0, 1.0, 1.0),
-             folds: int | None = None) -> np.ndarray | None:
-    """The fold (Z, Y, X) int8 of every voxel: the painted voxels ``index`` their own
-    (:func:`plane_folds`), every other voxel that of the nearest painted plane (physical distance);
-    None with a single plane.
-
-    Trees that learnt a plane answer the voxels next to it almost as they were painted; the U-Net
-    learns from a patch around a painted voxel, so around a plane its context must come from the
-    trees that left that plane out, or it learns to copy the neighbours' answer.
-    """
-    where, plane = _planes(target, index)
-    names = np.unique(plane)
-    if names.size < 2:
-        return None
-    size, count = max(target.shape), min(folds or FOLDS, names.size)
-    distance = np.full(target.shape, np.inf, np.float32)
-    nearest = np.zeros(target.shape, np.int8)
-    for axis in range(3):
-        mine = np.flatnonzero(names // size == axis)  # ranks of this direction's planes
-        if mine.size:
-            coords, shape = names[mine] % size, [1, 1, 1]
-            shape[axis] = -1
-            offsets = np.abs(np.arange(target.shape[axis])[:, None] - coords[None])
-            closest = offsets.argmin(1)
-            away = (offsets.min(1) * spacing[axis]).astype(np.float32).reshape(shape)
-            closer = away < distance
-            distance = np.where(closer, away, distance)
-            nearest = np.where(closer, (mine[closest] % count).astype(np.int8).reshape(shape), nearest)
-    nearest.ravel()[index] = plane_folds(target, index, folds)
-    return nearest
-
-
-def _planes(target: np.ndarray, index: np.ndarray) -> tuple:
-    """The coordinates of the painted voxels ``index`` and the id of each one's plane
-    (axis * the longest side + its coordinate on that axis)."""
     painted = target >= 0
     where = np.unravel_index(index, target.shape)
     per_axis = [painted.sum(axis=tuple(b for b in range(3) if b != a)) for a in range(3)]
     axis = np.stack([per_axis[a][where[a]] for a in range(3)]).argmax(0)
-    return where, axis * max(target.shape) + np.choose(axis, where)
-
-
-def by_fold(boosters: list, features: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """Logits (K, Z, Y, X) float32 of a feature volume (C, Z, Y, X), each voxel from the booster of
-    its fold in ``folds`` (Z, Y, X), as :func:`fold_map` gives."""
-    flat, which = features.reshape(features.shape[0], -1), folds.ravel()
-    out = np.empty((boosters[0].num_model_per_iteration(), which.size), np.float32)
-    for fold, booster in enumerate(boosters):
-        mine = np.flatnonzero(which == fold)
-        for lo in range(0, mine.size, ROWS):
-            part = mine[lo : lo + ROWS]
-            out[:, part] = booster.predict(np.ascontiguousarray(flat[:, part].T, np.float32), raw_score=True,
-                                           num_threads=torch.get_num_threads()).T
-    return out.reshape(-1, *features.shape[1:])
+    plane = axis * max(target.shape) + np.choose(axis, where)
+    names, rank = np.unique(plane, return_inverse=True)
+    if names.size > 1:
+        return rank % min(folds or FOLDS, names.size)
+    return sum(w // 16 for w in where) % 2
