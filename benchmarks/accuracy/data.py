@@ -14,6 +14,9 @@
   was fixed, never tuned on.
 - ``colin`` and ``spm-t1``: brain T1s with the skull on (a brain mask; grey and white matter) from a
   Debian package and a PyPI wheel (:mod:`.brain_data`); added 2026-12-04, never tuned on.
+- ``abdomen-organs`` and ``abdomen-mr-organs``: the same CT and MR with liver, spleen and kidneys as
+  three classes (the organ volumes radiologists measure), in the same box as the four groups;
+  added 2026-12-05 after engine v2.3 was fixed, never tuned on.
 
 Arrays are (z, y, x) as the engine reads them: a NIfTI volume is reversed to (k, j, i) exactly as
 ``napari_sparseseg.core.io.read_volume`` does. Each volume is cropped to its labelled region plus a
@@ -46,8 +49,10 @@ CELLS3D_SPACING = (0.29, 0.26, 0.26)
 SYNTHETIC_SHAPE = (64, 160, 160)
 MARGIN = 4
 QUICK_SHAPE = (32, 64, 64)
-NAMES = ("mni", "nuclei", "synthetic", "ct", "abdomen", "abdomen-mr", "colin", "spm-t1")
-SELF_CROPPED = ("synthetic", "colin", "spm-t1")  # not cropped to their labels (skull-on heads: to the head)
+NAMES = ("mni", "nuclei", "synthetic", "ct", "abdomen", "abdomen-mr", "colin", "spm-t1", "abdomen-organs",
+         "abdomen-mr-organs")
+# not cropped to their labels (skull-on heads: to the head; organs: to the box of the four groups)
+SELF_CROPPED = ("synthetic", "colin", "spm-t1", "abdomen-organs", "abdomen-mr-organs")
 CT_AORTA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct-aorta"
 
 
@@ -189,11 +194,12 @@ def selected(choice: str) -> tuple[str, ...]:
 def load(name: str, quick: bool = False) -> Dataset:
     """Dataset ``name`` cropped to its labels plus a margin (``quick``: a small centre crop)."""
     from .brain_data import load_colin, load_spm_t1
-    from .extra_data import load_abdomen, load_abdomen_mr
+    from .extra_data import load_abdomen, load_abdomen_mr, load_abdomen_mr_organs, load_abdomen_organs
 
     loaders = {"mni": load_mni, "nuclei": load_nuclei, "synthetic": load_synthetic, "ct": load_ct_aorta,
                "abdomen": load_abdomen, "abdomen-mr": load_abdomen_mr, "colin": load_colin,
-               "spm-t1": load_spm_t1}
+               "spm-t1": load_spm_t1, "abdomen-organs": load_abdomen_organs,
+               "abdomen-mr-organs": load_abdomen_mr_organs}
     if name not in loaders:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(NAMES)}.")
     dataset = loaders[name]()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import CACHE, Dataset, _nifti_zyx, wheel
+from .data import CACHE, Dataset, _nifti_zyx, crop, truth_box, wheel
 
 TOTALSEG = "totalsegmentator==2.18.0"
 TOTALSEG_REFS = "totalsegmentator-2.18.0/tests/reference_files/{}.nii.gz"
@@ -52,6 +52,9 @@ MR_GROUPS = {
     4: range(40, 50),  # gluteal muscles, autochthon, iliopsoas
 }
 MR_CLASSES = ("background", "solid organs", "bowel and bladder", "spine", "muscle")
+# The radiologists' task: liver, spleen and kidneys apart (same ids in "total" and "total_mr").
+ORGANS = {1: (5,), 2: (1,), 3: (2, 3)}
+ORGAN_CLASSES = ("background", "liver", "spleen", "kidneys")
 
 
 def _tar_member(sdist_path: Path, member: str) -> bytes:
@@ -69,13 +72,31 @@ def load_abdomen_mr(cache: Path = CACHE) -> Dataset:
     return _totalseg("abdomen-mr", "example_mr_sm", "example_seg_mr", MR_GROUPS, MR_CLASSES, cache)
 
 
-def _totalseg(name, image_member, labels_member, groups, class_names, cache) -> Dataset:
+def load_abdomen_organs(cache: Path = CACHE) -> Dataset:
+    """The ``abdomen`` CT with liver, spleen and kidneys as classes (``ORGANS``), in the same box."""
+    return _totalseg("abdomen-organs", "example_ct", "example_seg_fast_force_split", ORGANS, ORGAN_CLASSES,
+                     cache, box=GROUPS)
+
+
+def load_abdomen_mr_organs(cache: Path = CACHE) -> Dataset:
+    """The ``abdomen-mr`` MR with liver, spleen and kidneys as classes (``ORGANS``), in the same box."""
+    return _totalseg("abdomen-mr-organs", "example_mr_sm", "example_seg_mr", ORGANS, ORGAN_CLASSES, cache,
+                     box=MR_GROUPS)
+
+
+def _totalseg(name, image_member, labels_member, groups, class_names, cache, box=None) -> Dataset:
+    """The volume with its labels grouped as ``groups``; cropped to the labels of ``box`` (groups too)
+    plus a margin when given (else :func:`.data.load` crops it to its own labels)."""
     path = wheel(TOTALSEG, cache, sdist=True)
     image, spacing = _nifti_zyx(_tar_member(path, TOTALSEG_REFS.format(image_member)))
-    labels = _nifti_zyx(_tar_member(path, TOTALSEG_REFS.format(labels_member)))[0]
+    labels = np.asarray(_nifti_zyx(_tar_member(path, TOTALSEG_REFS.format(labels_member)))[0], np.uint8)
+    source = f"{TOTALSEG} sdist, {TOTALSEG_REFS.format('{' + image_member + ',' + labels_member + '}')}"
+    dataset = Dataset(name, np.asarray(image), _grouped(labels, groups), spacing, class_names, source)
+    return dataset if box is None else crop(dataset, truth_box(_grouped(labels, box)))
+
+
+def _grouped(labels: np.ndarray, groups: dict) -> np.ndarray:
     lookup = np.zeros(256, np.uint8)
     for group, ids in groups.items():
         lookup[list(ids)] = group
-    truth = lookup[np.asarray(labels, np.uint8)]
-    source = f"{TOTALSEG} sdist, {TOTALSEG_REFS.format('{' + image_member + ',' + labels_member + '}')}"
-    return Dataset(name, np.asarray(image), truth, spacing, class_names, source)
+    return lookup[labels]
