@@ -135,7 +135,10 @@ def main(argv=None) -> int:
                  "are the same with σ 1, 2.5, 5, as are the 'default, N folds' rows; `perceptron` and "
                  "the rows below it down to the weight averaging are engine v2.1's first stage (a "
                  "perceptron) and its levers, measured with σ 1, 2.5, 5; `trees, 3 folds` is v2.2's "
-                 "first design.", ""]
+                 "first design. `nearest-plane context` (commit ac0c9a9, reverted) gave the U-Net every voxel's tree "
+                 "answer from the fold trees that left out its nearest painted plane; `v2.3, float32 "
+                 "features` is the default before features were stored as float16 and smoothed by "
+                 "matrix product.", ""]
         replace_section(HEADING, "\n".join([HEADING, "", *intro, *table(rows)]))
     return 0
 

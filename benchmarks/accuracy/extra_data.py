@@ -19,6 +19,11 @@
   torch-em, micro-sam, cellpose, torchio, medpy and others ship none, ship labels without their
   image, or download at run time).
 
+- ``abdomen-organs`` and ``abdomen-mr-organs``: the same two volumes, cropped as above, with liver,
+  spleen and kidneys (both) as three classes and everything else as background (``ORGANS``): the
+  task of radiologists measuring organ volumes, where liver and spleen differ by a few tens of HU.
+  Added 2026-12-05 after engine v2.3 was fixed, never tuned on.
+
 The ~60 TotalSegmentator classes present are grouped into four tissue classes (``GROUPS``);
 the few remaining labelled structures (vessels, lung bases, spinal cord, prostate: ~1.3 % of the
 voxels here) join the background, which in TotalSegmentator is already "everything unlabelled" (fat,
