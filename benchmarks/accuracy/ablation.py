@@ -53,7 +53,8 @@ VARIANTS = {
     "weights averaged over the last half": ("fast", PERCEPTRON, {"weight_average": 0.5}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
-EARLIER = ("nearest-plane context", "v2.3, float32 features", "v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3", "trees, 3 folds",
+EARLIER = ("nearest-plane context", "v2.3, float32 features",
+           "v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3", "trees, 3 folds",
            "default, 3 folds", "default, 9 folds", "trees-only, 3 folds")
 
 
@@ -135,8 +136,9 @@ def main(argv=None) -> int:
                  "are the same with σ 1, 2.5, 5, as are the 'default, N folds' rows; `perceptron` and "
                  "the rows below it down to the weight averaging are engine v2.1's first stage (a "
                  "perceptron) and its levers, measured with σ 1, 2.5, 5; `trees, 3 folds` is v2.2's "
-                 "first design. `nearest-plane context` (commit ac0c9a9, reverted) gave the U-Net every voxel's tree "
-                 "answer from the fold trees that left out its nearest painted plane; `v2.3, float32 "
+                 "first design. `nearest-plane context` (commit ac0c9a9, reverted) gave the U-Net "
+                 "every voxel's tree answer from the fold trees that left out its nearest painted "
+                 "plane; `v2.3, float32 "
                  "features` is the default before features were stored as float16 and smoothed by "
                  "matrix product.", ""]
         replace_section(HEADING, "\n".join([HEADING, "", *intro, *table(rows)]))
