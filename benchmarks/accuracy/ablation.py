@@ -138,9 +138,8 @@ def main(argv=None) -> int:
                  "perceptron) and its levers, measured with σ 1, 2.5, 5; `trees, 3 folds` is v2.2's "
                  "first design. `nearest-plane context` (commit ac0c9a9, reverted) gave the U-Net "
                  "every voxel's tree answer from the fold trees that left out its nearest painted "
-                 "plane; `v2.3, float32 "
-                 "features` is the default before features were stored as float16 and smoothed by "
-                 "matrix product.", ""]
+                 "plane; `v2.3, float32 features` is the default before features were stored as "
+                 "float16 and smoothed by matrix product.", ""]
         replace_section(HEADING, "\n".join([HEADING, "", *intro, *table(rows)]))
     return 0
 
