@@ -41,7 +41,8 @@ def tiny_model() -> ModelConfig:
 
 @pytest.fixture
 def tiny_train() -> TrainConfig:
-    return TrainConfig(patch_size=(8, 16, 16), batch_size=2, iterations=3, device="cpu")
+    # no cap on passes: the time-budget tests must end on time however fast the host is
+    return TrainConfig(patch_size=(8, 16, 16), batch_size=2, iterations=3, device="cpu", max_passes=None)
 
 
 @pytest.fixture

@@ -154,6 +154,8 @@ CASES = {
                      "max_time must be a positive, finite number"),
     "max-time negative": (lambda d: None, segment("img.nii.gz", "ann.nii.gz", "--max-time", "-5"),
                           "max_time must be a positive, finite number"),
+    "max-passes 0": (lambda d: None, segment("img.nii.gz", "ann.nii.gz", "--max-passes", "0"),
+                     "max_passes must be a positive, finite number"),
     "iterations 0": (lambda d: None, ("train", "img.nii.gz", "ann.nii.gz", "-o", "m2.pt",
                                       "--iterations", "0"), "iterations must be at least 1"),
     "dice weight nan": (lambda d: None, segment("img.nii.gz", "ann.nii.gz", "--dice-weight", "nan"),

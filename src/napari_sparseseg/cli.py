@@ -72,6 +72,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help="model size")
     p.add_argument("--max-time", type=float, metavar="SECONDS", help="training time budget")
     p.add_argument("--iterations", type=int, metavar="N", help="training iteration budget")
+    p.add_argument("--max-passes", type=float, metavar="N",
+                   help="stop once the patches covered each painted voxel N times on average (default 1000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--init", type=Path, metavar="MODEL", help="continue training this model")
     p.add_argument("--seed", type=int, default=0)
@@ -334,7 +336,7 @@ def _check_outputs(*masks, model=None) -> None:
 def _train_request(args, predict_after: bool) -> tuple[TrainRequest, io.Volume]:
     """The training job the arguments ask for, with every input read and checked; and the image."""
     chosen = resolve(args.preset, max_time=args.max_time, iterations=args.iterations, device=args.device,
-                     seed=args.seed, dice_weight=args.dice_weight)
+                     seed=args.seed, dice_weight=args.dice_weight, max_passes=args.max_passes)
     image = io.read_volume(args.image)
     pairs = [(image, io.read_volume(args.annotations)),
              *((io.read_volume(p), io.read_volume(a)) for p, a in args.pair)]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_sparseseg.core.config import TrainConfig
 from napari_sparseseg.core.trainer import fit, new_segmenter, train
 
 
@@ -41,6 +42,28 @@ def test_time_budget(tiny_model, tiny_train, blob_pair):
     events = list(train(_segmenter(tiny_model, image), [image], [ann], config))
     assert events[-1].reason == "time" and events[-1].elapsed >= 0.5
     assert time.perf_counter() - started < 10
+
+
+def test_passes_over_the_painted_voxels_end_a_long_time_budget(tiny_model, tiny_train, blob_pair):
+    """A small volume stops once its painted voxels were covered ``max_passes`` times on average,
+    and twice the passes take about twice the iterations."""
+    image, ann, _ = blob_pair
+    counts = []
+    for passes in (15.0, 30.0):
+        config = replace(tiny_train, iterations=None, max_time=120.0, max_passes=passes)
+        events = list(train(_segmenter(tiny_model, image), [image], [ann], config))
+        assert events[-1].reason == "passes" and events[-1].elapsed < 120
+        counts.append(events[-1].iteration)
+    assert counts[0] > 5 and 1.5 < counts[1] / counts[0] < 2.5
+
+
+def test_the_learning_rate_reaches_zero_with_the_passes():
+    from napari_sparseseg.core.trainer import _used
+
+    config = TrainConfig(iterations=1000, max_time=100.0, max_passes=200.0)
+    assert _used(config, it=10, elapsed=1.0, passes=100.0) == pytest.approx(0.5)
+    assert _used(config, it=800, elapsed=1.0, passes=100.0) == pytest.approx(0.8)
+    assert _used(replace(config, max_passes=None), it=10, elapsed=1.0, passes=1e9) == pytest.approx(0.01)
 
 
 def test_time_the_caller_spends_between_iterations_is_not_training_time(tiny_model, tiny_train, blob_pair):

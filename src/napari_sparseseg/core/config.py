@@ -100,6 +100,10 @@ class TrainConfig:
 
     ``max_time`` (seconds) and ``iterations`` are budgets: training stops at
     whichever comes first (``None`` = no limit on that one; at least one is needed).
+    ``max_passes`` ends the U-Net stage earlier once the patches have covered each painted voxel
+    that many times on average (``None``: never): on a small volume a long budget otherwise fits
+    the few painted planes ever closer and loses Dice on the rest (abdominal MR organs, 155 k
+    voxels, K = 3: 0.9496 after 1 200 iterations = 970 passes, 0.940 after 2 000 and 3 300).
     ``class_balance`` adds inverse-frequency class weights to the cross-entropy (the sampler
     already centres patches on every class equally often, so it is off by default);
     ``augment`` turns on flips and right-angle turns, and ``rotate_augment`` is the share of
@@ -118,6 +122,7 @@ class TrainConfig:
     batch_size: int = 2
     iterations: int | None = 600
     max_time: float | None = None
+    max_passes: float | None = 1000.0
     learning_rate: float = 3e-3
     weight_decay: float = 1e-5
     dice_weight: float = 0.5
@@ -137,6 +142,8 @@ class TrainConfig:
             raise ValueError("Set an iteration budget, a time budget, or both.")
         if self.iterations is not None and self.iterations < 1:
             raise ValueError(f"iterations must be at least 1, got {self.iterations}.")
+        if self.max_passes is not None and not 0 < self.max_passes < math.inf:
+            raise ValueError(f"max_passes must be a positive, finite number, got {self.max_passes}.")
         if self.pointwise_steps < 1:
             raise ValueError(f"pointwise_steps must be at least 1, got {self.pointwise_steps}.")
         if not (self.pointwise_seconds > 0 and self.pointwise_learning_rate > 0):

@@ -76,15 +76,17 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=_needs_scaler(device))
     voxels = config.batch_size * int(np.prod(sampler.patch))
     averaged, kept, probe = None, copy.deepcopy(net.state_dict()) if warmup else None, None
+    painted, seen = max(sum(int(np.count_nonzero(a)) for a in annotations), 1), 0
     while True:
         stopped = stop is not None and stop()
-        reason = "stopped" if stopped else _budget_reached(config, it, clock())
+        reason = "stopped" if stopped else _budget_reached(config, it, clock(), seen / painted)
         if reason:
             break
         if it == 0 and net.pointwise is not None and not sampler.extra:  # frozen: its logits once
             sampler.extra = [_logits(net.pointwise, v, device) for v in sampler.images]
-        _set_lr(optim, config, it, clock(), first, warmup)
+        _set_lr(optim, config, it, clock(), first, warmup, seen / painted)
         x, y = sampler.sample(config.batch_size)
+        seen += int(np.count_nonzero(y >= 0))
         loss = train_step(net, optim, scaler, x, y, weight, config.dice_weight, device)
         it += 1
         elapsed = clock()
@@ -95,7 +97,7 @@ def train(
                 reason = "time"
                 break
             kept = None
-        averaged = _average(averaged, net, config, _used(config, it, elapsed, first))
+        averaged = _average(averaged, net, config, _used(config, it, elapsed, first, seen / painted))
         with clock.away():  # napari's previews run here
             yield Progress(it, loss, elapsed, voxels * it / elapsed, config.iterations, config.max_time)
     if averaged is not None:
@@ -312,16 +314,18 @@ def _needs_scaler(device) -> bool:
     return device.type == "cuda" and not torch.cuda.is_bf16_supported()
 
 
-def _budget_reached(config: TrainConfig, it: int, elapsed: float) -> str:
+def _budget_reached(config: TrainConfig, it: int, elapsed: float, passes: float = 0.0) -> str:
     if config.iterations is not None and it >= config.iterations:
         return "iterations"
     if config.max_time is not None and elapsed >= config.max_time:
         return "time"
+    if config.max_passes is not None and passes >= config.max_passes:
+        return "passes"
     return ""
 
 
 def _set_lr(optim, config: TrainConfig, it: int, elapsed: float, first: float = 0.0,
-            warmup: int = 0) -> None:
+            warmup: int = 0, passes: float = 0.0) -> None:
     """Linear warm-up over ``warmup`` iterations, then polynomial decay to zero over whichever
     budget is further used up.
 
@@ -330,15 +334,18 @@ def _set_lr(optim, config: TrainConfig, it: int, elapsed: float, first: float = 
     the pointwise stage; the schedule spans the rest. The warm-up keeps Adam's first, full-size
     steps from overriding the pointwise answer when a short budget leaves only a few iterations.
     """
-    used = _used(config, it, elapsed, first)
+    used = _used(config, it, elapsed, first, passes)
     lr = config.learning_rate * max(1.0 - used, 0.0) ** 0.9 * min(1.0, (it + 1) / (warmup + 1))
     for group in optim.param_groups:
         group["lr"] = lr
 
 
-def _used(config: TrainConfig, it: int, elapsed: float, first: float = 0.0) -> float:
-    """The share of the U-Net stage's budget used: iterations or time after ``first``, whichever more."""
+def _used(config: TrainConfig, it: int, elapsed: float, first: float = 0.0, passes: float = 0.0) -> float:
+    """The share of the U-Net stage's budget used: iterations, time after ``first`` or passes over
+    the painted voxels, whichever is furthest."""
     used = it / config.iterations if config.iterations else 0.0
+    if config.max_passes:
+        used = max(used, passes / config.max_passes)
     if config.max_time:
         used = max(used, (elapsed - first) / max(config.max_time - first, 1e-9))
     return used
