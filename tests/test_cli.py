@@ -196,3 +196,13 @@ def test_surprises_are_said(capsys, files):
     code, _, err = run(capsys, "segment", flat, _npy(d, "a.npy", io.read_volume(d / "ann.nii.gz").data),
                        "-o", d / "m2.tif", *FAST)
     assert code == 0 and "is constant (7 everywhere)" in err
+
+
+def test_the_progress_bar_says_why_training_ended_early(capsys):
+    from napari_sparseseg.core.events import Progress
+
+    last = Progress(1270, 0.1, 240.0, 1e6, None, 600.0, done=True, reason="passes", passes=1000.4,
+                    max_passes=1000)
+    cli.ProgressBar("Training").update(last)
+    err = capsys.readouterr().err
+    assert "it 1270" in err and "100%" in err and "paint more slices" in err and err.endswith("\n")

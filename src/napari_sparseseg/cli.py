@@ -413,6 +413,9 @@ def _stop_on_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
+REASONS = {"passes": "passes: each painted voxel learnt --max-passes times; paint more slices to go further"}
+
+
 class ProgressBar:
     """A one-line progress bar on stderr, redrawn at most five times a second."""
 
@@ -425,7 +428,8 @@ class ProgressBar:
             fraction, done, end = event.done / event.total, event.done == event.total, "\n"
             text = f"{event.done}/{event.total} tasks"
         else:
-            fraction, done, end = event.fraction, event.done, f"  ({event.reason})\n"
+            fraction, done = event.fraction, event.done
+            end = f"  ({REASONS.get(event.reason, event.reason)})\n"
             text = (f"it {event.iteration}  loss {event.loss:.4f}  {event.elapsed:.0f} s  "
                     f"{event.voxels_per_s / 1e6:.2f} Mvox/s")
         now = time.perf_counter()

@@ -53,6 +53,8 @@ def test_passes_over_the_painted_voxels_end_a_long_time_budget(tiny_model, tiny_
         config = replace(tiny_train, iterations=None, max_time=120.0, max_passes=passes)
         events = list(train(_segmenter(tiny_model, image), [image], [ann], config))
         assert events[-1].reason == "passes" and events[-1].elapsed < 120
+        assert events[-1].passes >= passes and events[-1].fraction == 1.0  # the progress bar ends full
+        assert 0 < events[len(events) // 2].fraction < 1
         counts.append(events[-1].iteration)
     assert counts[0] > 5 and 1.5 < counts[1] / counts[0] < 2.5
 

@@ -120,15 +120,19 @@ class Progress:
     done: bool = False
     reason: str = ""
     first_answer: bool = False
+    passes: float = 0.0  # average coverage of each painted voxel by the U-Net's patches so far
+    max_passes: float | None = None
 
     @property
     def fraction(self) -> float:
-        """Share of the budget used, 0..1 (the larger of iterations and time)."""
+        """Share of the budget used, 0..1 (the largest of iterations, time and passes)."""
         parts = [0.0]
         if self.total_iterations:
             parts.append(self.iteration / self.total_iterations)
         if self.max_time:
             parts.append(self.elapsed / self.max_time)
+        if self.max_passes:
+            parts.append(self.passes / self.max_passes)
         return min(1.0, max(parts))
 
 

@@ -99,14 +99,15 @@ def train(
             kept = None
         averaged = _average(averaged, net, config, _used(config, it, elapsed, first, seen / painted))
         with clock.away():  # napari's previews run here
-            yield Progress(it, loss, elapsed, voxels * it / elapsed, config.iterations, config.max_time)
+            yield Progress(it, loss, elapsed, voxels * it / elapsed, config.iterations, config.max_time,
+                           passes=seen / painted, max_passes=config.max_passes)
     if averaged is not None:
         net.load_state_dict(averaged.module.state_dict())
     net.eval()
     elapsed = clock()
     yield Progress(
         it, loss, elapsed, voxels * it / max(elapsed, 1e-9), config.iterations, config.max_time,
-        done=True, reason=reason,
+        done=True, reason=reason, passes=seen / painted, max_passes=config.max_passes,
     )
 
 
