@@ -205,4 +205,4 @@ def test_the_progress_bar_says_why_training_ended_early(capsys):
                     max_passes=1000)
     cli.ProgressBar("Training").update(last)
     err = capsys.readouterr().err
-    assert "it 1270" in err and "100%" in err and "paint more slices" in err and err.endswith("\n")
+    assert "it 1270" in err and "100%" in err and "paint or correct more slices" in err and err.endswith("\n")

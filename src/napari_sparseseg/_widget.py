@@ -48,6 +48,7 @@ from ._session import Session
 from ._worker import Worker
 from .core import zarr_io
 from .core.events import (
+    ENDED_EARLY,
     ChunkedPredictionReady,
     ChunkedPredictRequest,
     ChunkProgress,
@@ -395,9 +396,7 @@ class SparseSegWidget(QWidget):
         if event.iterations < FEW_ITERATIONS and event.reason == "time":
             more += (f" Only {event.iterations} iterations fit in the time budget, so the answer is rough: "
                      "press Continue training or raise the time budget.")
-        if event.reason == "passes":
-            more += (" Every painted voxel has been learnt many times over, so more training would only fit "
-                     "the painted slices closer: paint or correct more slices to improve it.")
+        more += f" {ENDED_EARLY[event.reason]}" if event.reason in ENDED_EARLY else ""
         show_info(f"Training stopped after {event.iterations} iterations ({event.reason}).{more}")
         self.status.setText(f"Model ready after {event.iterations} iterations.{more}")
 

@@ -20,6 +20,7 @@ import numpy as np
 from .core import grid, io, zarr_io
 from .core.config import DEFAULT_PRESET, PRESETS, resolve
 from .core.events import (
+    ENDED_EARLY,
     ChunkedPredictRequest,
     ChunkProgress,
     Failed,
@@ -413,9 +414,6 @@ def _stop_on_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
-REASONS = {"passes": "passes: each painted voxel learnt --max-passes times; paint more slices to go further"}
-
-
 class ProgressBar:
     """A one-line progress bar on stderr, redrawn at most five times a second."""
 
@@ -429,7 +427,8 @@ class ProgressBar:
             text = f"{event.done}/{event.total} tasks"
         else:
             fraction, done = event.fraction, event.done
-            end = f"  ({REASONS.get(event.reason, event.reason)})\n"
+            advice = f"{ENDED_EARLY[event.reason]}\n" if event.reason in ENDED_EARLY else ""
+            end = f"  ({event.reason})\n{advice}"
             text = (f"it {event.iteration}  loss {event.loss:.4f}  {event.elapsed:.0f} s  "
                     f"{event.voxels_per_s / 1e6:.2f} Mvox/s")
         now = time.perf_counter()

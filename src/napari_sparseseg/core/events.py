@@ -105,6 +105,11 @@ class DescribeRequest:
 # ------------------------------------------------------------------ events
 
 
+# what to tell the user when training ended before its budget for one of these reasons
+ENDED_EARLY = {"passes": "Every painted voxel has been learnt many times over, so more training would only "
+                         "fit the painted slices closer: paint or correct more slices to improve it."}
+
+
 @dataclass(frozen=True)
 class Progress:
     """One training step. ``done`` is set on the last event with the ``reason``; ``first_answer``
