@@ -76,17 +76,17 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=_needs_scaler(device))
     voxels = config.batch_size * int(np.prod(sampler.patch))
     averaged, kept, probe = None, copy.deepcopy(net.state_dict()) if warmup else None, None
-    painted, seen = max(sum(int(np.count_nonzero(a)) for a in annotations), 1), 0
+    painted, passes = max(sum(int(np.count_nonzero(a)) for a in annotations), 1), 0.0
     while True:
         stopped = stop is not None and stop()
-        reason = "stopped" if stopped else _budget_reached(config, it, clock(), seen / painted)
+        reason = "stopped" if stopped else _budget_reached(config, it, clock(), passes)
         if reason:
             break
         if it == 0 and net.pointwise is not None and not sampler.extra:  # frozen: its logits once
             sampler.extra = [_logits(net.pointwise, v, device) for v in sampler.images]
-        _set_lr(optim, config, it, clock(), first, warmup, seen / painted)
+        _set_lr(optim, config, it, clock(), first, warmup, passes)
         x, y = sampler.sample(config.batch_size)
-        seen += int(np.count_nonzero(y >= 0))
+        passes += np.count_nonzero(y >= 0) / painted  # each painted voxel's coverage, on average
         loss = train_step(net, optim, scaler, x, y, weight, config.dice_weight, device)
         it += 1
         elapsed = clock()
@@ -97,17 +97,17 @@ def train(
                 reason = "time"
                 break
             kept = None
-        averaged = _average(averaged, net, config, _used(config, it, elapsed, first, seen / painted))
+        averaged = _average(averaged, net, config, _used(config, it, elapsed, first, passes))
         with clock.away():  # napari's previews run here
             yield Progress(it, loss, elapsed, voxels * it / elapsed, config.iterations, config.max_time,
-                           passes=seen / painted, max_passes=config.max_passes)
+                           passes=passes, max_passes=config.max_passes)
     if averaged is not None:
         net.load_state_dict(averaged.module.state_dict())
     net.eval()
     elapsed = clock()
     yield Progress(
         it, loss, elapsed, voxels * it / max(elapsed, 1e-9), config.iterations, config.max_time,
-        done=True, reason=reason, passes=seen / painted, max_passes=config.max_passes,
+        done=True, reason=reason, passes=passes, max_passes=config.max_passes,
     )
 
 
