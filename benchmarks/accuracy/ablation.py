@@ -26,14 +26,16 @@ from .run import RESULTS, machine
 LOG = RESULTS / "ablation.jsonl"
 HEADING = "## Engine v2 ablation (in-process, K = 3)"
 # variant -> (preset, model overrides, train overrides)
-PERCEPTRON = {"pointwise": 64, "trees": 0}  # the first stage until 2026-12-05; the variants below it used it
+# the first stage until 2026-12-05; the variants below it used it (and one prior weight throughout)
+ONE_WEIGHT = {"predict_prior_weight": None}  # the prior weighted as in training also when predicting
+PERCEPTRON = {"pointwise": 64, "trees": 0, **ONE_WEIGHT}
 VARIANTS = {
     "plain": ("plain", {}, {}),
     "default": ("fast", {}, {}),
     "trees-only": ("fast", {}, {"iterations": 1}),
-    "trees, prior weight 0.15": ("fast", {"prior_weight": 0.15}, {}),
-    "trees, prior weight 0.6": ("fast", {"prior_weight": 0.6}, {}),
-    "trees, prior weight 1": ("fast", {"prior_weight": 1.0}, {}),
+    "trees, prior weight 0.15": ("fast", {"prior_weight": 0.15, **ONE_WEIGHT}, {}),
+    "trees, prior weight 0.6": ("fast", {"prior_weight": 0.6, **ONE_WEIGHT}, {}),
+    "trees, prior weight 1": ("fast", {"prior_weight": 1.0, **ONE_WEIGHT}, {}),
     "filters σ to 20": ("fast", {"filters": (1.0, 2.5, 5.0, 10.0, 20.0)}, {}),
     "v2.2: σ 1, 2.5, 5": ("fast", {"filters": (1.0, 2.5, 5.0)}, {}),
     "v2.2 trees-only: σ 1, 2.5, 5": ("fast", {"filters": (1.0, 2.5, 5.0)}, {"iterations": 1}),
@@ -51,9 +53,11 @@ VARIANTS = {
     "pointwise-only, 256 wide": ("fast", {**PERCEPTRON, "pointwise": 256}, {"iterations": 1}),
     "pointwise 256 wide": ("fast", {**PERCEPTRON, "pointwise": 256}, {}),
     "weights averaged over the last half": ("fast", PERCEPTRON, {"weight_average": 0.5}),
+    "trees, U-Net lr 1e-3": ("fast", ONE_WEIGHT, {"learning_rate": 1e-3}),
+    "trees, weights averaged over the last half": ("fast", ONE_WEIGHT, {"weight_average": 0.5}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
-EARLIER = ("nearest-plane context", "v2.3, float32 features",
+EARLIER = ("v2.3, prior weight 0.3 when predicting", "nearest-plane context", "v2.3, float32 features",
            "v2.0 residual", "v2.0 residual + out-of-fold", "v2.0 residual, U-Net lr 1e-3", "trees, 3 folds",
            "default, 3 folds", "default, 9 folds", "trees-only, 3 folds")
 
@@ -139,7 +143,9 @@ def main(argv=None) -> int:
                  "first design. `nearest-plane context` (commit ac0c9a9, reverted) gave the U-Net "
                  "every voxel's tree answer from the fold trees that left out its nearest painted "
                  "plane; `v2.3, float32 features` is the default before features were stored as "
-                 "float16 and smoothed by matrix product.", ""]
+                 "float16 and smoothed by matrix product; `v2.3, prior weight 0.3 when predicting` is "
+                 "the default before 2026-12-05 22:40 (since then the trees' prior weighs 0.6 when "
+                 "predicting; the `trees, …` rows keep their training weight when predicting).", ""]
         replace_section(HEADING, "\n".join([HEADING, "", *intro, *table(rows)]))
     return 0
 

@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 
 from napari_sparseseg.core import checkpoint, filters
-from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig, replace
+from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig, preset, replace
 from napari_sparseseg.core.inference import model_inputs, predict
 from napari_sparseseg.core.metrics import evaluate
 from napari_sparseseg.core.normalize import fit_normalization
@@ -238,12 +238,28 @@ def _new_net(**model):
 
 
 def test_training_starts_at_the_pointwise_answer_with_a_soft_prior():
-    net = _new_net(prior_weight=0.3)
+    net = _new_net(prior_weight=0.3).train()
     x = torch.randn(1, net.stem.out_channels, 8, 16, 16)
     start = net.pointwise(x)
     logits = net.from_features(x)
     torch.testing.assert_close(logits, 0.3 * torch.log_softmax(start, 1))
     assert torch.equal(logits.argmax(1), start.argmax(1))
+
+
+def test_prediction_weighs_the_final_first_stage_more_than_training_did():
+    net = _new_net(prior_weight=0.3, predict_prior_weight=0.6)
+    torch.nn.init.normal_(net.head.weight)
+    x = torch.randn(1, net.stem.out_channels, 8, 16, 16)
+    with torch.no_grad():
+        log_p = torch.log_softmax(net.pointwise(x), 1)
+        trained = net.train().from_features(x) - 0.3 * log_p  # the U-Net's own correction
+        torch.testing.assert_close(net.eval().from_features(x), trained + 0.6 * log_p)
+    net.config = replace(net.config, predict_prior_weight=None)  # None: the training weight
+    with torch.no_grad():
+        torch.testing.assert_close(net.from_features(x), trained + 0.3 * log_p)
+    assert preset("fast").model.predict_prior_weight == 0.6
+    with pytest.raises(ValueError, match="predict_prior_weight"):
+        ModelConfig(filters=(1.0,), trees=10, predict_prior_weight=-1)
 
 
 def test_prediction_skips_an_untrained_u_net_exactly(monkeypatch):

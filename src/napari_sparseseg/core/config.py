@@ -51,6 +51,12 @@ class ModelConfig:
         Weight of the classifier's log-probabilities in the final logits. The U-Net's last layer
         starts at zero, so training starts at the classifier's answer; a weight below 1 keeps that
         start uncertain enough that every painted voxel still teaches the U-Net.
+    predict_prior_weight : float or None
+        The same weight when predicting; ``None`` = ``prior_weight``. With trees the U-Net learns to
+        correct the out-of-fold answers of trees that never saw a voxel's plane, but predicts on
+        the answers of the final trees, which saw every painted plane and are right more often:
+        the default preset gives them 0.6 (docs/accuracy.md, "Trusting the final trees more when
+        predicting"). A perceptron's answers are the same in training and prediction.
     spacing : (float, float, float)
         Voxel spacing the filter bank is built for (set from the data when training starts).
     """
@@ -64,6 +70,7 @@ class ModelConfig:
     pointwise: int = 0
     trees: int = 0
     prior_weight: float = 0.3
+    predict_prior_weight: float | None = None
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def __post_init__(self):
@@ -82,8 +89,10 @@ class ModelConfig:
             raise ValueError("Choose one first stage: a perceptron (pointwise) or trees, not both.")
         if self.pointwise < 0 or self.trees < 0:
             raise ValueError("pointwise and trees must be 0 (none) or positive.")
-        if not 0 <= self.prior_weight < math.inf:
-            raise ValueError(f"prior_weight must be a finite number >= 0, got {self.prior_weight}.")
+        for name in ("prior_weight", "predict_prior_weight"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
         if any(not s > 0 for s in (*self.filters, *self.spacing)):
             raise ValueError("Filter scales and spacing must be positive numbers.")
 
@@ -188,8 +197,10 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # The default: a fixed filter bank (σ 1 … 40) feeds boosted trees trained first on every
-    # painted voxel, and a 16-32-64 U-Net on the same features that corrects their logits.
-    "fast": Preset(ModelConfig(filters=FILTER_SIGMAS, trees=100), TrainConfig(), InferConfig()),
+    # painted voxel, and a 16-32-64 U-Net on the same features that corrects their logits
+    # (weighted 0.3 in training on out-of-fold trees, 0.6 when predicting on the final trees).
+    "fast": Preset(ModelConfig(filters=FILTER_SIGMAS, trees=100, predict_prior_weight=0.6), TrainConfig(),
+                   InferConfig()),
     # The plain 3D U-Net on the intensity: widths 16-32-64, no norm layers, 32x64x64 patches, batch 2,
     # unweighted CE + Dice (the default before engine v2).
     "plain": Preset(ModelConfig(), TrainConfig(), InferConfig()),

@@ -75,7 +75,8 @@ class UNet3D(nn.Module):
         Widths, norm, pooling per level; ``config.pools`` must be resolved (not None)
         or every down-step pools 2x2x2. With ``config.filters`` a fixed :class:`FilterBank`
         feeds the U-Net; with ``config.pointwise`` a per-voxel classifier on those features gives
-        starting log-probabilities (weighted by ``config.prior_weight``), its probabilities are
+        starting log-probabilities (weighted by ``config.prior_weight``, in eval mode by
+        ``config.predict_prior_weight`` where set), its probabilities are
         extra U-Net inputs (auto-context), and the U-Net adds a correction whose last layer starts
         at zero.
     n_classes : int
@@ -137,7 +138,10 @@ class UNet3D(nn.Module):
         features = self.stem.out_channels
         start = (self.pointwise(x) if x.shape[1] == features else x[:, features:]).float()
         x = x[:, :features]
-        prior = self.config.prior_weight * torch.log_softmax(start, 1)
+        weight = self.config.prior_weight
+        if not self.training and self.config.predict_prior_weight is not None:
+            weight = self.config.predict_prior_weight
+        prior = weight * torch.log_softmax(start, 1)
         if not self.training and not (self.head.weight.any() or self.head.bias.any()):
             return prior  # an untrained U-Net (zero last layer) adds exactly zero: skip its cost
         context = torch.softmax(start, 1).to(x.dtype)

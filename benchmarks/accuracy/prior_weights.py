@@ -1,0 +1,66 @@
+"""How much to trust the final trees when predicting: one training, several prediction weights (not run by CI).
+
+The U-Net learns to correct the out-of-fold answers of trees that never saw a voxel's painted
+plane, with their log-probabilities weighted by ``prior_weight`` (0.3). It predicts on the final
+trees' answers, which saw every plane. This trains the default once per dataset and budget,
+then predicts with each ``predict_prior_weight`` (the same trained weights, so the rows are
+paired and seed noise cancels) and with the trees alone::
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.prior_weights mni nuclei --budgets 60 120
+
+Each (dataset, budget) appends one JSON line to ``benchmarks/results/accuracy/prior_weights.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from napari_sparseseg.core import inference, trainer
+from napari_sparseseg.core.config import preset, replace
+
+from . import data, protocol
+from .run import RESULTS, machine
+
+LOG = RESULTS / "prior_weights.jsonl"
+WEIGHTS = (0.3, 0.6, 1.0, 2.0)
+TREES_ONLY = 1e6  # the trees' log-probabilities swamp the U-Net's correction: the trees' answer
+
+
+def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict:
+    """Train the default on ``name`` for ``budget`` s; mean foreground Dice per prediction weight."""
+    dataset = data.load(name)
+    annotation = protocol.paint(dataset.truth, k)
+    chosen = preset("fast")
+    config = replace(chosen.train, max_time=budget, iterations=None, seed=seed)
+    segmenter, images, annotations = trainer.prepare([dataset.image], [annotation], chosen.model, config,
+                                                     dataset.spacing)
+    last = list(trainer.train(segmenter, images, annotations, config))[-1]
+    row = {"dataset": name, "budget_s": budget, "k": k, "seed": seed, "iterations": last.iteration}
+    trained = segmenter.net.config
+    for weight in (*WEIGHTS, TREES_ONLY):
+        segmenter.net.config = replace(trained, predict_prior_weight=weight)
+        labels = inference.predict(segmenter, dataset.image, chosen.infer).labels
+        dice = protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)["mean_fg_dice"]
+        row["trees" if weight == TREES_ONLY else f"{weight:g}"] = round(dice, 4)
+    segmenter.net.config = trained
+    return {**row, "date": machine()["date"]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datasets", nargs="+", choices=data.NAMES)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[120.0])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for name in args.datasets:
+        for budget in args.budgets:
+            row = run(name, budget, seed=args.seed)
+            print(json.dumps(row), flush=True)
+            with LOG.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
