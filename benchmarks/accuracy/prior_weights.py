@@ -1,4 +1,4 @@
-"""How much to trust the final trees when predicting: one training, several prediction weights (not run by CI).
+"""How much to trust the final trees when predicting: one training, several prediction weights (not in CI).
 
 The U-Net learns to correct the out-of-fold answers of trees that never saw a voxel's painted
 plane, with their log-probabilities weighted by ``prior_weight`` (0.3). It predicts on the final
