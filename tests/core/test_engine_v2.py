@@ -287,6 +287,16 @@ def test_the_u_net_sees_the_pointwise_probabilities():
     assert not torch.allclose(before, after)  # only the U-Net's context input changed
 
 
+def test_the_prediction_weight_travels_in_the_model_file(tmp_path):
+    config = ModelConfig(features=(4, 8), filters=(1.0,), pointwise=8, predict_prior_weight=0.6)
+    segmenter = checkpoint.Segmenter.create(config, 3, fit_normalization([np.zeros((4, 4, 4))]))
+    payload = torch.load(io.BytesIO(checkpoint.to_bytes(segmenter)), weights_only=True)
+    assert checkpoint.from_bytes(checkpoint.to_bytes(segmenter)).config.predict_prior_weight == 0.6
+    del payload["model_config"]["predict_prior_weight"]  # a file written before the setting existed
+    torch.save(payload, tmp_path / "old.pt")
+    assert checkpoint.load(tmp_path / "old.pt").config.predict_prior_weight is None  # predicts as before
+
+
 def test_a_model_from_the_first_engine_v2_asks_to_be_trained_again(trained, tmp_path):
     _, segmenter = trained
     payload = torch.load(io.BytesIO(checkpoint.to_bytes(segmenter)), weights_only=True)
