@@ -57,11 +57,14 @@ def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datasets", nargs="+", choices=data.NAMES)
+    parser.add_argument("datasets", nargs="*", help=f"any of {', '.join(data.NAMES)}; none: only render")
     parser.add_argument("--budgets", type=float, nargs="+", default=[120.0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--docs", action="store_true")
     args = parser.parse_args(argv)
+    unknown = set(args.datasets) - set(data.NAMES)
+    if unknown:
+        parser.error(f"unknown dataset(s) {', '.join(sorted(unknown))}; choose from {', '.join(data.NAMES)}")
     for name in args.datasets:
         for budget in args.budgets:
             row = run(name, budget, seed=args.seed)
