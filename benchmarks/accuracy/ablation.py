@@ -121,11 +121,11 @@ def grid_table(rows: list[dict]) -> list[str]:
     if not grid:
         return []
     latest = grid[-1]["engine"]
-    cells, budgets = defaultdict(list), sorted({r["budget_s"] for r in grid if r["engine"] == latest})
+    grid = [r for r in grid if r["engine"] == latest]
+    cells, budgets = defaultdict(list), sorted({r["budget_s"] for r in grid})
     for r in grid:
-        if r["engine"] == latest:
-            cells[r["dataset"], r["variant"], r["budget_s"]].append((r["date"], r["mean_fg_dice"]))
-    datasets = list(dict.fromkeys(r["dataset"] for r in grid if r["engine"] == latest))
+        cells[r["dataset"], r["variant"], r["budget_s"]].append((r["date"], r["mean_fg_dice"]))
+    datasets = list(dict.fromkeys(r["dataset"] for r in grid))
     dates = sorted(date for runs in cells.values() for date, _ in runs)
     lines = [f"Engine `{latest}` (git tree of `src/`), runs from {dates[0]} to {dates[-1]}.", "",
              "| dataset | variant | " + " | ".join(f"{b:g} s" for b in budgets) + " |",
