@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import subprocess
 import time
 from collections import defaultdict
-from pathlib import Path
 
 from napari_sparseseg.core import inference, trainer, trees
 from napari_sparseseg.core.config import preset, replace
 
 from .._docs import replace_section
 from . import data, protocol
-from .run import RESULTS, machine
+from .run import RESULTS, engine, machine
 
 LOG = RESULTS / "ablation.jsonl"
 HEADING = "## Engine v2 ablation (in-process, K = 3)"
@@ -67,12 +65,14 @@ EARLIER = ("nearest-plane context", "v2.3, float32 features",
 # The grid of issue 13, all from one engine: the chosen combination, no lever (plain), the
 # filter-bank U-Net without a first stage, and the default with one lever taken away. The trees'
 # answer alone is the default's 20 s cell (a 20 s budget skips the U-Net), so the levers that act on
-# the U-Net only share that cell; 600 s runs the chosen combination only.
+# the U-Net only share that cell. The chosen combination at 600 s is the engine-v2 table's row
+# (``sparseseg segment``, :mod:`.v2`) when that row ran with the same engine.
 GRID = ("default", "plain", "filters-unet", "v2.2: σ 1, 2.5, 5", "trees, no rotation",
         "v2.3, prior weight 0.3 when predicting")
 UNET_ONLY = ("trees, no rotation", "v2.3, prior weight 0.3 when predicting")
 GRID_DATASETS = ("ct", "abdomen-mr", "spm-t1", "nuclei")
-GRID_BUDGETS = (20.0, 60.0, 120.0, 600.0)
+GRID_BUDGETS = (20.0, 60.0, 120.0)
+LONG = 600.0
 GRID_HEADING = "## Engine v2 ablation grid (one engine, in-process, K = 3)"
 
 
@@ -96,23 +96,9 @@ def run(name: str, variant: str, budget: float, k: int = 3, seed: int = 0) -> di
             "engine": engine()}
 
 
-def engine() -> str:
-    """The git tree of ``src/`` that ran (``+changed`` with uncommitted edits): rows with one engine
-    value measured the same code, whatever else changed in the repository."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True).stdout.strip()
-
-    tree = git("rev-parse", "HEAD:src")[:10] or "unknown"
-    return tree + ("+changed" if git("status", "--porcelain", "src") else "")
-
-
 def in_grid(variant: str, budget: float) -> bool:
     """Whether the grid runs ``variant`` at ``budget`` s (see :data:`GRID`)."""
-    if budget <= 20 and variant in UNET_ONLY:
-        return False
-    return budget <= 120 or variant == "default"
+    return budget in GRID_BUDGETS and not (budget <= 20 and variant in UNET_ONLY)
 
 
 def grid_table(rows: list[dict]) -> list[str]:
@@ -121,7 +107,7 @@ def grid_table(rows: list[dict]) -> list[str]:
     if not grid:
         return []
     latest = grid[-1]["engine"]
-    grid = [r for r in grid if r["engine"] == latest]
+    grid = [r for r in grid + _long_rows(GRID_DATASETS) if r["engine"] == latest]
     cells, budgets = defaultdict(list), sorted({r["budget_s"] for r in grid})
     for r in grid:
         cells[r["dataset"], r["variant"], r["budget_s"]].append((r["date"], r["mean_fg_dice"]))
@@ -135,6 +121,18 @@ def grid_table(rows: list[dict]) -> list[str]:
         if any(c != "–" for c in row):
             lines.append(f"| {name} | {variant} | " + " | ".join(row) + " |")
     return lines
+
+
+def _long_rows(datasets) -> list[dict]:
+    """The default's K = 3 seed-0 rows at :data:`LONG` s from the engine-v2 table, as grid rows."""
+    rows = []
+    for name in datasets:
+        path = RESULTS / f"v2_{name}.json"
+        runs = json.loads(path.read_text())["runs"] if path.is_file() else []
+        rows += [{"dataset": name, "variant": "default", **{k: r[k] for k in ("budget_s", "date",
+                  "mean_fg_dice", "engine")}} for r in runs
+                 if (r["method"], r["k"], r.get("budget_s")) == ("net", 3, LONG) and "engine" in r]
+    return rows
 
 
 def _grid_cell(cells, name: str, variant: str, budget: float) -> str:
@@ -178,7 +176,9 @@ GRID_INTRO = [
     "with the filter scales before v2.3; `trees, no rotation` the default without free-angle "
     "rotation; `v2.3, prior weight 0.3 when predicting` the default with one prior weight. The trees' "
     "answer alone is the default's 20 s cell: a 20 s budget ends before the U-Net would start, so the "
-    "two levers that act on the U-Net only read '= default' there. 600 s runs the default only. "
+    "two levers that act on the U-Net only read '= default' there. The 600 s column is the "
+    "default's row of the engine-v2 table (`sparseseg segment --max-time 600`, benchmarks.accuracy.v2), "
+    "shown when it ran with the same engine: the longest budget runs the chosen combination only. "
     "The cap on passes over the painted voxels binds only beyond about 1 200 U-Net iterations (the "
     "MRs at 600 s, docs/accuracy.md) and is not a row.", ""]
 
@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="*", help=f"any of {', '.join(data.NAMES)}; none: only render")
     parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--budgets", type=float, nargs="+", help="default: 20 120; with --grid 20 60 120 600")
+    parser.add_argument("--budgets", type=float, nargs="+", help="default: 20 120; with --grid 20 60 120")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--k", type=int, default=3, help="painted planes per axis")
     parser.add_argument("--folds", type=int, help="out-of-fold groups of the trees (default: trees.FOLDS); "

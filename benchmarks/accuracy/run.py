@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +74,18 @@ def machine() -> dict:
     return describe(packages=("torch", "scikit-learn", "numpy", "scipy"))
 
 
+def engine() -> str:
+    """The git tree of ``src/`` that ran (``+changed`` with uncommitted edits): rows with one engine
+    value measured the same code, whatever else changed in the repository."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(commands.REPO), *args], capture_output=True,
+                              text=True).stdout.strip()
+
+    tree = git("rev-parse", "HEAD:src")[:10] or "unknown"
+    return tree + ("+changed" if git("status", "--porcelain", "src") else "")
+
+
 class Recorder:
     """One dataset's results, rewritten to its JSON file after every run."""
 
@@ -89,6 +103,7 @@ class Recorder:
             self.result["settings"]["k"] = sorted({r["k"] for r in earlier} | set(args.k))
 
     def add(self, run: dict) -> None:
+        run = {**run, "date": time.strftime("%Y-%m-%d %H:%M"), "engine": engine()}
         key = _key(run)
         self.result["runs"] = [r for r in self.result["runs"] if _key(r) != key] + [run]
         self.result["load_average_end"] = os.getloadavg()
