@@ -143,7 +143,8 @@ def _grid_cell(cells, name: str, variant: str, budget: float) -> str:
 
 def table(rows: list[dict]) -> list[str]:
     """Mean foreground Dice per variant (rows) and dataset @ budget (columns): the mean over the
-    seeds of the latest day a cell was measured on, with the number of seeds when more than one."""
+    runs (seeds, or repeats of one seed) of the latest day a cell was measured on, with their
+    number when more than one."""
     cells, columns = defaultdict(lambda: defaultdict(list)), []
     for r in rows:
         column = f"{r['dataset']} {r['budget_s']:g} s" + (f" K = {r['k']}" if r.get("k", 3) != 3 else "")
@@ -164,7 +165,7 @@ def _cell(runs: list) -> str:
     if not runs:
         return "–"
     mean = sum(dice for _, dice in runs) / len(runs)
-    return f"{mean:.4f}" + (f" ({len(runs)} seeds)" if len(runs) > 1 else "")
+    return f"{mean:.4f}" + (f" ({len(runs)} runs)" if len(runs) > 1 else "")
 
 
 GRID_INTRO = [
@@ -177,8 +178,9 @@ GRID_INTRO = [
     "rotation; `v2.3, prior weight 0.3 when predicting` the default with one prior weight. The trees' "
     "answer alone is the default's 20 s cell: a 20 s budget ends before the U-Net would start, so the "
     "two levers that act on the U-Net only read '= default' there. The 600 s column is the "
-    "default's row of the engine-v2 table (`sparseseg segment --max-time 600`, benchmarks.accuracy.v2), "
-    "shown when it ran with the same engine: the longest budget runs the chosen combination only. "
+    "default's row of the engine-v2 table (`sparseseg segment --max-time 600`, from `.venv/bin/python -m "
+    "benchmarks.accuracy.v2 --dataset DATASET --budgets 600 --also --no-forest`), shown when it ran "
+    "with the same engine: the longest budget runs the chosen combination only. "
     "The cap on passes over the painted voxels binds only beyond about 1 200 U-Net iterations (the "
     "MRs at 600 s, docs/accuracy.md) and is not a row.", ""]
 
