@@ -110,6 +110,24 @@ def test_the_u_net_learns_from_out_of_fold_answers_and_never_runs_the_trees(samp
     assert fitted > 0.99 and held < fitted  # their own training voxels they know by heart
 
 
+def test_the_trees_score_a_volume_once_for_the_u_net_and_the_prediction(sample, monkeypatch):
+    """Scoring every voxel is the trees' dearest step (12 s on MNI): the prediction reuses what training
+    scored, also after a preview of a slab; another image is scored anew. (That the reused answer is
+    the computed one: the round trip below compares a trained model with its loaded copy.)"""
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu", seed=0)
+    segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
+                                             sample.spacing)
+    scored, rows = [], trees.TreeClassifier.rows
+    monkeypatch.setattr(trees.TreeClassifier, "rows", lambda self, f: scored.append(len(f)) or rows(self, f))
+    list(train(segmenter, images, annotations, config))
+    assert scored == [sample.image.size]
+    predict(segmenter, sample.image[:8])  # napari's preview of a slab
+    predict(segmenter, sample.image)
+    assert scored == [sample.image.size, 8 * 64 * 64]
+    predict(segmenter, sample.image[::-1].copy())
+    assert scored[-1] == sample.image.size
+
+
 def test_model_with_trees_round_trips_as_data_and_predicts_the_same(sample, trained, tmp_path):
     path = checkpoint.save(trained, tmp_path / "trees.pt")
     payload = torch.load(path, weights_only=True)  # tensors and plain values only: no code runs
@@ -187,8 +205,9 @@ def test_a_budget_too_short_for_the_folds_ends_with_the_trees_answer(sample, mon
     segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
                                              sample.spacing)
     events = list(train(segmenter, images, annotations, config))
-    assert [e.first_answer for e in events].index(True) == MODEL.trees == len(events) - 4
-    assert events[-1].done and segmenter.net.pointwise.fitted
+    assert [e.first_answer for e in events].index(True) == MODEL.trees == len(events) - 2
+    assert events[-1].done and events[-1].reason == "time" and events[-1].iteration == 0
+    assert segmenter.net.pointwise.fitted and not segmenter.net.head.weight.any()  # the trees' answer
     old = segmenter.net.pointwise
     list(train(segmenter, images, annotations, replace(config, seed=1)))
     assert segmenter.net.pointwise is not old and segmenter.net.pointwise.fitted

@@ -32,6 +32,7 @@ from .validate import check_pair, count_classes
 WARMUP = 50  # U-Net iterations of linear learning-rate warm-up after the pointwise stage
 PROBE = 3  # U-Net iterations timed to tell whether the budget allows its warm-up
 ANSWER = object()  # a first stage yields this once its classifier can answer: the early answer's turn
+NO_TIME = object()  # the trees' stage yields this when the budget leaves the U-Net no time after it
 
 
 def train(
@@ -59,11 +60,13 @@ def train(
     clock, it, loss = Clock(), 0, float("nan")
     continuing = segmenter.net.stem is not None and bool(segmenter.net.stem.fitted)
     sampler = _sampler(segmenter, images, annotations, config, rng)
+    unet = True  # whether the U-Net stage gets its turn
     if segmenter.net.pointwise is not None:
         last = None
         stage = _tree_stage if isinstance(segmenter.net.pointwise, TreeClassifier) else _pointwise_stage
         for event in stage(segmenter, sampler, config, rng, stop, clock, continuing):
-            if event is ANSWER and (last is None or (stop is not None and stop())):
+            unet = unet and event is not NO_TIME
+            if event is NO_TIME or (event is ANSWER and (last is None or (stop is not None and stop()))):
                 continue
             last = replace(last, first_answer=True) if event is ANSWER else event
             with clock.away():  # napari predicts its early answer here: not training time
@@ -79,11 +82,11 @@ def train(
     painted, passes = max(sum(int(np.count_nonzero(a)) for a in annotations), 1), 0.0
     while True:
         stopped = stop is not None and stop()
-        reason = "stopped" if stopped else _budget_reached(config, it, clock(), passes)
+        reason = "stopped" if stopped else _budget_reached(config, it, clock(), passes) if unet else "time"
         if reason:
             break
-        if it == 0 and net.pointwise is not None and not sampler.extra:  # frozen: its logits once
-            sampler.extra = [_logits(net.pointwise, v, device) for v in sampler.images]
+        if it == 0 and net.pointwise is not None and not sampler.extra:  # the perceptron's logits, once
+            sampler.extra = [volume_logits(net.pointwise, v, device) for v in sampler.images]
         _set_lr(optim, config, it, clock(), first, warmup, passes)
         x, y = sampler.sample(config.batch_size)
         passes += np.count_nonzero(y >= 0) / painted  # each painted voxel's coverage, on average
@@ -172,7 +175,8 @@ def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     A new model answers early with them (napari shows it while the folds train). Then the trees
     score every voxel of the U-Net's inputs, painted voxels out-of-fold (:func:`.trees.out_of_fold`).
     A continued round swaps in its new trees only when that is complete, so one stopped earlier
-    keeps the trees it had.
+    keeps the trees it had. When the folds would outlast the time budget, the stage yields
+    :data:`NO_TIME` instead and the round ends with the trees' answer.
     """
     net = segmenter.net
     index = painted_index(sampler.targets, rng)
@@ -187,8 +191,8 @@ def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
         net.pointwise = trees
         yield ANSWER  # the early answer comes from these trees: no need to wait for the folds
     folds = np.concatenate([plane_folds(t, i) for t, i in zip(sampler.targets, index)])
-    held_out = None
-    if not _no_time_for_folds(config, clock, fitted - began, np.unique(folds).size):
+    short = _no_time_for_folds(config, clock, fitted - began, np.unique(folds).size)
+    if not short:
         guesses = out_of_fold(features, labels, folds, segmenter.n_classes, config.seed, trees.rounds)
         held_out = yield from _progress(guesses, config, clock, stop)
         if held_out is None:  # stopped
@@ -196,7 +200,9 @@ def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     if continuing:
         net.pointwise = trees
         yield ANSWER
-    if held_out is not None:
+    if short:
+        yield NO_TIME
+    else:
         sampler.extra = _context(trees, sampler.images, index, held_out)
 
 
@@ -207,7 +213,7 @@ def _context(trees, volumes, index, held_out: np.ndarray) -> list[np.ndarray]:
     for volume, where in zip(volumes, index):
         logits = trees.volume(volume)
         logits.reshape(logits.shape[0], -1)[:, where] = held_out[first : first + where.size].T
-        context.append(logits.astype(STORED))  # as model_inputs stores them for prediction
+        context.append(logits)
         first += where.size
     return context
 
@@ -215,7 +221,8 @@ def _context(trees, volumes, index, held_out: np.ndarray) -> list[np.ndarray]:
 def _no_time_for_folds(config: TrainConfig, clock, fit_seconds: float, folds: int) -> bool:
     """Whether the out-of-fold trees (each about as costly as the final ones) would outlast the time
     budget: then the U-Net would get no time to learn from them, and a short budget (napari's
-    quick look, ``--max-time 20``) ends with the trees' answer instead of running over."""
+    quick look, ``--max-time 12``) ends with the trees' answer instead of running over: it skips
+    the folds, the U-Net's inputs (scoring every voxel: 12 s on MNI) and its first iterations."""
     return bool(config.max_time) and clock() + folds * fit_seconds >= config.max_time
 
 
@@ -228,13 +235,6 @@ def _warmup_cut_short(config: TrainConfig, it: int, elapsed: float, probe: float
         return False
     pace = (elapsed - probe) / (it - 1)
     return it + (config.max_time - elapsed) / max(pace, 1e-9) < warmup
-
-
-def _logits(first, volume: np.ndarray, device) -> np.ndarray:
-    """The first stage's logits (K, Z, Y, X) for a feature volume, on every voxel."""
-    if isinstance(first, TreeClassifier):
-        return first.volume(volume).astype(STORED)  # as model_inputs stores them for prediction
-    return volume_logits(first, volume, device)  # the perceptron runs inside the network at prediction
 
 
 def ready(segmenter) -> bool:
