@@ -197,6 +197,21 @@ def test_a_new_model_answers_early_while_the_folds_still_train(sample):
     assert sum(e.iteration == 0 for e in events[first + 1 :]) == 5 * MODEL.trees  # six planes, five folds
 
 
+def test_the_early_answer_scores_with_the_first_half_of_the_rounds(sample):
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=1, device="cpu")
+    segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
+                                             sample.spacing)
+    rows = np.random.default_rng(0).normal(size=(64, segmenter.net.stem.out_channels)).astype(np.float32)
+    early = [segmenter.net.pointwise.rows(rows) for e in train(segmenter, images, annotations, config)
+             if e.first_answer]
+    booster = segmenter.net.pointwise.booster()
+    half = booster.predict(rows, raw_score=True, num_iteration=MODEL.trees // 2)
+    np.testing.assert_allclose(early[0], half, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(segmenter.net.pointwise.rows(rows), booster.predict(rows, raw_score=True),
+                               rtol=1e-5, atol=1e-6)  # the round's answer scores with every round
+    assert not np.allclose(half, booster.predict(rows, raw_score=True))
+
+
 def test_a_budget_too_short_for_the_folds_ends_with_the_trees_answer(sample, monkeypatch):
     """The folds would outlast the budget: the U-Net gets nothing to learn from in time, so the
     round ends with the final trees (a continued one still swaps its new trees in)."""

@@ -1,0 +1,101 @@
+"""The first answer as napari gets it (criterion 1 of issue 13), K = 3, default preset.
+
+A training job with the early answer runs through the worker's own job code
+(:func:`napari_sparseseg.core.jobs.run`, as napari's worker runs it, without the viewer): the
+time from the start of the job to its first complete prediction (``PredictionReady``), and that
+prediction's mean foreground Dice on the unpainted voxels. The job is stopped right after. Each
+run appends a JSON line to ``results/accuracy/first_answer.jsonl``; ``--docs`` writes the latest
+row per dataset, with the forest's K = 3 row from the engine-v2 table, into docs/benchmarks.md.
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.first_answer mni colin --docs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+from napari_sparseseg.core import jobs
+from napari_sparseseg.core.config import preset, replace
+from napari_sparseseg.core.events import PredictionReady, TrainRequest
+
+from .._docs import replace_section
+from . import data, protocol
+from .run import RESULTS, engine, machine
+
+LOG = RESULTS / "first_answer.jsonl"
+HEADING = "## The first answer in napari's job (K = 3, default preset)"
+INTRO = ("Command: `python -m benchmarks.accuracy.first_answer --docs` (all ten volumes). Seconds from the "
+         "start of a training job with the early answer (napari's Train, run headless through "
+         "`core.jobs.run`) to its first complete prediction; that prediction's mean foreground Dice on "
+         "the unpainted voxels, and the forest's from the engine-v2 table (K = 3). The criterion: "
+         "within 20 s on a 160³ volume, Dice at least the forest's − 0.005.")
+
+
+def run(name: str, k: int = 3, budget: float = 120.0) -> dict:
+    """Start a training job on ``name`` and stop it at its first complete prediction."""
+    dataset = data.load(name)
+    annotation = protocol.paint(dataset.truth, k)
+    chosen = preset("fast")
+    request = TrainRequest((dataset.image,), (annotation,), dataset.spacing, dataset.class_names,
+                           chosen.model, replace(chosen.train, max_time=budget), chosen.infer,
+                           early_answer=True)
+    answers, cpu = [], os.times()
+    start = time.perf_counter()
+
+    def send(event) -> None:
+        if isinstance(event, PredictionReady) and not answers:
+            answers.append((time.perf_counter() - start, event.labels))
+
+    jobs.run(request, send, should_stop=lambda: bool(answers))
+    seconds, labels = answers[0]
+    score = protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)
+    used = os.times()
+    return {"dataset": name, "k": k, "voxels": int(dataset.image.size), "first_answer_s": round(seconds, 1),
+            "mean_fg_dice": score["mean_fg_dice"], "cpu_per_wall": round(
+                (used.user + used.system - cpu.user - cpu.system) / (time.perf_counter() - start), 2),
+            "date": machine()["date"], "cpu": machine().get("cpu", ""), "engine": engine()}
+
+
+def forest(name: str, k: int = 3) -> float | None:
+    """The forest's Dice at ``k`` in the engine-v2 table, if it ran."""
+    path = RESULTS / f"v2_{name}.json"
+    runs = json.loads(path.read_text())["runs"] if path.is_file() else []
+    found = [r["mean_fg_dice"] for r in runs if (r["method"], r["k"]) == ("forest", k)]
+    return found[-1] if found else None
+
+
+def table(rows: list[dict]) -> list[str]:
+    latest = {r["dataset"]: r for r in rows}
+    lines = ["| dataset | voxels (× 160³) | first answer (s) | Dice | forest | − forest | engine, date |",
+             "|---|---|---|---|---|---|---|"]
+    for name in (n for n in data.NAMES if n in latest):
+        r, wood = latest[name], forest(name, latest[name]["k"])
+        gap = f"{r['mean_fg_dice'] - wood:+.4f}" if wood is not None else "–"
+        lines.append(f"| {name} | {r['voxels'] / 160**3:.2f} | {r['first_answer_s']:.1f} | "
+                     f"{r['mean_fg_dice']:.4f} | {wood if wood is not None else '–'} | {gap} | "
+                     f"`{r['engine']}`, {r['date']} |")
+    cpus = sorted({f"{r['cpu']} (CPU s ÷ wall s {r['cpu_per_wall']})" for r in latest.values()})
+    return [*lines, "", "Machine: " + "; ".join(cpus) + "."]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("datasets", nargs="*", default=list(data.NAMES), help=", ".join(data.NAMES))
+    parser.add_argument("--docs", action="store_true")
+    args = parser.parse_args(argv)
+    for name in args.datasets:
+        row = run(name)
+        print(row, flush=True)
+        with LOG.open("a") as log:
+            log.write(json.dumps(row) + "\n")
+    rows = [json.loads(line) for line in LOG.read_text().splitlines()] if LOG.is_file() else []
+    if args.docs and rows:
+        replace_section(HEADING, "\n".join([HEADING, "", INTRO, "", *table(rows)]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
