@@ -5,9 +5,10 @@ A training job with the early answer runs through the worker's own job code
 time from the start of the job to its first complete prediction (``PredictionReady``), and that
 prediction's mean foreground Dice on the unpainted voxels. The job is stopped right after. Each
 run appends a JSON line to ``results/accuracy/first_answer.jsonl``; ``--docs`` writes the latest
-row per dataset, with the forest's K = 3 row from the engine-v2 table, into docs/benchmarks.md.
+row per dataset, with the forest's K = 3 row from the engine-v2 table, into docs/benchmarks.md
+(no dataset named: only that).
 
-    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.first_answer mni colin --docs
+    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.first_answer all --docs
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 from napari_sparseseg.core import jobs
 from napari_sparseseg.core.config import preset, replace
@@ -27,14 +30,14 @@ from .run import RESULTS, engine, machine
 
 LOG = RESULTS / "first_answer.jsonl"
 HEADING = "## The first answer in napari's job (K = 3, default preset)"
-INTRO = ("Command: `python -m benchmarks.accuracy.first_answer --docs` (all ten volumes). Seconds from the "
+INTRO = ("Command: `python -m benchmarks.accuracy.first_answer all --docs`. Seconds from the "
          "start of a training job with the early answer (napari's Train, run headless through "
          "`core.jobs.run`) to its first complete prediction; that prediction's mean foreground Dice on "
          "the unpainted voxels, and the forest's from the engine-v2 table (K = 3). The criterion: "
          "within 20 s on a 160³ volume, Dice at least the forest's − 0.005.")
 
 
-def run(name: str, k: int = 3, budget: float = 120.0) -> dict:
+def run(name: str, gflops: float, k: int = 3, budget: float = 120.0) -> dict:
     """Start a training job on ``name`` and stop it at its first complete prediction."""
     dataset = data.load(name)
     annotation = protocol.paint(dataset.truth, k)
@@ -56,7 +59,8 @@ def run(name: str, k: int = 3, budget: float = 120.0) -> dict:
     return {"dataset": name, "k": k, "voxels": int(dataset.image.size), "first_answer_s": round(seconds, 1),
             "mean_fg_dice": score["mean_fg_dice"], "cpu_per_wall": round(
                 (used.user + used.system - cpu.user - cpu.system) / (time.perf_counter() - start), 2),
-            "date": machine()["date"], "cpu": machine().get("cpu", ""), "engine": engine()}
+            "date": machine()["date"], "cpu": machine().get("cpu", ""), "bf16_matmul_gflops": round(gflops),
+            "engine": engine()}
 
 
 def forest(name: str, k: int = 3) -> float | None:
@@ -75,19 +79,40 @@ def table(rows: list[dict]) -> list[str]:
         r, wood = latest[name], forest(name, latest[name]["k"])
         gap = f"{r['mean_fg_dice'] - wood:+.4f}" if wood is not None else "–"
         lines.append(f"| {name} | {r['voxels'] / 160**3:.2f} | {r['first_answer_s']:.1f} | "
-                     f"{r['mean_fg_dice']:.4f} | {wood if wood is not None else '–'} | {gap} | "
-                     f"`{r['engine']}`, {r['date']} |")
-    cpus = sorted({f"{r['cpu']} (CPU s ÷ wall s {r['cpu_per_wall']})" for r in latest.values()})
-    return [*lines, "", "Machine: " + "; ".join(cpus) + "."]
+                     f"{r['mean_fg_dice']:.4f} | {'–' if wood is None else f'{wood:.4f}'} | "
+                     f"{gap.replace('-', '−')} | `{r['engine']}`, {r['date']} |")
+    return [*lines, "", *(f"Machine: {cpu}, 2 cores, CPU s ÷ wall s {min(ratios)}–{max(ratios)}, bf16 matmul "
+                          f"{'/'.join(sorted(gflops))} GFLOP/s (`bench_core.matmul_gflops`, before the runs)."
+                          for cpu, ratios, gflops in _machines(latest.values()))]
+
+
+def _machines(rows) -> list[tuple[str, list[float], set[str]]]:
+    """(CPU model, CPU s ÷ wall s of its rows, bf16 matmul GFLOP/s measured) per CPU model."""
+    found = {}
+    for r in rows:
+        ratios, gflops = found.setdefault(r["cpu"], ([], set()))
+        ratios.append(r["cpu_per_wall"])
+        gflops.add(str(r.get("bf16_matmul_gflops", "not measured")))
+    return [(cpu, ratios, gflops) for cpu, (ratios, gflops) in found.items()]
+
+
+def _matmul_gflops() -> float:
+    """bench_core's bf16 matmul GFLOP/s (bench_core runs as a script beside its helpers)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench_core import matmul_gflops
+
+    return matmul_gflops()
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datasets", nargs="*", default=list(data.NAMES), help=", ".join(data.NAMES))
+    parser.add_argument("datasets", nargs="*", default=[], help="all, or some of: " + ", ".join(data.NAMES))
     parser.add_argument("--docs", action="store_true")
     args = parser.parse_args(argv)
-    for name in args.datasets:
-        row = run(name)
+    names = data.NAMES if "all" in args.datasets else args.datasets
+    gflops = _matmul_gflops() if names else 0.0
+    for name in names:
+        row = run(name, gflops)
         print(row, flush=True)
         with LOG.open("a") as log:
             log.write(json.dumps(row) + "\n")
