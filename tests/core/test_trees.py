@@ -125,7 +125,11 @@ def test_the_trees_score_a_volume_once_for_the_u_net_and_the_prediction(sample, 
     predict(segmenter, sample.image)
     assert scored == [sample.image.size, 8 * 64 * 64]
     predict(segmenter, sample.image[::-1].copy())
-    assert scored[-1] == sample.image.size
+    assert scored[-1] == sample.image.size and len(scored) == 3
+    monkeypatch.setattr(trees, "KEEP", 1000)  # bytes: too large an answer is scored again, not held
+    predict(segmenter, sample.image)
+    predict(segmenter, sample.image)
+    assert len(scored) == 5
 
 
 def test_model_with_trees_round_trips_as_data_and_predicts_the_same(sample, trained, tmp_path):

@@ -55,6 +55,7 @@ PARAMS = {
     "verbose": -1,
 }
 ROWS = 1 << 18  # voxels per LightGBM call when scoring a volume
+KEEP = 256 << 20  # bytes of logits the trees keep for scoring the same volume again (see volume)
 
 
 class TreeClassifier(nn.Module):
@@ -102,7 +103,9 @@ class TreeClassifier(nn.Module):
         The trees keep the logits of the largest volume they scored, under a digest of its bytes, and
         return a copy when asked again: a round's early answer, the U-Net's inputs and the final
         prediction all score the same features, and scoring costs 10-13 s on MNI's 4.5 million voxels
-        (2 cores). Smaller volumes (napari's preview slabs) do not replace them.
+        (2 cores). Smaller volumes (napari's preview slabs) do not replace them; logits over
+        :data:`KEEP` bytes are not kept (a 256³ volume with 8 classes is within it; larger ones are
+        predicted chunk by chunk, and training must not hold a second copy of them).
         """
         key = (features.shape, self._scoring, hashlib.sha256(np.ascontiguousarray(features).data).digest())
         if self._kept is not None and self._kept[0] == key:
@@ -112,7 +115,7 @@ class TreeClassifier(nn.Module):
         for lo in range(0, flat.shape[1], ROWS):
             out[:, lo : lo + ROWS] = self.rows(np.ascontiguousarray(flat[:, lo : lo + ROWS].T, np.float32)).T
         out = out.reshape(-1, *features.shape[1:])
-        if self._kept is None or out.size >= self._kept[1].size:
+        if out.nbytes <= KEEP and (self._kept is None or out.size >= self._kept[1].size):
             self._kept = (key, out.copy())
         return out
 
