@@ -122,10 +122,10 @@ class TreeClassifier(nn.Module):
     @contextmanager
     def early(self):
         """Score with the first :data:`EARLY` share of the rounds within the block: a new model's
-        early answer. Later rounds grow deeper trees, so half the rounds score in 35-46 % of the
-        time (MNI's 4.5 million voxels: 4.7 s, not 12.7 s) at a mean Dice 0.001-0.027 lower on the
-        ten volumes (K = 3), at most 0.001 below the forest's (docs/accuracy.md, "The first answer's
-        time"); the round's final answer uses them all."""
+        early answer. Later rounds grow deeper trees, so half the rounds score in 37-51 % of the
+        time (MNI's 4.5 million voxels: 4.4 s, not 10.7 s) at a mean Dice 0.001-0.027 lower on the
+        ten volumes (K = 3), at most 0.001 below the forest's (``benchmarks/accuracy/tree_rounds.py``;
+        docs/accuracy.md, "The first answer within 20 s"); the round's later answers use them all."""
         self._scoring = max(1, round(self.rounds * EARLY))
         try:
             yield
