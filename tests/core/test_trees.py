@@ -10,7 +10,7 @@ import torch
 from napari_sparseseg.core import checkpoint, chunked, trainer, trees
 from napari_sparseseg.core.checkpoint import Segmenter
 from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig, replace
-from napari_sparseseg.core.events import Failed, Outputs, TrainRequest
+from napari_sparseseg.core.events import Failed, ModelReady, Outputs, PredictionReady, TrainRequest
 from napari_sparseseg.core.inference import model_inputs, predict
 from napari_sparseseg.core.jobs import run
 from napari_sparseseg.core.metrics import evaluate
@@ -214,6 +214,20 @@ def test_the_early_answer_scores_with_the_first_half_of_the_rounds(sample):
     np.testing.assert_allclose(segmenter.net.pointwise.rows(rows), booster.predict(rows, raw_score=True),
                                rtol=1e-5, atol=1e-6)  # the round's answer scores with every round
     assert not np.allclose(half, booster.predict(rows, raw_score=True))
+
+
+def test_a_job_answers_early_then_with_exactly_the_model_it_sends(sample):
+    """napari's job: the early answer (half the rounds) first, then the final answer, which must be
+    what the model it hands over predicts: nothing of the early scoring may leak into it."""
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu")
+    events = []
+    run(TrainRequest((sample.image,), (sample.annotation,), sample.spacing, None, MODEL, config,
+                     early_answer=True), events.append)
+    early, final = [e for e in events if isinstance(e, PredictionReady)]
+    model = next(e for e in events if isinstance(e, ModelReady))
+    np.testing.assert_array_equal(final.probabilities,
+                                  predict(checkpoint.from_bytes(model.model), sample.image).probabilities)
+    assert not np.array_equal(early.probabilities, final.probabilities)
 
 
 def test_a_budget_too_short_for_the_folds_ends_with_the_trees_answer(sample, monkeypatch):
