@@ -108,8 +108,9 @@ class TreeClassifier(nn.Module):
         predicted chunk by chunk, and training must not hold a second copy of them).
         """
         key = (features.shape, self._scoring, hashlib.sha256(np.ascontiguousarray(features).data).digest())
-        if self._kept is not None and self._kept[0] == key:
-            return self._kept[1].copy()
+        kept = self._kept  # read once: dask's threads score chunks of one model at the same time
+        if kept is not None and kept[0] == key:
+            return kept[1].copy()
         flat = features.reshape(features.shape[0], -1)
         out = np.empty((self.n_classes, flat.shape[1]), STORED)
         for lo in range(0, flat.shape[1], ROWS):
