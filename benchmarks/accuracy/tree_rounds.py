@@ -1,9 +1,12 @@
-"""The trees alone after their first 25, 50, 75 and 100 rounds: Dice and time to score every voxel.
+"""The trees alone, scored with fewer rounds or with early stopping: Dice and time to score every voxel.
 
 The default's trees (100 rounds) are fitted on the painted voxels of K = 3 planes per axis, as
-training fits them; the same booster then scores the whole volume with only its first n rounds.
-This chose the share of rounds a new model's early answer scores with (``trees.EARLY``). Each row
-is one JSON line in ``results/accuracy/tree_rounds.jsonl``.
+training fits them; the same booster then scores the whole volume with only its first 25, 50, 75
+or all 100 rounds, and with all of them but LightGBM's early stopping at margins 3, 4 and 6 logits
+(checked every ``trees.CHECK`` rounds). This chose how the trees alone answer (``trees.MARGIN``).
+Each row is one JSON line in ``results/accuracy/tree_rounds.jsonl``; ``agree`` is the share of
+voxels labelled as all 100 rounds label them, ``top_change`` the mean change of the trees' top-class
+probability against them.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.tree_rounds mni nuclei
 """
@@ -15,6 +18,7 @@ import json
 import time
 
 import numpy as np
+import torch
 
 from napari_sparseseg.core import trainer, trees
 from napari_sparseseg.core.config import preset
@@ -26,6 +30,7 @@ from .run import RESULTS, engine, machine
 
 LOG = RESULTS / "tree_rounds.jsonl"
 ROUNDS = (25, 50, 75, 100)
+MARGINS = (3.0, 4.0, 6.0)
 
 
 def run(name: str, k: int = 3, seed: int = 0) -> list[dict]:
@@ -45,17 +50,39 @@ def run(name: str, k: int = 3, seed: int = 0) -> list[dict]:
     started = time.perf_counter()
     list(fitted.fit(features, labels, seed))
     fit_s = time.perf_counter() - started
-    rows = []
-    for n in ROUNDS:
-        fitted._scoring = n  # what TreeClassifier.early sets for its share of the rounds
+    flat = np.ascontiguousarray(volume.reshape(volume.shape[0], -1).T, np.float32)
+    rows, every = [], None
+    every_round = [(max(ROUNDS), None)] + [(n, None) for n in ROUNDS[:-1]]  # the reference first
+    for n, margin in every_round + [(max(ROUNDS), m) for m in MARGINS]:
+        stop = {} if margin is None else {"pred_early_stop": True, "pred_early_stop_margin": margin,
+                                          "pred_early_stop_freq": trees.CHECK}
         started = time.perf_counter()
-        labels = fitted.volume(volume).argmax(0)
+        booster, threads = fitted.booster(), torch.get_num_threads()
+        logits = np.concatenate([booster.predict(flat[lo : lo + trees.ROWS], raw_score=True, num_iteration=n,
+                                                 num_threads=threads, **stop)
+                                 for lo in range(0, len(flat), trees.ROWS)])
+        score_s = time.perf_counter() - started
+        every = logits if every is None else every
+        labels = logits.argmax(1).reshape(volume.shape[1:])
         score = protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)
-        rows.append({"dataset": name, "k": k, "rounds": n, "mean_fg_dice": score["mean_fg_dice"],
-                     "score_s": round(time.perf_counter() - started, 2), "fit_s": round(fit_s, 2),
+        rows.append({"dataset": name, "k": k, "rounds": n, "margin": margin,
+                     "mean_fg_dice": score["mean_fg_dice"], "score_s": round(score_s, 2),
+                     **_against(logits, every), "fit_s": round(fit_s, 2),
                      "features_s": round(features_s, 2), "voxels": int(volume[0].size),
                      "classes": segmenter.n_classes, "date": machine()["date"], "engine": engine()})
     return rows
+
+
+def _against(logits: np.ndarray, every: np.ndarray) -> dict:
+    """How far ``logits`` (N, K) are from ``every`` round's: labels that agree, top-class probability."""
+    def softmax(x):
+        e = np.exp(x - x.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    top = every.argmax(1)
+    change = np.abs(np.take_along_axis(softmax(logits) - softmax(every), top[:, None], 1))
+    return {"agree": round(float(np.mean(logits.argmax(1) == top)), 6),
+            "top_change": round(float(change.mean()), 4)}
 
 
 def main(argv=None) -> int:

@@ -118,7 +118,8 @@ def test_the_trees_score_a_volume_once_for_the_u_net_and_the_prediction(sample, 
     segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
                                              sample.spacing)
     scored, rows = [], trees.TreeClassifier.rows
-    monkeypatch.setattr(trees.TreeClassifier, "rows", lambda self, f: scored.append(len(f)) or rows(self, f))
+    monkeypatch.setattr(trees.TreeClassifier, "rows",
+                        lambda self, f, *a: scored.append(len(f)) or rows(self, f, *a))
     list(train(segmenter, images, annotations, config))
     assert scored == [sample.image.size]
     predict(segmenter, sample.image[:8])  # napari's preview of a slab
@@ -150,7 +151,9 @@ def test_damaged_trees_are_one_clear_error_at_load(trained, tmp_path):
         checkpoint.load(tmp_path / "bad.pt")
 
 
-def test_chunk_borders_equal_the_whole_volume_with_trees(trained):
+@pytest.mark.parametrize("u_net", ["trained", "adds nothing"])
+def test_chunk_borders_equal_the_whole_volume_with_trees(trained, u_net):
+    trained = trained if u_net == "trained" else _alone(trained)  # the trees alone stop early per voxel
     image = np.random.default_rng(2).random((52, 70, 70)).astype(np.float32)
     config = checkpoint.InferConfig(window=(8, 16, 16), overlap=0.25, device="cpu")
     whole = predict(trained, image, config)
@@ -201,23 +204,36 @@ def test_a_new_model_answers_early_while_the_folds_still_train(sample):
     assert sum(e.iteration == 0 for e in events[first + 1 :]) == 5 * MODEL.trees  # six planes, five folds
 
 
-def test_the_early_answer_scores_with_the_first_half_of_the_rounds(sample):
-    config = TrainConfig(patch_size=(16, 48, 48), iterations=1, device="cpu")
-    segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
-                                             sample.spacing)
-    rows = np.random.default_rng(0).normal(size=(64, segmenter.net.stem.out_channels)).astype(np.float32)
-    early = [segmenter.net.pointwise.rows(rows) for e in train(segmenter, images, annotations, config)
-             if e.first_answer]
-    booster = segmenter.net.pointwise.booster()
-    half = booster.predict(rows, raw_score=True, num_iteration=MODEL.trees // 2)
-    np.testing.assert_allclose(early[0], half, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(segmenter.net.pointwise.rows(rows), booster.predict(rows, raw_score=True),
-                               rtol=1e-5, atol=1e-6)  # the round's answer scores with every round
-    assert not np.allclose(half, booster.predict(rows, raw_score=True))
+def _alone(segmenter: Segmenter) -> Segmenter:
+    """A copy whose U-Net adds nothing (its last layer zero), as a new model's is before it trains."""
+    copy = checkpoint.from_bytes(checkpoint.to_bytes(segmenter))
+    torch.nn.init.zeros_(copy.net.head.weight)
+    torch.nn.init.zeros_(copy.net.head.bias)
+    return copy
+
+
+def test_the_trees_alone_stop_scoring_a_voxel_once_its_answer_is_clear(sample, trained):
+    """While the U-Net adds nothing, the trees' answer is the model's, scored with LightGBM's early
+    stopping (the early answer, a budget too short for the U-Net); once it has trained, the trees
+    that feed it score every round."""
+    alone = _alone(trained)
+    inputs = [model_inputs(s, s.normalization.apply(sample.image)) for s in (alone, trained)]
+    channels = trained.net.stem.out_channels
+    rows = np.ascontiguousarray(inputs[0][:channels].reshape(channels, -1).T, np.float32)
+    booster = trained.net.pointwise.booster()
+    stopped = booster.predict(rows, raw_score=True, pred_early_stop=True,
+                              pred_early_stop_margin=trees.MARGIN, pred_early_stop_freq=trees.CHECK)
+    logits = [i[channels:].reshape(3, -1).T.astype(np.float32) for i in inputs]
+    np.testing.assert_allclose(logits[0], stopped, rtol=2e-3, atol=2e-3)  # stored as float16
+    np.testing.assert_allclose(logits[1], booster.predict(rows, raw_score=True), rtol=2e-3, atol=2e-3)
+    assert np.abs(logits[0] - logits[1]).max() > 0.5  # some voxels stopped early
+    assert np.mean(logits[0].argmax(1) == logits[1].argmax(1)) > 0.999
+    labels = predict(alone, sample.image).labels
+    assert np.array_equal(labels, logits[0].argmax(1).reshape(sample.image.shape))
 
 
 def test_a_job_answers_early_then_with_exactly_the_model_it_sends(sample):
-    """napari's job: the early answer (half the rounds) first, then the final answer, which must be
+    """napari's job: the early answer (the trees alone) first, then the final answer, which must be
     what the model it hands over predicts: nothing of the early scoring may leak into it."""
     config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu")
     events = []

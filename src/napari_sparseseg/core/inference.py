@@ -239,7 +239,8 @@ def _predict_in_chunks(segmenter: Segmenter, image: np.ndarray, config: InferCon
 def model_inputs(segmenter: Segmenter, volume: np.ndarray, crop=None) -> np.ndarray:
     """What the network's windows read: the normalised ``volume`` (Z, Y, X) as (1, Z, Y, X), or its
     filter features (C, Z, Y, X) when the model has a filter-bank stem, followed by the trees'
-    logits when its first stage is boosted trees (scored once per voxel, not once per window).
+    logits when its first stage is boosted trees (scored once per voxel, not once per window; with
+    early stopping while the U-Net adds nothing to them, see :meth:`.trees.TreeClassifier.rows`).
     ``crop`` (three slices) keeps only that part; filters still see the whole ``volume``."""
     stem = segmenter.net.stem
     if stem is None:
@@ -248,7 +249,8 @@ def model_inputs(segmenter: Segmenter, volume: np.ndarray, crop=None) -> np.ndar
     if not isinstance(first, TreeClassifier):
         return stem.volume(volume, crop=crop)
     inputs = stem.volume(volume, extra=first.n_classes, crop=crop)
-    inputs[stem.out_channels :] = first.volume(inputs[: stem.out_channels])
+    alone = not segmenter.net.corrects  # the trees' answer is the model's: it stops once clear
+    inputs[stem.out_channels :] = first.volume(inputs[: stem.out_channels], early=alone)
     return inputs
 
 

@@ -172,8 +172,8 @@ def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
                 continuing: bool) -> Iterator[Progress]:
     """Fit the filter standardisation (a new model) and new boosted trees on the painted voxels.
 
-    A new model answers early with them (napari shows it while the folds train; with the first half
-    of the rounds, :meth:`.trees.TreeClassifier.early`). Then the trees
+    A new model answers early with them (napari shows it while the folds train; scored with early
+    stopping, as the trees alone are, :meth:`.trees.TreeClassifier.rows`). Then the trees
     score every voxel of the U-Net's inputs, painted voxels out-of-fold (:func:`.trees.out_of_fold`).
     A continued round swaps in its new trees only when that is complete, so one stopped earlier
     keeps the trees it had. When the folds would outlast the time budget, the stage yields
@@ -190,8 +190,7 @@ def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
         return
     if not continuing:
         net.pointwise = trees
-        with trees.early():  # the early answer comes from these trees: no need to wait for the folds
-            yield ANSWER
+        yield ANSWER  # the early answer comes from these trees: no need to wait for the folds
     folds = np.concatenate([plane_folds(t, i) for t, i in zip(sampler.targets, index)])
     short = _no_time_for_folds(config, clock, fitted - began, np.unique(folds).size)
     if not short:
