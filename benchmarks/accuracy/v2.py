@@ -42,6 +42,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tag", default="", help="results and docs apart from the CPU ones, e.g. gpu")
     parser.add_argument("--seeds", type=int, nargs="*", default=[], help="extra seeds at the longest budget")
     parser.add_argument("--seeds-only", action="store_true", help="only the --seeds rows (and the forest)")
+    parser.add_argument("--dense", action="store_true",
+                        help="also the default trained on the dense truth at the longest budget (scored on "
+                             "the same unpainted voxels): what that budget learns from complete labels")
     parser.add_argument("--no-forest", action="store_true")
     parser.add_argument("--trees", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=2)
@@ -71,6 +74,10 @@ def run_dataset(name: str, args) -> None:
         found = run_net(dataset, folder, path, unpainted, max(args.budgets), args)
         recorder.add({"method": f"net-{other}", **base, **found})
     args.preset = "fast"
+    if args.dense:
+        dense = write_annotation(folder, "annotation_dense", protocol.dense(dataset.truth), dataset.spacing)
+        found = run_net(dataset, folder, dense, unpainted, max(args.budgets), args)
+        recorder.add({"method": "net-dense", **base, **found})
     for seed in args.seeds:
         found = _seeded(dataset, folder, path, unpainted, seed, args)
         recorder.add({"method": f"net-seed{seed}", **base, **found})
