@@ -11,6 +11,7 @@ from napari_sparseseg.core import checkpoint, chunked, trainer, trees
 from napari_sparseseg.core.checkpoint import Segmenter
 from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig, replace
 from napari_sparseseg.core.events import Failed, ModelReady, Outputs, PredictionReady, TrainRequest
+from napari_sparseseg.core.filters import FilterBank
 from napari_sparseseg.core.inference import model_inputs, predict
 from napari_sparseseg.core.jobs import run
 from napari_sparseseg.core.metrics import evaluate
@@ -232,17 +233,22 @@ def test_the_trees_alone_stop_scoring_a_voxel_once_its_answer_is_clear(sample, t
     assert np.array_equal(labels, logits[0].argmax(1).reshape(sample.image.shape))
 
 
-def test_a_job_answers_early_then_with_exactly_the_model_it_sends(sample):
+def test_a_job_answers_early_then_with_exactly_the_model_it_sends(sample, monkeypatch):
     """napari's job: the early answer (the trees alone) first, then the final answer, which must be
-    what the model it hands over predicts: nothing of the early scoring may leak into it."""
+    what the model it hands over predicts: nothing of the early scoring may leak into it. The early
+    answer reads the features training holds (computed twice, not three times) and is what the
+    model's trees alone predict."""
     config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu")
+    computed, scales = [], FilterBank.scales
+    monkeypatch.setattr(FilterBank, "scales", lambda self, *a: computed.append(1) or scales(self, *a))
     events = []
     run(TrainRequest((sample.image,), (sample.annotation,), sample.spacing, None, MODEL, config,
                      early_answer=True), events.append)
+    assert len(computed) == 2  # training's features, then the final prediction's
     early, final = [e for e in events if isinstance(e, PredictionReady)]
-    model = next(e for e in events if isinstance(e, ModelReady))
-    np.testing.assert_array_equal(final.probabilities,
-                                  predict(checkpoint.from_bytes(model.model), sample.image).probabilities)
+    model = checkpoint.from_bytes(next(e for e in events if isinstance(e, ModelReady)).model)
+    np.testing.assert_array_equal(final.probabilities, predict(model, sample.image).probabilities)
+    np.testing.assert_array_equal(early.probabilities, predict(_alone(model), sample.image).probabilities)
     assert not np.array_equal(early.probabilities, final.probabilities)
 
 

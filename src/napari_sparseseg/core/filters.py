@@ -21,7 +21,9 @@ is a hundred times its spread would keep only a few of float16's 11 bits.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -135,6 +137,7 @@ class FilterBank(nn.Module):
         self.register_buffer("shift", torch.zeros(1, channels, 1, 1, 1))
         self.register_buffer("scale", torch.ones(1, channels, 1, 1, 1))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self._held = None  # see remember
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The unstandardised features of ``x`` (B, 1, Z, Y, X)."""
@@ -171,12 +174,30 @@ class FilterBank(nn.Module):
     def volume(self, image: np.ndarray, extra: int = 0, crop=None) -> np.ndarray:
         """Standardised features (C, Z, Y, X) as :data:`STORED` of a whole (Z, Y, X) volume, or of its part
         ``crop`` (a tuple of three slices with steps of 1); ``extra`` more channels after them are left
-        for the caller to fill. See :meth:`scales`."""
+        for the caller to fill. See :meth:`scales`; a whole volume's features that training still
+        holds are copied, not computed again (:meth:`remember`)."""
         out = np.empty((self.out_channels + extra, *_box(image.shape, crop)[1]), STORED)
+        held = self._held  # read once: dask's threads compute chunks of one model at the same time
+        if crop is None and held is not None and held[0] == self._key(image) and held[1]() is not None:
+            out[: self.out_channels] = held[1]()
+            return out
         for channel, values in self.scales(image, crop):
             self.store(out, channel, values)
             del values  # free before the next scale is computed
         return out
+
+    def remember(self, image: np.ndarray, features: np.ndarray) -> None:
+        """Let :meth:`volume` copy ``features`` (C, Z, Y, X), this bank's for ``image``, for as long
+        as someone else holds them: training does, so napari's early answer, which predicts the
+        image during training, does not compute them again (3 s on MNI's 4.5 million voxels, 2
+        cores). A weak reference: they are never kept alive for it."""
+        self._held = (self._key(image), weakref.ref(features))
+
+    def _key(self, image: np.ndarray) -> tuple:
+        digest = hashlib.sha256(np.ascontiguousarray(image).data)
+        for buffer in (self.shift, self.scale):
+            digest.update(buffer.detach().cpu().numpy().tobytes())
+        return image.shape, image.dtype.str, digest.digest()
 
     @torch.no_grad()
     def scales(self, image: np.ndarray, crop=None) -> Iterator[tuple[int, torch.Tensor]]:

@@ -293,8 +293,15 @@ def training_inputs(segmenter, images, targets, rng) -> list[np.ndarray]:
     if stem is None:
         return [v[None] for v in volumes]
     if bool(stem.fitted):
-        return [stem.volume(v) for v in volumes]
-    index = painted_index(targets, rng)
+        stored = [stem.volume(v) for v in volumes]
+    else:
+        stored = _fit_stem(stem, volumes, painted_index(targets, rng))
+    stem.remember(volumes[0], stored[0])  # the image napari's early answer predicts
+    return stored
+
+
+def _fit_stem(stem, volumes, index) -> list[np.ndarray]:
+    """The features of ``volumes``, standardised scale by scale with statistics of the voxels ``index``."""
     stored = [np.empty((stem.out_channels, *v.shape), STORED) for v in volumes]
     for scale in zip(*(stem.scales(v) for v in volumes)):  # one scale of every image at a time
         channel = scale[0][0]
