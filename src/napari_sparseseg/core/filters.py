@@ -177,9 +177,9 @@ class FilterBank(nn.Module):
         for the caller to fill. See :meth:`scales`; a whole volume's features that training still
         holds are copied, not computed again (:meth:`remember`)."""
         out = np.empty((self.out_channels + extra, *_box(image.shape, crop)[1]), STORED)
-        held = self._held  # read once: dask's threads compute chunks of one model at the same time
-        if crop is None and held is not None and held[0] == self._key(image) and held[1]() is not None:
-            out[: self.out_channels] = held[1]()
+        known = self._known(image) if crop is None else None
+        if known is not None:
+            out[: self.out_channels] = known
             return out
         for channel, values in self.scales(image, crop):
             self.store(out, channel, values)
@@ -192,6 +192,13 @@ class FilterBank(nn.Module):
         image during training, does not compute them again (3 s on MNI's 4.5 million voxels, 2
         cores). A weak reference: they are never kept alive for it."""
         self._held = (self._key(image), weakref.ref(features))
+
+    def _known(self, image: np.ndarray) -> np.ndarray | None:
+        """The features :meth:`remember` was given for ``image``, if someone still holds them."""
+        held = self._held  # read once: dask's threads compute chunks of one model at the same time
+        if held is None or held[0][:2] != (image.shape, image.dtype.str) or held[0] != self._key(image):
+            return None
+        return held[1]()
 
     def _key(self, image: np.ndarray) -> tuple:
         digest = hashlib.sha256(np.ascontiguousarray(image).data)
