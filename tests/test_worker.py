@@ -76,6 +76,8 @@ def test_default_engine_sends_a_complete_prediction_before_training_ends(request
     # right after the pointwise stage, before any U-Net step
     assert progress_before and all(e.iteration == 0 for e in progress_before)
     assert events[first].labels.shape == (11, 19, 17)
+    assert events[first].early and events[first].uncertainty is None  # flatter probabilities: none
+    assert not events[-1].early and events[-1].uncertainty is not None
 
 
 def _wait(worker, until, timeout=180):

@@ -401,14 +401,17 @@ class SparseSegWidget(QWidget):
         self.status.setText(f"Model ready after {event.iterations} iterations.{more}")
 
     def _on_prediction(self, event: PredictionReady) -> None:
-        image = self._job_image
+        image, seconds = self._job_image, time.perf_counter() - self._job_started
         layer = self.own.prediction(image, event.labels, self._annotation_colors())
+        if event.early:  # the trees' quick labels (buttons as they were: training goes on); their
+            # probabilities are flatter than the model's, so they replace no probabilities or uncertainty
+            self.status.setText(f"First answer after {seconds:.0f} s in '{layer.name}'; training goes on.")
+            return
         self.session.uncertainty = event.uncertainty
         if self.options.probability_check.isChecked():
             self.own.extra(image, "probabilities", event.probabilities, colormap="magma", visible=False)
         if self.options.uncertainty_check.isChecked():
             self.own.extra(image, "uncertainty", event.uncertainty, colormap="inferno", opacity=0.6)
-        seconds = time.perf_counter() - self._job_started
         step = ("Correct it where it is wrong, or press Next slice to annotate, then Continue training."
                 if event.uncertainty is not None else "")
         self.status.setText(f"Prediction ready after {seconds:.0f} s in '{layer.name}'. {step}".strip())

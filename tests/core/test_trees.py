@@ -152,9 +152,7 @@ def test_damaged_trees_are_one_clear_error_at_load(trained, tmp_path):
         checkpoint.load(tmp_path / "bad.pt")
 
 
-@pytest.mark.parametrize("u_net", ["trained", "adds nothing"])
-def test_chunk_borders_equal_the_whole_volume_with_trees(trained, u_net):
-    trained = trained if u_net == "trained" else _alone(trained)  # the trees alone stop early per voxel
+def test_chunk_borders_equal_the_whole_volume_with_trees(trained):
     image = np.random.default_rng(2).random((52, 70, 70)).astype(np.float32)
     config = checkpoint.InferConfig(window=(8, 16, 16), overlap=0.25, device="cpu")
     whole = predict(trained, image, config)
@@ -213,12 +211,11 @@ def _alone(segmenter: Segmenter) -> Segmenter:
     return copy
 
 
-def test_the_trees_alone_stop_scoring_a_voxel_once_its_answer_is_clear(sample, trained):
-    """While the U-Net adds nothing, the trees' answer is the model's, scored with LightGBM's early
-    stopping (the early answer, a budget too short for the U-Net); once it has trained, the trees
-    that feed it score every round."""
-    alone = _alone(trained)
-    inputs = [model_inputs(s, s.normalization.apply(sample.image)) for s in (alone, trained)]
+def test_the_early_answer_stops_scoring_a_voxel_once_its_answer_is_clear(sample, trained):
+    """napari's early answer scores the trees with LightGBM's early stopping; every other prediction
+    (and the U-Net's inputs) scores every round, so probabilities and uncertainty are the model's."""
+    image = trained.normalization.apply(sample.image)
+    inputs = [model_inputs(trained, image, early=early) for early in (True, False)]
     channels = trained.net.stem.out_channels
     rows = np.ascontiguousarray(inputs[0][:channels].reshape(channels, -1).T, np.float32)
     booster = trained.net.pointwise.booster()
@@ -229,8 +226,13 @@ def test_the_trees_alone_stop_scoring_a_voxel_once_its_answer_is_clear(sample, t
     np.testing.assert_allclose(logits[1], booster.predict(rows, raw_score=True), rtol=2e-3, atol=2e-3)
     assert np.abs(logits[0] - logits[1]).max() > 0.5  # some voxels stopped early
     assert np.mean(logits[0].argmax(1) == logits[1].argmax(1)) > 0.999
-    labels = predict(alone, sample.image).labels
+    alone = _alone(trained)
+    labels = predict(alone, sample.image, early=True).labels
     assert np.array_equal(labels, logits[0].argmax(1).reshape(sample.image.shape))
+    full = predict(alone, sample.image).probabilities  # a model of the trees alone: every round
+    probs = trained.config.predict_prior_weight or trained.config.prior_weight
+    expected = torch.softmax(probs * torch.log_softmax(torch.from_numpy(logits[1]), 1), 1).numpy()
+    assert np.abs(full.reshape(3, -1).T / 255.0 - expected).max() < 0.01
 
 
 def test_a_job_answers_early_then_with_exactly_the_model_it_sends(sample, monkeypatch):
@@ -248,8 +250,9 @@ def test_a_job_answers_early_then_with_exactly_the_model_it_sends(sample, monkey
     early, final = [e for e in events if isinstance(e, PredictionReady)]
     model = checkpoint.from_bytes(next(e for e in events if isinstance(e, ModelReady)).model)
     np.testing.assert_array_equal(final.probabilities, predict(model, sample.image).probabilities)
-    np.testing.assert_array_equal(early.probabilities, predict(_alone(model), sample.image).probabilities)
-    assert not np.array_equal(early.probabilities, final.probabilities)
+    np.testing.assert_array_equal(early.probabilities,
+                                  predict(_alone(model), sample.image, early=True).probabilities)
+    assert early.early and not final.early and not np.array_equal(early.probabilities, final.probabilities)
 
 
 def test_a_budget_too_short_for_the_folds_ends_with_the_trees_answer(sample, monkeypatch):

@@ -160,7 +160,7 @@ def test_save_load_predict_export_and_evaluate(qtbot, setup, errors, tmp_path):
 
 def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_layers(
         qtbot, setup, errors, tmp_path, monkeypatch):
-    from napari_sparseseg.core.events import ModelReady, Progress
+    from napari_sparseseg.core.events import ModelReady, PredictionReady, Progress
 
     viewer, widget, sample = setup
     infos = []
@@ -182,6 +182,13 @@ def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_la
     truth_combo = widget.results.evaluation.truth_combo
     truths = [truth_combo.itemText(i) for i in range(truth_combo.count())]
     assert prediction.name not in labels + truths
+
+    uncertainty = widget.session.uncertainty
+    early = PredictionReady(np.zeros_like(prediction.data), np.zeros((3, *prediction.data.shape), np.uint8),
+                            None, early=True)  # a next round's early answer: only its labels count
+    widget._on_prediction(early)
+    assert widget.session.uncertainty is uncertainty is not None and not prediction.data.any()
+    assert widget.results.next_button.isEnabled() and "First answer" in widget.status.text()
 
     viewer.layers.selection.active = prediction
     widget.results.next_slice()  # back on the annotation layer, brush in hand

@@ -163,12 +163,17 @@ class ModelReady:
 
 @dataclass(frozen=True)
 class PredictionReady:
-    """Dense result: labels (Z, Y, X), probabilities (K, Z, Y, X), uncertainty (Z, Y, X) or None, uint8."""
+    """Dense result: labels (Z, Y, X), probabilities (K, Z, Y, X), uncertainty (Z, Y, X) or None, uint8.
+
+    ``early``: a training job's early answer (the trees', scored with early stopping): its labels
+    are the trees' but its probabilities are flatter than the model's, so it has no uncertainty and
+    should not replace the model's probabilities or uncertainty."""
 
     labels: np.ndarray
     probabilities: np.ndarray
     uncertainty: np.ndarray | None
     class_names: tuple[str, ...] = ()
+    early: bool = False
 
 
 @dataclass(frozen=True)

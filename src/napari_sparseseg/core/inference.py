@@ -200,10 +200,14 @@ def torch_predictor(net: torch.nn.Module, device: torch.device, flip_tta: bool =
     return predict
 
 
-def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None = None) -> Prediction:
+def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None = None,
+            early: bool = False) -> Prediction:
     """Dense prediction of ``image`` (Z, Y, X) with a trained segmenter.
 
     ``config`` defaults to the inference settings stored with the model (``segmenter.infer``).
+    ``early`` scores boosted trees with early stopping (napari's early answer, see
+    :meth:`.trees.TreeClassifier.rows`): the labels come sooner and nearly all as they would, but
+    the probabilities are flatter than the model's, so nothing that needs them should use it.
 
     For volumes larger than memory, see :func:`.chunked.predict_dask`: it gives the same result
     chunk by chunk. A model with a filter-bank stem whose whole-volume inputs would pass
@@ -217,7 +221,7 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
     if stem is not None and image.size * segmenter.net.stage_channels * STORED().itemsize > MAX_FEATURE_BYTES:
         return _predict_in_chunks(segmenter, image, config)
     probs = sliding_window(
-        model_inputs(segmenter, segmenter.normalization.apply(image)),
+        model_inputs(segmenter, segmenter.normalization.apply(image), early=early),
         segmenter_predictor(segmenter, config),
         prediction_window(segmenter, config, image.shape),
         config.overlap,
@@ -236,12 +240,12 @@ def _predict_in_chunks(segmenter: Segmenter, image: np.ndarray, config: InferCon
     return Prediction(labels, probabilities)
 
 
-def model_inputs(segmenter: Segmenter, volume: np.ndarray, crop=None) -> np.ndarray:
+def model_inputs(segmenter: Segmenter, volume: np.ndarray, crop=None, early: bool = False) -> np.ndarray:
     """What the network's windows read: the normalised ``volume`` (Z, Y, X) as (1, Z, Y, X), or its
     filter features (C, Z, Y, X) when the model has a filter-bank stem, followed by the trees'
-    logits when its first stage is boosted trees (scored once per voxel, not once per window; with
-    early stopping while the U-Net adds nothing to them, see :meth:`.trees.TreeClassifier.rows`).
-    ``crop`` (three slices) keeps only that part; filters still see the whole ``volume``."""
+    logits when its first stage is boosted trees (scored once per voxel, not once per window;
+    ``early`` as in :func:`predict`). ``crop`` (three slices) keeps only that part; filters still
+    see the whole ``volume``."""
     stem = segmenter.net.stem
     if stem is None:
         return volume[None] if crop is None else volume[(None, *crop)]
@@ -249,8 +253,7 @@ def model_inputs(segmenter: Segmenter, volume: np.ndarray, crop=None) -> np.ndar
     if not isinstance(first, TreeClassifier):
         return stem.volume(volume, crop=crop)
     inputs = stem.volume(volume, extra=first.n_classes, crop=crop)
-    alone = not segmenter.net.corrects  # the trees' answer is the model's: it stops once clear
-    inputs[stem.out_channels :] = first.volume(inputs[: stem.out_channels], early=alone)
+    inputs[stem.out_channels :] = first.volume(inputs[: stem.out_channels], early=early)
     return inputs
 
 

@@ -102,7 +102,7 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
     for event in trainer.train(segmenter, images, annotations, job.train_config, should_stop):
         stepped = stepped or not event.done
         if early and event.first_answer:  # the pointwise stage's complete answer (cheap: no U-Net yet)
-            _predict(segmenter, images[0], replace(job, outputs=Outputs()), send)
+            _predict(segmenter, images[0], replace(job, outputs=Outputs()), send, early=True)
             segmenter.net.train()
             early = False
         now = time.perf_counter()
@@ -166,21 +166,23 @@ def _preview(segmenter, image, view, infer_config, iteration) -> Preview:
     return Preview(axis, index, np.take(labels, index - start, axis=axis), iteration)
 
 
-def _predict(segmenter, image: np.ndarray, job, send) -> list[Written]:
+def _predict(segmenter, image: np.ndarray, job, send, early: bool = False) -> list[Written]:
     """Predict ``image`` whole, send the result, write the job's mask and probabilities files.
 
-    Returns the :class:`Written` events, for the caller to send once the files are in place."""
+    ``early``: napari's early answer, scored fast (see :func:`.inference.predict`); its flatter
+    probabilities give no uncertainty. Returns the :class:`Written` events, for the caller to send
+    once the files are in place."""
     from .inference import predict, prediction_window
     from .uncertainty import entropy
 
     config = infer_settings(segmenter, job)
     started = time.perf_counter()
-    result = predict(segmenter, image, config)
+    result = predict(segmenter, image, config, early=early)
     window = "×".join(str(w) for w in prediction_window(segmenter, config, image.shape))
     send(Message(f"predicted {image.size:,} voxels in {time.perf_counter() - started:.1f} s "
                  f"(window {window}{', flip TTA' if config.flip_tta else ''})"))
-    uncertainty = entropy(result.probabilities) if job.uncertainty else None
-    send(PredictionReady(result.labels, result.probabilities, uncertainty, segmenter.class_names))
+    uncertainty = entropy(result.probabilities) if job.uncertainty and not early else None
+    send(PredictionReady(result.labels, result.probabilities, uncertainty, segmenter.class_names, early))
     outputs, written = job.outputs, []
     if outputs.mask is not None:
         io.write_volume(outputs.mask, result.labels, like=outputs.like)

@@ -173,7 +173,7 @@ def _tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     """Fit the filter standardisation (a new model) and new boosted trees on the painted voxels.
 
     A new model answers early with them (napari shows it while the folds train; scored with early
-    stopping, as the trees alone are, :meth:`.trees.TreeClassifier.rows`). Then the trees
+    stopping, :meth:`.trees.TreeClassifier.rows`). Then the trees
     score every voxel of the U-Net's inputs, painted voxels out-of-fold (:func:`.trees.out_of_fold`).
     A continued round swaps in its new trees only when that is complete, so one stopped earlier
     keeps the trees it had. When the folds would outlast the time budget, the stage yields

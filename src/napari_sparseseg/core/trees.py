@@ -92,12 +92,13 @@ class TreeClassifier(nn.Module):
         """Logits (N, K) float32 of rows (N, C) of any float dtype (stored features are float16).
 
         ``early`` stops adding rounds to a row once its top class leads the next by :data:`MARGIN`
-        logits, looked at every :data:`CHECK` rounds (LightGBM's ``pred_early_stop``): the answer of
-        the trees alone, before a U-Net corrects it. On the ten volumes of ``benchmarks/accuracy``
+        logits, looked at every :data:`CHECK` rounds (LightGBM's ``pred_early_stop``): napari's early
+        answer. On the ten volumes of ``benchmarks/accuracy``
         (K = 3) it labels 99.97-100 % of the voxels as every round does, in 15-59 % of the time
         (MNI's 4.5 million voxels: 4.4 s, not 11.7 s); the trees give a stopped voxel's top class a
         probability of at least ``1 / (1 + (K - 1) e^-MARGIN)`` (0.96 with three classes), not
-        near 1 (``benchmarks/accuracy/tree_rounds.py``; docs/accuracy.md, "The trees alone stop early").
+        near 1, so the uncertainty of such an answer is no guide (``benchmarks/accuracy/tree_rounds.py``;
+        docs/accuracy.md, "The trees alone stop early").
         """
         booster, threads = self.booster(), torch.get_num_threads()
         stop = {"pred_early_stop": True, "pred_early_stop_margin": MARGIN, "pred_early_stop_freq": CHECK}
