@@ -3,10 +3,12 @@
 The default's trees (100 rounds) are fitted on the painted voxels of K = 3 planes per axis, as
 training fits them; the same booster then scores the whole volume with only its first 25, 50, 75
 or all 100 rounds, and with all of them but LightGBM's early stopping at margins 3, 4 and 6 logits
-(checked every ``trees.CHECK`` rounds). This chose how the trees alone answer (``trees.MARGIN``).
-Each row is one JSON line in ``results/accuracy/tree_rounds.jsonl``; ``agree`` is the share of
-voxels labelled as all 100 rounds label them, ``top_change`` the mean change of the trees' top-class
-probability against them.
+(checked every ``trees.CHECK`` rounds). This chose how napari's early answer scores them
+(``trees.MARGIN``). Each row is one JSON line in ``results/accuracy/tree_rounds.jsonl``: ``agree``
+is the share of voxels labelled as all 100 rounds label them, ``top_change`` the mean change of the
+trees' top-class probability against them; ``entropy`` and ``unsure`` are the mean uncertainty
+(normalised entropy, 0..1) of the probabilities a model of these trees alone predicts (prior weight
+0.6) and the share of voxels above 25/255, as napari's uncertainty layer and Next slice see them.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.tree_rounds mni nuclei
 """
@@ -22,8 +24,10 @@ import torch
 
 from napari_sparseseg.core import trainer, trees
 from napari_sparseseg.core.config import preset
+from napari_sparseseg.core.inference import probabilities_uint8
 from napari_sparseseg.core.pointwise import painted_index, painted_samples
 from napari_sparseseg.core.sampling import annotation_to_target
+from napari_sparseseg.core.uncertainty import entropy
 
 from . import data, protocol
 from .run import RESULTS, engine, machine
@@ -51,7 +55,7 @@ def run(name: str, k: int = 3, seed: int = 0) -> list[dict]:
     list(fitted.fit(features, labels, seed))
     fit_s = time.perf_counter() - started
     flat = np.ascontiguousarray(volume.reshape(volume.shape[0], -1).T, np.float32)
-    rows, every = [], None
+    rows, every, weight = [], None, chosen.model.predict_prior_weight
     every_round = [(max(ROUNDS), None)] + [(n, None) for n in ROUNDS[:-1]]  # the reference first
     for n, margin in every_round + [(max(ROUNDS), m) for m in MARGINS]:
         stop = {} if margin is None else {"pred_early_stop": True, "pred_early_stop_margin": margin,
@@ -67,7 +71,8 @@ def run(name: str, k: int = 3, seed: int = 0) -> list[dict]:
         score = protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)
         rows.append({"dataset": name, "k": k, "rounds": n, "margin": margin,
                      "mean_fg_dice": score["mean_fg_dice"], "score_s": round(score_s, 2),
-                     **_against(logits, every), "fit_s": round(fit_s, 2),
+                     **_against(logits, every), **_uncertainty(logits, volume.shape[1:], weight),
+                     "fit_s": round(fit_s, 2),
                      "features_s": round(features_s, 2), "voxels": int(volume[0].size),
                      "classes": segmenter.n_classes, "date": machine()["date"], "engine": engine()})
     return rows
@@ -83,6 +88,14 @@ def _against(logits: np.ndarray, every: np.ndarray) -> dict:
     change = np.abs(np.take_along_axis(softmax(logits) - softmax(every), top[:, None], 1))
     return {"agree": round(float(np.mean(logits.argmax(1) == top)), 6),
             "top_change": round(float(change.mean()), 4)}
+
+
+def _uncertainty(logits: np.ndarray, shape, weight: float) -> dict:
+    """Mean normalised entropy of what a model of the trees alone predicts, and the share above 25/255."""
+    scores = torch.from_numpy(logits.T.reshape(-1, *shape)).float()
+    probs = torch.softmax(weight * torch.log_softmax(scores, 0), 0).numpy()
+    unsure = entropy(probabilities_uint8(probs))
+    return {"entropy": round(float(unsure.mean()) / 255, 4), "unsure": round(float(np.mean(unsure > 25)), 4)}
 
 
 def main(argv=None) -> int:
