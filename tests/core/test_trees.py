@@ -255,6 +255,17 @@ def test_a_job_answers_early_then_with_exactly_the_model_it_sends(sample, monkey
     assert early.early and not final.early and not np.array_equal(early.probabilities, final.probabilities)
 
 
+def test_a_continued_rounds_early_answer_scores_every_round(sample, trained):
+    """Its U-Net has trained and corrects what the trees say, so it must read the full trees' answer
+    (and its probabilities are the model's: it carries an uncertainty map)."""
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=1, device="cpu")
+    events = []
+    run(TrainRequest((sample.image,), (sample.annotation,), sample.spacing, None, MODEL, config,
+                     init=checkpoint.to_bytes(trained), early_answer=True, uncertainty=True), events.append)
+    first = next(e for e in events if isinstance(e, PredictionReady))
+    assert not first.early and first.uncertainty is not None
+
+
 def test_a_budget_too_short_for_the_folds_ends_with_the_trees_answer(sample, monkeypatch):
     """The folds would outlast the budget: the U-Net gets nothing to learn from in time, so the
     round ends with the final trees (a continued one still swaps its new trees in)."""

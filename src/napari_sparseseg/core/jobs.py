@@ -102,7 +102,8 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
     for event in trainer.train(segmenter, images, annotations, job.train_config, should_stop):
         stepped = stepped or not event.done
         if early and event.first_answer:  # the pointwise stage's complete answer (cheap: no U-Net yet)
-            _predict(segmenter, images[0], replace(job, outputs=Outputs()), send, early=True)
+            alone = not segmenter.net.corrects  # a new model: scored fast; a trained U-Net reads every round
+            _predict(segmenter, images[0], replace(job, outputs=Outputs()), send, early=alone)
             segmenter.net.train()
             early = False
         now = time.perf_counter()

@@ -121,6 +121,12 @@ class UNet3D(nn.Module):
         own = self.stem.out_channels if self.stem is not None else self.config.in_channels
         return own + (self.n_classes if self.pointwise is not None else 0)
 
+    @property
+    def corrects(self) -> bool:
+        """Whether the U-Net adds anything to the first stage's answer: not while its last layer is
+        zero, as a first stage's U-Net starts."""
+        return bool(self.head.weight.any() or self.head.bias.any())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, Z, Y, X) image -> (B, n_classes, Z, Y, X) logits."""
         if self.stem is not None:
@@ -142,8 +148,8 @@ class UNet3D(nn.Module):
         if not self.training and self.config.predict_prior_weight is not None:
             weight = self.config.predict_prior_weight
         prior = weight * torch.log_softmax(start, 1)
-        if not self.training and not (self.head.weight.any() or self.head.bias.any()):
-            return prior  # an untrained U-Net (zero last layer) adds exactly zero: skip its cost
+        if not self.training and not self.corrects:
+            return prior  # an untrained U-Net adds exactly zero: skip its cost
         context = torch.softmax(start, 1).to(x.dtype)
         return prior + self.unet(torch.cat([x, context], 1))
 
