@@ -8,7 +8,7 @@ import pytest
 
 from napari_sparseseg import cli
 from napari_sparseseg.core import checkpoint, io
-from napari_sparseseg.core.config import PRESETS, ModelConfig, Preset, TrainConfig
+from napari_sparseseg.core.config import FILTER_SIGMAS, PRESETS, ModelConfig, Preset, TrainConfig, replace
 from napari_sparseseg.core.synthetic import make_sample
 
 FAST = ["--preset", "tiny", "--iterations", "3", "--device", "cpu"]
@@ -19,6 +19,8 @@ def tiny_preset(monkeypatch):
     base = PRESETS["fast"]
     tiny = Preset(ModelConfig(features=(4, 8)), TrainConfig(patch_size=(8, 16, 16)), base.infer)
     monkeypatch.setitem(PRESETS, "tiny", tiny)
+    trees = ModelConfig(features=(4, 8), filters=FILTER_SIGMAS[:2], trees=5, predict_prior_weight=0.6)
+    monkeypatch.setitem(PRESETS, "tinytrees", replace(tiny, model=trees))
 
 
 @pytest.fixture
@@ -47,6 +49,31 @@ def test_segment_writes_mask_on_the_image_grid(capsys, files):
     assert nib.load(d / "p.nii.gz").shape == (20, 24, 10, 3)
     assert checkpoint.load(d / "m.pt").n_classes == 3
     assert "training [" in err and "(iterations)" in err
+
+
+def test_segment_writes_a_first_answer_while_the_u_net_trains(capsys, files):
+    d, affine = files
+    code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "mask.nii.gz",
+                       "--first-answer", d / "first.nii.gz", *FAST, "--preset", "tinytrees")
+    assert code == 0, err
+    first = nib.load(d / "first.nii.gz")  # on the image's grid, as the mask is
+    assert first.shape == (20, 24, 10) and np.allclose(first.affine, affine)
+    assert set(np.unique(np.asarray(first.dataobj))) <= {0, 1, 2}
+    said = err.index(f"first answer written to {d / 'first.nii.gz'}")
+    assert said < err.index("(iterations)") < err.index(f"mask written to {d / 'mask.nii.gz'}")
+
+
+@pytest.mark.parametrize("first, preset, says", [
+    ("mask.tif", "tinytrees", "give the first answer a file of its own"),
+    ("first.tif", "tiny", "no first stage"),
+])
+def test_a_first_answer_that_cannot_be_written_is_refused_before_training(capsys, files, first, preset, says):
+    d, _ = files
+    before = set(d.iterdir())
+    code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "mask.tif",
+                       "--first-answer", d / first, *FAST, "--preset", preset)
+    assert code == 2 and says in err and "Traceback" not in err and "training [" not in err
+    assert set(d.iterdir()) == before
 
 
 def test_train_predict_evaluate(capsys, files):

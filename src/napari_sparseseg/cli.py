@@ -125,6 +125,8 @@ def _add_segment(sub) -> None:
     p.add_argument("annotations", type=Path, help="0 unlabeled, 1 background, k+1 class k")
     p.add_argument("--output", "-o", type=Path, required=True, metavar="MASK")
     p.add_argument("--save-model", type=Path, metavar="PATH")
+    p.add_argument("--first-answer", type=Path, metavar="MASK",
+                   help="also write the first stage's answer here within seconds, while the U-Net trains")
     p.add_argument("--measure", action="store_true", help="print the volume of every class afterwards")
     _training_options(p)
     _predict_options(p, device=False)
@@ -235,9 +237,12 @@ def _parse_chunks(text):
 
 
 def _run_segment(args) -> None:
-    _check_outputs(args.output, args.probabilities, model=args.save_model)
+    if args.first_answer is not None and args.first_answer.resolve() == args.output.resolve():
+        raise ValueError(f"--first-answer and --output both name {args.output}; give the first answer a "
+                         "file of its own, so that the mask is always the trained model's.")
+    _check_outputs(args.output, args.probabilities, args.first_answer, model=args.save_model)
     request, image = _train_request(args, predict_after=True)
-    outputs = Outputs(args.output, args.probabilities, args.save_model, image)
+    outputs = Outputs(args.output, args.probabilities, args.save_model, image, args.first_answer)
     terminal = _run(replace(request, outputs=outputs))
     if args.measure:
         from .core import measure
@@ -382,7 +387,7 @@ class Terminal:
             self.bars[type(event)].update(event)
         elif isinstance(event, (Message, Written)):
             _say(str(event))
-        elif isinstance(event, PredictionReady):
+        elif isinstance(event, PredictionReady) and not event.early:
             self.prediction = event
         elif isinstance(event, Failed):
             self.failed = event.message

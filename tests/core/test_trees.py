@@ -10,9 +10,18 @@ import torch
 from napari_sparseseg.core import checkpoint, chunked, trainer, trees
 from napari_sparseseg.core.checkpoint import Segmenter
 from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig, replace
-from napari_sparseseg.core.events import Failed, ModelReady, Outputs, PredictionReady, TrainRequest
+from napari_sparseseg.core.events import (
+    Failed,
+    ModelReady,
+    Outputs,
+    PredictionReady,
+    Progress,
+    TrainRequest,
+    Written,
+)
 from napari_sparseseg.core.filters import FilterBank
 from napari_sparseseg.core.inference import model_inputs, predict
+from napari_sparseseg.core.io import read_volume
 from napari_sparseseg.core.jobs import run
 from napari_sparseseg.core.metrics import evaluate
 from napari_sparseseg.core.normalize import Normalization
@@ -253,6 +262,24 @@ def test_a_job_answers_early_then_with_exactly_the_model_it_sends(sample, monkey
     np.testing.assert_array_equal(early.probabilities,
                                   predict(_alone(model), sample.image, early=True).probabilities)
     assert early.early and not final.early and not np.array_equal(early.probabilities, final.probabilities)
+
+
+def test_the_first_answer_is_on_disk_before_the_u_net_trains(sample, tmp_path):
+    """``Outputs.first`` (``sparseseg segment --first-answer``): the trees' answer is written, and
+    said, before the U-Net's first iteration; the mask at the end is the final model's."""
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu")
+    outputs = Outputs(mask=tmp_path / "mask.tif", first=tmp_path / "first.tif")
+    events = []
+    run(TrainRequest((sample.image,), (sample.annotation,), sample.spacing, None, MODEL, config,
+                     outputs=outputs), events.append)
+    said = [i for i, e in enumerate(events) if isinstance(e, Written)]
+    stepped = next(i for i, e in enumerate(events) if isinstance(e, Progress) and e.iteration >= 1)
+    assert said[0] < stepped < said[1] and "training goes on" in str(events[said[0]])
+    assert [events[i].path for i in said] == [str(outputs.first), str(outputs.mask)]
+    model = checkpoint.from_bytes(next(e for e in events if isinstance(e, ModelReady)).model)
+    np.testing.assert_array_equal(read_volume(outputs.first).data,
+                                  predict(_alone(model), sample.image, early=True).labels)
+    np.testing.assert_array_equal(read_volume(outputs.mask).data, predict(model, sample.image).labels)
 
 
 def test_a_continued_rounds_early_answer_scores_every_round(sample, trained):

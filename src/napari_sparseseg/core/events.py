@@ -22,13 +22,16 @@ from .config import InferConfig, ModelConfig, TrainConfig
 class Outputs:
     """Files a job writes once it has its result; none by default (the caller takes the events).
 
-    ``like`` is an :class:`.io.Volume` whose spacing, unit and header the mask takes.
+    ``like`` is an :class:`.io.Volume` whose spacing, unit and header the mask takes. ``first``
+    receives a training job's first answer (the first stage's mask, written while the U-Net
+    trains), for a look before the final ``mask``.
     """
 
     mask: Path | None = None
     probabilities: Path | None = None
     model: Path | None = None
     like: object | None = None
+    first: Path | None = None
 
 
 @dataclass(frozen=True)

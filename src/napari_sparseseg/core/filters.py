@@ -262,6 +262,20 @@ class FilterBank(nn.Module):
         return out
 
     @torch.no_grad()
+    def fit_volumes(self, volumes: list[np.ndarray], index: list[np.ndarray]) -> list[np.ndarray]:
+        """Fit the standardisation to the voxels ``index`` (flat indices, one array per volume) of
+        every volume, scale by scale, and return the volumes' standardised features (as :meth:`volume`)."""
+        stored = [np.empty((self.out_channels, *v.shape), STORED) for v in volumes]
+        for scale in zip(*(self.scales(v) for v in volumes)):  # one scale of every volume at a time
+            channel = scale[0][0]
+            self.fit_scale(torch.cat([values.flatten(1)[:, i] for (_, values), i in zip(scale, index)], 1).T,
+                           channel)
+            for out, (_, values) in zip(stored, scale):
+                self.store(out, channel, values)
+            del scale, values  # free before the next scale is computed
+        return stored
+
+    @torch.no_grad()
     def fit_scale(self, features: torch.Tensor, first: int = 0) -> None:
         """Set the standardisation of channels ``first``, ``first + 1``, ... from their raw features
         (N, n), e.g. at painted voxels; the bank is fitted once its last channel is."""

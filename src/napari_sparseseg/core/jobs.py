@@ -97,14 +97,17 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
     for note in _surprises(segmenter, images, annotations, init):
         send(Message(note))
     last_sent, last_preview, wait = 0.0, time.perf_counter(), job.preview_every
-    early = job.early_answer and job.predict_after and segmenter.net.pointwise is not None
+    early = (job.early_answer or job.outputs.first is not None) and job.predict_after
+    if job.outputs.first is not None and segmenter.net.pointwise is None:
+        raise ValueError(f"This model has no first stage (filters and trees, as preset 'fast' has) to "
+                         f"answer before its U-Net trains, so no first answer can be written to "
+                         f"{job.outputs.first}; leave that output out.")
+    early = early and segmenter.net.pointwise is not None
     event, stepped = None, False
     for event in trainer.train(segmenter, images, annotations, job.train_config, should_stop):
         stepped = stepped or not event.done
         if early and event.first_answer:  # the pointwise stage's complete answer (cheap: no U-Net yet)
-            alone = not segmenter.net.corrects  # a new model: scored fast; a trained U-Net reads every round
-            _predict(segmenter, images[0], replace(job, outputs=Outputs()), send, early=alone)
-            segmenter.net.train()
+            _first_answer(segmenter, images[0], job, send)
             early = False
         now = time.perf_counter()
         if event.done or now - last_sent >= PROGRESS_INTERVAL:
@@ -132,6 +135,17 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
         send(done)
 
 
+def _first_answer(segmenter, image: np.ndarray, job: TrainRequest, send) -> None:
+    """Predict and send the first stage's answer while training waits; write it to ``outputs.first``.
+
+    A new model's trees are scored with early stopping (a trained U-Net reads every round of them)."""
+    alone = not segmenter.net.corrects
+    outputs = Outputs(mask=job.outputs.first, like=job.outputs.like)
+    for done in _predict(segmenter, image, replace(job, outputs=outputs), send, early=alone):
+        send(Written(done.path, f"first answer{done.what.removeprefix('mask')[:-1]}; training goes on)"))
+    segmenter.net.train()
+
+
 def _surprises(segmenter, images, annotations, init) -> list[str]:
     """What the user would not expect from the result: a constant image, classes not painted."""
     notes = [f"Image {k + 1} is constant ({float(image.flat[0]):g} everywhere): nothing tells the classes "
@@ -149,7 +163,7 @@ def _surprises(segmenter, images, annotations, init) -> list[str]:
 def _check_space(outputs: Outputs, voxels: int, n_classes: int) -> None:
     """Before long work: room for the mask (<= 2 bytes a voxel), probabilities and the model."""
     io.check_space({outputs.mask: 2 * voxels, outputs.probabilities: 4 * n_classes * voxels,
-                    outputs.model: 20e6})
+                    outputs.model: 20e6, outputs.first: 2 * voxels})
 
 
 def _preview(segmenter, image, view, infer_config, iteration) -> Preview:

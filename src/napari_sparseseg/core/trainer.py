@@ -20,7 +20,6 @@ from . import device as dev
 from .checkpoint import Segmenter
 from .config import InferConfig, ModelConfig, TrainConfig, pools_for_spacing
 from .events import Progress
-from .filters import STORED
 from .loss import class_weights, sparse_loss
 from .memory import check_memory
 from .normalize import fit_normalization
@@ -295,21 +294,8 @@ def training_inputs(segmenter, images, targets, rng) -> list[np.ndarray]:
     if bool(stem.fitted):
         stored = [stem.volume(v) for v in volumes]
     else:
-        stored = _fit_stem(stem, volumes, painted_index(targets, rng))
+        stored = stem.fit_volumes(volumes, painted_index(targets, rng))
     stem.remember(volumes[0], stored[0])  # the image napari's early answer predicts
-    return stored
-
-
-def _fit_stem(stem, volumes, index) -> list[np.ndarray]:
-    """The features of ``volumes``, standardised scale by scale with statistics of the voxels ``index``."""
-    stored = [np.empty((stem.out_channels, *v.shape), STORED) for v in volumes]
-    for scale in zip(*(stem.scales(v) for v in volumes)):  # one scale of every image at a time
-        channel = scale[0][0]
-        stem.fit_scale(torch.cat([values.flatten(1)[:, i] for (_, values), i in zip(scale, index)], 1).T,
-                       channel)
-        for out, (_, values) in zip(stored, scale):
-            stem.store(out, channel, values)
-        del scale, values  # free before the next scale is computed
     return stored
 
 
