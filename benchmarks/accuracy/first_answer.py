@@ -1,9 +1,11 @@
-"""The first answer as napari gets it (criterion 1 of issue 13), K = 3, default preset.
+"""The first answer as napari and the command line give it (criterion 1 of issue 13), K = 3.
 
 A training job with the early answer runs through the worker's own job code
 (:func:`napari_sparseseg.core.jobs.run`, as napari's worker runs it, without the viewer): the
 time from the start of the job to its first complete prediction (``PredictionReady``), and that
-prediction's mean foreground Dice on the unpainted voxels. The job is stopped right after. Each
+prediction's mean foreground Dice on the unpainted voxels. The job is stopped right after. The
+same through napari's worker process, and as ``sparseseg segment --first-answer`` (until the file
+is on disk). Each
 run appends a JSON line to ``results/accuracy/first_answer.jsonl``; ``--docs`` writes the latest
 row per dataset, with the forest's K = 3 row from the engine-v2 table, into docs/benchmarks.md
 (no dataset named: only that).
@@ -32,7 +34,7 @@ from . import commands, data, protocol
 from .run import RESULTS, engine, machine, write_annotation
 
 LOG = RESULTS / "first_answer.jsonl"
-HEADING = "## The first answer in napari's job (K = 3, default preset)"
+HEADING = "## The first answer in napari and on the command line (K = 3, default preset)"
 INTRO = ("Command: `python -m benchmarks.accuracy.first_answer all --docs`. Seconds from the "
          "start of a training job with the early answer (napari's Train) to its first complete "
          "prediction: *job* runs `core.jobs.run` in the benchmark's process, *new worker* submits the "
