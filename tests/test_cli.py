@@ -63,15 +63,16 @@ def test_segment_writes_a_first_answer_while_the_u_net_trains(capsys, files):
     assert said < err.index("(iterations)") < err.index(f"mask written to {d / 'mask.nii.gz'}")
 
 
-@pytest.mark.parametrize("first, preset, says", [
-    ("mask.tif", "tinytrees", "give the first answer a file of its own"),
-    ("first.tif", "tiny", "no first stage"),
+@pytest.mark.parametrize("option, name, preset, says", [
+    ("--first-answer", "mask.tif", "tinytrees", "named for two outputs"),
+    ("--probabilities", "mask.tif", "tiny", "named for two outputs"),  # the mask would be lost
+    ("--first-answer", "first.tif", "tiny", "no first stage"),
 ])
-def test_a_first_answer_that_cannot_be_written_is_refused_before_training(capsys, files, first, preset, says):
+def test_outputs_that_cannot_be_written_are_refused_first(capsys, files, option, name, preset, says):
     d, _ = files
     before = set(d.iterdir())
     code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "mask.tif",
-                       "--first-answer", d / first, *FAST, "--preset", preset)
+                       option, d / name, *FAST, "--preset", preset)
     assert code == 2 and says in err and "Traceback" not in err and "training [" not in err
     assert set(d.iterdir()) == before
 

@@ -54,7 +54,8 @@ def test_zarr_output_equals_the_in_memory_mask_and_reads_back_as_input(capsys, f
      (["-o", "{d}/mask.zarr", "--chunks", "8,x"], "--chunks '8,x' is not understood"),
      (["-o", "{d}/mask.zarr", "--cluster", "local:0"], "use local:N"),
      (["-o", "{d}/mask.zarr", "--level", "2"], "no resolution level|has 1 resolution level"),
-     (["-o", "{d}/missing/mask.zarr"], "does not exist")],
+     (["-o", "{d}/missing/mask.zarr"], "does not exist"),
+     (["-o", "{d}/mask.zarr", "--probabilities", "{d}/mask.zarr"], "named for two outputs")],
 )
 def test_bad_chunked_requests_exit_2_with_one_sentence(capsys, files, extra, message):
     d = files

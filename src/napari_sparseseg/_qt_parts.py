@@ -9,13 +9,16 @@ from qtpy.QtWidgets import (
     QColorDialog,
     QComboBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -225,6 +228,18 @@ def button(text: str, slot, tip: str = "") -> QPushButton:
     button.clicked.connect(lambda *_: slot())
     button.setToolTip(tip)
     return button
+
+
+def scrolling(inner: QWidget, outer: QWidget) -> None:
+    """Fill ``outer`` with ``inner`` in a frameless scroll area that scrolls only vertically."""
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(inner)
+    layout = QVBoxLayout(outer)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(scroll)
 
 
 def row(*widgets) -> QWidget:

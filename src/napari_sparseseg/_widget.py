@@ -16,15 +16,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QFormLayout,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -41,6 +39,7 @@ from ._qt_parts import (
     button,
     notify_errors,
     row,
+    scrolling,
 )
 from ._requests import train_request
 from ._results_panel import ResultsPanel, keep_unsaved
@@ -117,14 +116,7 @@ class SparseSegWidget(QWidget):
         for box in (self._layers_box(), self._slices_box(), self._training_box(), self._results_box()):
             layout.addWidget(box)
         layout.addStretch()
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setWidget(inner)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        scrolling(inner, self)
         self.setMaximumWidth(MAX_WIDTH)
 
     def _layers_box(self) -> QGroupBox:

@@ -188,6 +188,7 @@ def _run_predict(args) -> None:
         if grid.is_oblique(path):
             _say(f"note: {args.output} keeps the voxel size of {path} but not the rotation in its affine "
                  "(OME-Zarr stores none); write a .nii.gz mask to keep it.")
+        _distinct(args.output, args.probabilities)
         _run(ChunkedPredictRequest(
             volume.array, _model_file(args.model), args.output, args.probabilities, spacing=volume.spacing,
             unit=volume.unit, chunks=_parse_chunks(args.chunks), infer_overrides=overrides,
@@ -237,9 +238,6 @@ def _parse_chunks(text):
 
 
 def _run_segment(args) -> None:
-    if args.first_answer is not None and args.first_answer.resolve() == args.output.resolve():
-        raise ValueError(f"--first-answer and --output both name {args.output}; give the first answer a "
-                         "file of its own, so that the mask is always the trained model's.")
     _check_outputs(args.output, args.probabilities, args.first_answer, model=args.save_model)
     request, image = _train_request(args, predict_after=True)
     outputs = Outputs(args.output, args.probabilities, args.save_model, image, args.first_answer)
@@ -256,9 +254,7 @@ def _run_segment(args) -> None:
 def _run_evaluate(args) -> None:
     mask, truth = io.read_volume(args.mask), io.read_volume(args.truth)
     grid.check_same_grid(truth, mask)
-    region = None
-    if args.unpainted:
-        region = io.read_volume(args.unpainted).data == 0
+    region = io.read_volume(args.unpainted).data == 0 if args.unpainted else None
     labels = as_labels(mask.data, str(args.mask)), as_labels(truth.data, str(args.truth))
     result = evaluate(*labels, mask=region)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
@@ -269,14 +265,14 @@ def _run_measure(args) -> None:
 
     if args.csv:
         io.check_writable(args.csv)
-    mask = _measured(args.mask, args.image)
+    mask = measure.read_mask(args.mask, args.image)
     names = ("background", *args.names) if args.names else None
     image = io.read_volume(args.image).data if args.image else None
     probs = io.read_probabilities(args.probabilities).data if args.probabilities else None
     rows = measure.class_table(mask.data, mask.spacing, names, probs, image)
     text = measure.format_classes(rows, mask.unit)
     if args.follow_up:
-        second = _measured(args.follow_up, None)
+        second = measure.read_mask(args.follow_up)
         if second.unit != mask.unit:
             raise ValueError(f"{args.mask} is in {mask.unit or 'an unknown unit'} but {args.follow_up} in "
                              f"{second.unit or 'an unknown unit'}; give two masks in the same unit.")
@@ -291,18 +287,6 @@ def _run_measure(args) -> None:
         with io.atomic_write(args.csv) as tmp:
             tmp.write_text(measure.csv_text(rows))
         _say(f"table written to {args.csv}")
-
-
-def _measured(path: Path, image_path: Path | None) -> io.Volume:
-    """The mask as a label volume; a .npy mask takes the spacing and unit of ``--image``."""
-    from .core.measure import check_mask
-
-    mask = io.read_volume(path)
-    data = check_mask(mask.data, str(path))
-    if image_path and io.file_format(path) == "npy":
-        image = io.read_volume(image_path)
-        return io.Volume(data, image.spacing, path=path, unit=image.unit)
-    return io.Volume(data, mask.spacing, mask.affine, mask.header, path, mask.unit)
 
 
 def _run_demo(args) -> None:
@@ -330,13 +314,22 @@ def _run_demo(args) -> None:
 
 
 def _check_outputs(*masks, model=None) -> None:
-    """Fail before any work if an output cannot be written."""
+    """Fail before any work if an output cannot be written or two outputs name one file."""
+    _distinct(*masks, model)
     for path in masks:
         if path is not None:
             io.file_format(path)
             io.check_writable(path)
     if model is not None:
         io.check_writable(model)
+
+
+def _distinct(*paths) -> None:
+    """Two outputs in one file would leave only the one written last."""
+    named = [Path(p).resolve() for p in paths if p is not None]
+    for i, path in enumerate(named):
+        if path in named[:i]:
+            raise ValueError(f"{path} is named for two outputs; give each output a file of its own.")
 
 
 def _train_request(args, predict_after: bool) -> tuple[TrainRequest, io.Volume]:

@@ -27,7 +27,7 @@ from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 from skimage.measure import marching_cubes, mesh_surface_area
 
-from .io import as_spacing
+from .io import Volume, as_spacing, file_format, read_volume
 from .labels import as_labels, class_name
 
 UNIT_NAMES = {"mm": "mm", "um": "µm", "m": "m", "": "unknown unit"}
@@ -42,6 +42,17 @@ def check_mask(mask: np.ndarray, name: str = "the mask") -> np.ndarray:
         raise ValueError(f"{name} has {mask.ndim} dimensions ({mask.shape}); measuring needs a 3D label "
                          "image.")
     return as_labels(mask, name)
+
+
+def read_mask(path, image_path=None) -> Volume:
+    """The mask file ``path`` as a checked label volume; a ``.npy`` mask, which stores no voxel size,
+    takes the spacing and unit of the image file ``image_path`` when given."""
+    mask = read_volume(path)
+    data = check_mask(mask.data, str(path))
+    if image_path and file_format(path) == "npy":
+        image = read_volume(image_path)
+        return Volume(data, image.spacing, path=path, unit=image.unit)
+    return Volume(data, mask.spacing, mask.affine, mask.header, path, mask.unit)
 
 
 def readable_volume(volume: float, unit: str) -> str:
