@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from napari_sparseseg import cli
+from napari_sparseseg._terminal import ProgressBar
 from napari_sparseseg.core import checkpoint, io
 from napari_sparseseg.core.config import FILTER_SIGMAS, PRESETS, ModelConfig, Preset, TrainConfig, replace
 from napari_sparseseg.core.synthetic import make_sample
@@ -59,7 +60,9 @@ def test_segment_writes_a_first_answer_while_the_u_net_trains(capsys, files):
     first = nib.load(d / "first.nii.gz")  # on the image's grid, as the mask is
     assert first.shape == (20, 24, 10) and np.allclose(first.affine, affine)
     assert set(np.unique(np.asarray(first.dataobj))) <= {0, 1, 2}
-    said = err.index(f"first answer written to {d / 'first.nii.gz'}")
+    said = err.index(f"\nfirst answer written to {d / 'first.nii.gz'}")
+    bars = [line for line in err.split("\n") if "training [" in line]
+    assert bars and not any("predicted" in line or "written" in line for line in bars)  # lines of their own
     assert said < err.index("(iterations)") < err.index(f"mask written to {d / 'mask.nii.gz'}")
 
 
@@ -67,14 +70,15 @@ def test_segment_writes_a_first_answer_while_the_u_net_trains(capsys, files):
     ("--first-answer", "mask.tif", "tinytrees", "named for two outputs"),
     ("--probabilities", "mask.tif", "tiny", "named for two outputs"),  # the mask would be lost
     ("--first-answer", "first.tif", "tiny", "no first stage"),
+    ("--first-answer", "ann.nii.gz", "tinytrees", "one of the inputs"),  # the strokes would be lost
 ])
 def test_outputs_that_cannot_be_written_are_refused_first(capsys, files, option, name, preset, says):
     d, _ = files
-    before = set(d.iterdir())
+    before = {path: path.read_bytes() for path in d.iterdir()}
     code, _, err = run(capsys, "segment", d / "img.nii.gz", d / "ann.nii.gz", "-o", d / "mask.tif",
                        option, d / name, *FAST, "--preset", preset)
     assert code == 2 and says in err and "Traceback" not in err and "training [" not in err
-    assert set(d.iterdir()) == before
+    assert {path: path.read_bytes() for path in d.iterdir()} == before  # no file new, none changed
 
 
 def test_train_predict_evaluate(capsys, files):
@@ -231,6 +235,6 @@ def test_the_progress_bar_says_why_training_ended_early(capsys):
 
     last = Progress(1270, 0.1, 240.0, 1e6, None, 600.0, done=True, reason="passes", passes=1000.4,
                     max_passes=1000)
-    cli.ProgressBar("Training").update(last)
+    ProgressBar("Training").update(last)
     err = capsys.readouterr().err
     assert "it 1270" in err and "100%" in err and "paint or correct more slices" in err and err.endswith("\n")

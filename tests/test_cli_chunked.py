@@ -65,6 +65,16 @@ def test_bad_chunked_requests_exit_2_with_one_sentence(capsys, files, extra, mes
     assert __import__("re").search(message, err), err
 
 
+def test_an_output_never_replaces_the_image_it_predicts(capsys, files):
+    d = files
+    assert run(capsys, "predict", d / "img.tif", "-m", d / "m.pt", "-o", d / "in.zarr")[0] == 0
+    before = {p: p.read_bytes() for p in [*(d / "in.zarr").rglob("*"), d / "img.tif"] if p.is_file()}
+    for image, output in ((f"{d / 'in.zarr'}:0", d / "in.zarr"), (d / "img.tif", d / "img.tif")):
+        code, _, err = run(capsys, "predict", image, "-m", d / "m.pt", "-o", output)
+        assert code == 2 and "is one of the inputs" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in before} == before
+
+
 @pytest.mark.parametrize("oblique", [False, True])
 def test_a_rotated_nifti_predicted_to_zarr_says_the_rotation_is_not_kept(capsys, files, oblique):
     import nibabel as nib

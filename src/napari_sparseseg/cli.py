@@ -10,27 +10,20 @@ import argparse
 import json
 import signal
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from ._terminal import Terminal
 from .core import grid, io, zarr_io
 from .core.config import DEFAULT_PRESET, PRESETS, resolve
 from .core.events import (
-    ENDED_EARLY,
     ChunkedPredictRequest,
-    ChunkProgress,
-    Failed,
-    Message,
     Outputs,
-    PredictionReady,
     PredictRequest,
-    Progress,
     TrainRequest,
-    Written,
 )
 from .core.labels import as_labels
 from .core.metrics import evaluate, format_table
@@ -174,7 +167,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_train(args) -> None:
-    _check_outputs(model=args.output)
+    _check_outputs(model=args.output, inputs=_inputs(args))
     request, _ = _train_request(args, predict_after=False)
     _run(replace(request, outputs=Outputs(model=args.output)))
 
@@ -188,13 +181,13 @@ def _run_predict(args) -> None:
         if grid.is_oblique(path):
             _say(f"note: {args.output} keeps the voxel size of {path} but not the rotation in its affine "
                  "(OME-Zarr stores none); write a .nii.gz mask to keep it.")
-        _distinct(args.output, args.probabilities)
+        _distinct((args.output, args.probabilities), (path, args.model))
         _run(ChunkedPredictRequest(
             volume.array, _model_file(args.model), args.output, args.probabilities, spacing=volume.spacing,
             unit=volume.unit, chunks=_parse_chunks(args.chunks), infer_overrides=overrides,
             scheduler=args.scheduler, cluster=args.cluster, workers=args.workers, source=str(volume.path)))
         return
-    _check_outputs(args.output, args.probabilities)
+    _check_outputs(args.output, args.probabilities, inputs=(path, args.model))
     lazy = level is not None or zarr_io.is_zarr(path)
     image = _in_memory(zarr_io.open_lazy(path, level)) if lazy else io.read_volume(path)
     outputs = Outputs(args.output, args.probabilities, like=image)
@@ -238,7 +231,8 @@ def _parse_chunks(text):
 
 
 def _run_segment(args) -> None:
-    _check_outputs(args.output, args.probabilities, args.first_answer, model=args.save_model)
+    _check_outputs(args.output, args.probabilities, args.first_answer, model=args.save_model,
+                   inputs=_inputs(args))
     request, image = _train_request(args, predict_after=True)
     outputs = Outputs(args.output, args.probabilities, args.save_model, image, args.first_answer)
     terminal = _run(replace(request, outputs=outputs))
@@ -265,11 +259,11 @@ def _run_measure(args) -> None:
 
     if args.csv:
         io.check_writable(args.csv)
-    mask = measure.read_mask(args.mask, args.image)
+    image = io.read_volume(args.image) if args.image else None
+    mask = measure.read_mask(args.mask, image)
     names = ("background", *args.names) if args.names else None
-    image = io.read_volume(args.image).data if args.image else None
     probs = io.read_probabilities(args.probabilities).data if args.probabilities else None
-    rows = measure.class_table(mask.data, mask.spacing, names, probs, image)
+    rows = measure.class_table(mask.data, mask.spacing, names, probs, image.data if image else None)
     text = measure.format_classes(rows, mask.unit)
     if args.follow_up:
         second = measure.read_mask(args.follow_up)
@@ -313,9 +307,9 @@ def _run_demo(args) -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def _check_outputs(*masks, model=None) -> None:
-    """Fail before any work if an output cannot be written or two outputs name one file."""
-    _distinct(*masks, model)
+def _check_outputs(*masks, model=None, inputs=()) -> None:
+    """Fail before any work if an output cannot be written, or it names an input or another output."""
+    _distinct((*masks, model), inputs)
     for path in masks:
         if path is not None:
             io.file_format(path)
@@ -324,12 +318,22 @@ def _check_outputs(*masks, model=None) -> None:
         io.check_writable(model)
 
 
-def _distinct(*paths) -> None:
-    """Two outputs in one file would leave only the one written last."""
-    named = [Path(p).resolve() for p in paths if p is not None]
-    for i, path in enumerate(named):
-        if path in named[:i]:
+def _distinct(outputs, inputs=()) -> None:
+    """Refuse an output in the file of an input or of another output: one of them would be lost."""
+    given = [Path(p) for p in inputs if p is not None and Path(p).exists()]
+    named = set()
+    for path in (Path(p) for p in outputs if p is not None):
+        if path.exists() and any(path.samefile(p) for p in given):
+            raise ValueError(f"{path} is one of the inputs; write the output to another file, or it would "
+                             "replace that input.")
+        if path.resolve() in named:
             raise ValueError(f"{path} is named for two outputs; give each output a file of its own.")
+        named.add(path.resolve())
+
+
+def _inputs(args) -> tuple:
+    """The files a training command reads: images and annotations."""
+    return args.image, args.annotations, *(p for pair in args.pair for p in pair)
 
 
 def _train_request(args, predict_after: bool) -> tuple[TrainRequest, io.Volume]:
@@ -367,25 +371,6 @@ def _run(job) -> Terminal:
     return terminal
 
 
-class Terminal:
-    """``send`` for the command line: progress bars and messages on stderr; keeps the prediction."""
-
-    def __init__(self):
-        self.bars = {Progress: ProgressBar("training"), ChunkProgress: ProgressBar("predicting")}
-        self.prediction: PredictionReady | None = None
-        self.failed = ""
-
-    def __call__(self, event) -> None:
-        if type(event) in self.bars:
-            self.bars[type(event)].update(event)
-        elif isinstance(event, (Message, Written)):
-            _say(str(event))
-        elif isinstance(event, PredictionReady) and not event.early:
-            self.prediction = event
-        elif isinstance(event, Failed):
-            self.failed = event.message
-
-
 def _write_demo(folder: Path, sample, labels) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in (("image", sample.image), ("annotations", sample.annotation),
@@ -410,33 +395,6 @@ def _stop_on_interrupt():
         yield lambda: bool(requested)
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr, redrawn at most five times a second."""
-
-    def __init__(self, label: str, width: int = 24):
-        self.label, self.width, self.last = label, width, 0.0
-
-    def update(self, event) -> None:
-        """Draw a training :class:`Progress` or a :class:`ChunkProgress`."""
-        if isinstance(event, ChunkProgress):
-            fraction, done, end = event.done / event.total, event.done == event.total, "\n"
-            text = f"{event.done}/{event.total} tasks"
-        else:
-            fraction, done = event.fraction, event.done
-            advice = f"{ENDED_EARLY[event.reason]}\n" if event.reason in ENDED_EARLY else ""
-            end = f"  ({event.reason})\n{advice}"
-            text = (f"it {event.iteration}  loss {event.loss:.4f}  {event.elapsed:.0f} s  "
-                    f"{event.voxels_per_s / 1e6:.2f} Mvox/s")
-        now = time.perf_counter()
-        if not done and now - self.last < 0.2:
-            return
-        self.last = now
-        filled = int(fraction * self.width)
-        bar = "#" * filled + "." * (self.width - filled)
-        sys.stderr.write(f"\r{self.label} [{bar}] {100 * fraction:3.0f}%  {text}" + (end if done else ""))
-        sys.stderr.flush()
 
 
 def _say(message: str) -> None:

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core import checkpoint, chunked, trainer, trees
+from napari_sparseseg.core import checkpoint, chunked, jobs, trainer, trees
+from napari_sparseseg.core import io as napari_io
 from napari_sparseseg.core.checkpoint import Segmenter
 from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig, replace
 from napari_sparseseg.core.events import (
     Failed,
+    Message,
     ModelReady,
     Outputs,
     PredictionReady,
@@ -264,9 +266,10 @@ def test_a_job_answers_early_then_with_exactly_the_model_it_sends(sample, monkey
     assert early.early and not final.early and not np.array_equal(early.probabilities, final.probabilities)
 
 
-def test_the_first_answer_is_on_disk_before_the_u_net_trains(sample, tmp_path):
+def test_the_first_answer_is_on_disk_before_the_u_net_trains(sample, tmp_path, monkeypatch):
     """``Outputs.first`` (``sparseseg segment --first-answer``): the trees' answer is written, and
     said, before the U-Net's first iteration; the mask at the end is the final model's."""
+    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL", 0.0)  # every iteration's progress is sent
     config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu")
     outputs = Outputs(mask=tmp_path / "mask.tif", first=tmp_path / "first.tif")
     events = []
@@ -274,12 +277,39 @@ def test_the_first_answer_is_on_disk_before_the_u_net_trains(sample, tmp_path):
                      outputs=outputs), events.append)
     said = [i for i, e in enumerate(events) if isinstance(e, Written)]
     stepped = next(i for i, e in enumerate(events) if isinstance(e, Progress) and e.iteration >= 1)
-    assert said[0] < stepped < said[1] and "training goes on" in str(events[said[0]])
+    assert said[0] < stepped < said[1] and str(events[said[0]]).startswith("first answer written to")
+    assert [e.iteration for e in events if isinstance(e, Progress)][-3:] == [1, 2, 2]  # the U-Net's steps
     assert [events[i].path for i in said] == [str(outputs.first), str(outputs.mask)]
     model = checkpoint.from_bytes(next(e for e in events if isinstance(e, ModelReady)).model)
     np.testing.assert_array_equal(read_volume(outputs.first).data,
                                   predict(_alone(model), sample.image, early=True).labels)
     np.testing.assert_array_equal(read_volume(outputs.mask).data, predict(model, sample.image).labels)
+
+
+def test_a_first_answer_that_cannot_be_written_is_said_and_training_goes_on(sample, tmp_path, monkeypatch):
+    """A disk that filled since the start (the write's one sentence), or a stop before the trees
+    answered: a line says that no first answer was written; the job goes on as without it."""
+    write = napari_io.write_volume
+
+    def full(path, *args, **kwargs):
+        if path.name == "first.tif":
+            raise ValueError(f"Cannot write {path}: no space left on device.")
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(napari_io, "write_volume", full)
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu")
+    outputs = Outputs(mask=tmp_path / "mask.tif", first=tmp_path / "first.tif")
+    events = []
+    run(TrainRequest((sample.image,), (sample.annotation,), sample.spacing, None, MODEL, config,
+                     outputs=outputs), events.append)
+    said = [str(e) for e in events if isinstance(e, (Message, Written))]
+    assert any(m.startswith("The first answer was not written: Cannot write") for m in said)
+    assert said[-1].startswith("mask written to") and not outputs.first.exists()
+    events = []
+    run(TrainRequest((sample.image,), (sample.annotation,), sample.spacing, None, MODEL, config,
+                     outputs=outputs), events.append, should_stop=lambda: True)
+    said = [str(e) for e in events if isinstance(e, Message)]
+    assert f"No first answer was written to {outputs.first}" in said[-1] and isinstance(events[-1], Failed)
 
 
 def test_a_continued_rounds_early_answer_scores_every_round(sample, trained):

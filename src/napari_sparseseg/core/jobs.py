@@ -93,16 +93,17 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
         list(job.images), list(job.annotations), job.model_config, job.train_config, job.spacing, init,
         job.class_names, job.names, job.infer_config,
     )
+    first = job.outputs.first
+    staged = job.predict_after and segmenter.net.pointwise is not None  # an answer before the U-Net's
+    if first is not None and not staged:
+        why = ("this model has no first stage (filters and trees, as preset 'fast' has) to answer before "
+               "its U-Net trains" if job.predict_after else "this job predicts nothing")
+        raise ValueError(f"No first answer can be written to {first}: {why}; leave that output out.")
     _check_space(job.outputs, images[0].size, segmenter.n_classes)
     for note in _surprises(segmenter, images, annotations, init):
         send(Message(note))
     last_sent, last_preview, wait = 0.0, time.perf_counter(), job.preview_every
-    early = (job.early_answer or job.outputs.first is not None) and job.predict_after
-    if job.outputs.first is not None and segmenter.net.pointwise is None:
-        raise ValueError(f"This model has no first stage (filters and trees, as preset 'fast' has) to "
-                         f"answer before its U-Net trains, so no first answer can be written to "
-                         f"{job.outputs.first}; leave that output out.")
-    early = early and segmenter.net.pointwise is not None
+    early = staged and (job.early_answer or first is not None)
     event, stepped = None, False
     for event in trainer.train(segmenter, images, annotations, job.train_config, should_stop):
         stepped = stepped or not event.done
@@ -120,6 +121,9 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
             send(_preview(segmenter, images[0], plane, infer_settings(segmenter, job), event.iteration))
             last_preview = time.perf_counter()
             wait = max(job.preview_every, PREVIEW_SHARE * (last_preview - now))
+    if early and first is not None:
+        send(Message(f"No first answer was written to {first}: training stopped before the first stage "
+                     "answered."))
     if not (stepped and trainer.ready(segmenter)):  # an untrained model must not replace a good one
         send(Failed("Stopped before the first training step; nothing was trained or written."))
         return
@@ -138,11 +142,15 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
 def _first_answer(segmenter, image: np.ndarray, job: TrainRequest, send) -> None:
     """Predict and send the first stage's answer while training waits; write it to ``outputs.first``.
 
-    A new model's trees are scored with early stopping (a trained U-Net reads every round of them)."""
+    A new model's trees are scored with early stopping (a trained U-Net reads every round of them).
+    A file that cannot be written (a disk filled since the start) is said; training goes on."""
     alone = not segmenter.net.corrects
     outputs = Outputs(mask=job.outputs.first, like=job.outputs.like)
-    for done in _predict(segmenter, image, replace(job, outputs=outputs), send, early=alone):
-        send(Written(done.path, f"first answer{done.what.removeprefix('mask')[:-1]}; training goes on)"))
+    try:
+        for done in _predict(segmenter, image, replace(job, outputs=outputs), send, alone, "first answer"):
+            send(done)
+    except ValueError as err:
+        send(Message(f"The first answer was not written: {err} Training goes on."))
     segmenter.net.train()
 
 
@@ -181,12 +189,13 @@ def _preview(segmenter, image, view, infer_config, iteration) -> Preview:
     return Preview(axis, index, np.take(labels, index - start, axis=axis), iteration)
 
 
-def _predict(segmenter, image: np.ndarray, job, send, early: bool = False) -> list[Written]:
+def _predict(segmenter, image: np.ndarray, job, send, early: bool = False,
+             name: str = "mask") -> list[Written]:
     """Predict ``image`` whole, send the result, write the job's mask and probabilities files.
 
     ``early``: napari's early answer, scored fast (see :func:`.inference.predict`); its flatter
-    probabilities give no uncertainty. Returns the :class:`Written` events, for the caller to send
-    once the files are in place."""
+    probabilities give no uncertainty. ``name`` is what the mask is called when it is said to be
+    written. Returns the :class:`Written` events, for the caller to send once the files are in place."""
     from .inference import predict, prediction_window
     from .uncertainty import entropy
 
@@ -201,7 +210,7 @@ def _predict(segmenter, image: np.ndarray, job, send, early: bool = False) -> li
     outputs, written = job.outputs, []
     if outputs.mask is not None:
         io.write_volume(outputs.mask, result.labels, like=outputs.like)
-        written.append(Written(str(outputs.mask), f"mask (values: {legend(segmenter.class_names)})"))
+        written.append(Written(str(outputs.mask), f"{name} (values: {legend(segmenter.class_names)})"))
     if outputs.probabilities is not None:
         io.write_probabilities(outputs.probabilities, result.probabilities, like=outputs.like)
         written.append(Written(str(outputs.probabilities), "probabilities (0..255)"))

@@ -44,13 +44,12 @@ def check_mask(mask: np.ndarray, name: str = "the mask") -> np.ndarray:
     return as_labels(mask, name)
 
 
-def read_mask(path, image_path=None) -> Volume:
+def read_mask(path, image: Volume | None = None) -> Volume:
     """The mask file ``path`` as a checked label volume; a ``.npy`` mask, which stores no voxel size,
-    takes the spacing and unit of the image file ``image_path`` when given."""
+    takes the spacing and unit of ``image`` (the volume it segments) when given."""
     mask = read_volume(path)
     data = check_mask(mask.data, str(path))
-    if image_path and file_format(path) == "npy":
-        image = read_volume(image_path)
+    if image is not None and file_format(path) == "npy":
         return Volume(data, image.spacing, path=path, unit=image.unit)
     return Volume(data, mask.spacing, mask.affine, mask.header, path, mask.unit)
 
