@@ -30,7 +30,7 @@ class Terminal:
         elif isinstance(event, (Message, Written)):
             for bar in self.bars.values():
                 bar.end_line()
-            print(str(event), file=sys.stderr)
+            sys.stderr.write(f"{event}\n")
         elif isinstance(event, PredictionReady) and not event.early:
             self.prediction = event
         elif isinstance(event, Failed):
