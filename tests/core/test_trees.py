@@ -246,6 +246,20 @@ def test_the_early_answer_stops_scoring_a_voxel_once_its_answer_is_clear(sample,
     assert np.abs(full.reshape(3, -1).T / 255.0 - expected).max() < 0.01
 
 
+def test_a_volume_too_large_to_predict_whole_stops_early_too(sample, trained, monkeypatch):
+    """The early answer of a volume whose features would not fit (predicted chunk by chunk) scores
+    the trees with early stopping as the whole volume's does, not with every round."""
+    from napari_sparseseg.core import inference
+
+    alone, config = _alone(trained), inference.InferConfig(window=(8, 16, 16), device="cpu")
+    whole = predict(alone, sample.image, config, early=True)
+    monkeypatch.setattr(inference, "MAX_FEATURE_BYTES", 1000)
+    early, full = (predict(alone, sample.image, config, early=e) for e in (True, False))
+    assert np.mean(early.labels == whole.labels) > 0.999  # equal but for ties
+    assert np.abs(early.probabilities.astype(int) - whole.probabilities).max() <= 1
+    assert np.abs(early.probabilities.astype(int) - full.probabilities).max() > 10  # flatter: stopped early
+
+
 def test_a_job_answers_early_then_with_exactly_the_model_it_sends(sample, monkeypatch):
     """napari's job: the early answer (the trees alone) first, then the final answer, which must be
     what the model it hands over predicts: nothing of the early scoring may leak into it. The early

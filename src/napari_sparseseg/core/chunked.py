@@ -100,6 +100,7 @@ class _Plan:
     depth: tuple[int, int, int]  # halo read around a chunk: windows (window - 1) plus filters
     filters: tuple[int, int, int]  # the part of the halo only the filter bank needs
     batch_size: int
+    early: bool = False  # trees scored with early stopping (see .inference.predict)
 
 
 def default_chunks(shape, window) -> tuple[int, int, int]:
@@ -137,7 +138,8 @@ def overhead(chunks, window) -> float:
     return math.prod(1 + (len(c) - 1) * (w - 1) / sum(c) for c, w in zip(chunks, window))
 
 
-def predict_dask(image, segmenter: Segmenter, config: InferConfig | None = None, chunks=None) -> Prediction:
+def predict_dask(image, segmenter: Segmenter, config: InferConfig | None = None, chunks=None,
+                 early: bool = False) -> Prediction:
     """Lazy dense prediction of a (Z, Y, X) array of any size.
 
     Parameters
@@ -152,6 +154,9 @@ def predict_dask(image, segmenter: Segmenter, config: InferConfig | None = None,
     chunks : (int, int, int), optional
         Chunk edge; default :func:`default_chunks`. Bigger chunks waste less work at borders
         and need more memory per dask task.
+    early : bool
+        Score boosted trees with early stopping, as :func:`.inference.predict` does (napari's
+        early answer of a volume too large to predict whole).
 
     Returns
     -------
@@ -160,12 +165,13 @@ def predict_dask(image, segmenter: Segmenter, config: InferConfig | None = None,
         nothing has computed yet; store them (:func:`.zarr_io.store_prediction`) or slice them.
         Voxel for voxel they equal :func:`.inference.predict` of the whole volume.
     """
-    probs = probabilities_dask(image, segmenter, config, chunks)
+    probs = probabilities_dask(image, segmenter, config, chunks, early)
     labels = probs.map_blocks(labels_uint8, drop_axis=0, dtype=np.uint8)
     return Prediction(labels, probs.map_blocks(_uint8_copy, dtype=np.uint8))
 
 
-def probabilities_dask(image, segmenter: Segmenter, config: InferConfig | None = None, chunks=None):
+def probabilities_dask(image, segmenter: Segmenter, config: InferConfig | None = None, chunks=None,
+                       early: bool = False):
     """Lazy float32 class probabilities (K, Z, Y, X) of ``image``; see :func:`predict_dask`."""
     config = config or segmenter.infer
     check_channels(segmenter)
@@ -176,7 +182,7 @@ def probabilities_dask(image, segmenter: Segmenter, config: InferConfig | None =
     filters = tuple(h if len(c) > 1 else 0 for c, h in zip(grid, stem.halo() if stem else (0, 0, 0)))
     depth = tuple(w - 1 + h if len(c) > 1 else 0 for c, w, h in zip(grid, window, filters))
     plan = _Plan(tuple(image.shape), window, window_grid(image.shape, window, config.overlap), depth,
-                 filters, config.batch_size)
+                 filters, config.batch_size, early)
     common = {"chunks": ((segmenter.n_classes,), *grid), "dtype": np.float32, "name": "sparseseg-predict",
               "meta": np.empty((0, 0, 0, 0), np.float32), "plan": plan,
               "payload": dask.delayed(ModelPayload(to_bytes(segmenter), config), pure=True)}
@@ -218,7 +224,7 @@ def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_
         raise RuntimeError(f"Chunk at {core} came with shape {block.shape}, expected {expected}.")
     source = segmenter.normalization.apply(_finite(block, core, private), in_place=True)
     crop, origin = _window_crop(origin, core, plan)
-    source = model_inputs(segmenter, source, crop)
+    source = model_inputs(segmenter, source, crop, early=plan.early)
     pad = [(0, 0)] + [(0, max(0, w - s)) if hi == s else (0, 0)
                       for w, s, (_, hi) in zip(plan.window, plan.shape, core)]
     source = np.pad(source, pad) if any(p for _, p in pad) else source

@@ -219,7 +219,7 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
     check_channels(segmenter)
     stem = segmenter.net.stem
     if stem is not None and image.size * segmenter.net.stage_channels * STORED().itemsize > MAX_FEATURE_BYTES:
-        return _predict_in_chunks(segmenter, image, config)
+        return _predict_in_chunks(segmenter, image, config, early)
     probs = sliding_window(
         model_inputs(segmenter, segmenter.normalization.apply(image), early=early),
         segmenter_predictor(segmenter, config),
@@ -230,12 +230,13 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
     return Prediction(labels_uint8(probs), probabilities_uint8(probs))
 
 
-def _predict_in_chunks(segmenter: Segmenter, image: np.ndarray, config: InferConfig) -> Prediction:
+def _predict_in_chunks(segmenter: Segmenter, image: np.ndarray, config: InferConfig,
+                       early: bool = False) -> Prediction:
     import dask
 
     from .chunked import predict_dask
 
-    lazy = predict_dask(image, segmenter, config)
+    lazy = predict_dask(image, segmenter, config, early=early)
     labels, probabilities = dask.compute(lazy.labels, lazy.probabilities, scheduler="threads", num_workers=1)
     return Prediction(labels, probabilities)
 
