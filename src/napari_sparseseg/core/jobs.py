@@ -143,13 +143,16 @@ def _first_answer(segmenter, image: np.ndarray, job: TrainRequest, send) -> None
     """Predict and send the first stage's answer while training waits; write it to ``outputs.first``.
 
     A new model's trees are scored with early stopping (a trained U-Net reads every round of them).
-    A file that cannot be written (a disk filled since the start) is said; training goes on."""
+    A file that cannot be written (a disk filled since the start) is said; training goes on. Without
+    a file, an error fails the job as any prediction's does."""
     alone = not segmenter.net.corrects
     outputs = Outputs(mask=job.outputs.first, like=job.outputs.like)
     try:
         for done in _predict(segmenter, image, replace(job, outputs=outputs), send, alone, "first answer"):
             send(done)
     except ValueError as err:
+        if job.outputs.first is None:  # napari's early answer writes nothing: a real failure
+            raise
         send(Message(f"The first answer was not written: {err} Training goes on."))
     segmenter.net.train()
 
