@@ -238,3 +238,7 @@ def test_the_progress_bar_says_why_training_ended_early(capsys):
     ProgressBar("Training").update(last)
     err = capsys.readouterr().err
     assert "it 1270" in err and "100%" in err and "paint or correct more slices" in err and err.endswith("\n")
+    assert "the trees'" not in err
+    ProgressBar("Training").update(replace(last, reason="time", kept_first=True))
+    err = capsys.readouterr().err
+    assert "(time)\nThe U-Net did not yet label the painted slices better than the trees" in err

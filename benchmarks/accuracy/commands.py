@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from napari_sparseseg.core.events import KEPT_FIRST
+
 REPO = Path(__file__).resolve().parents[2]
 SPARSESEG = Path(sys.executable).parent / "sparseseg"
 _PREDICTED = re.compile(r"predicted ([\d,]+) voxels in ([\d.]+) s")
@@ -86,6 +88,7 @@ def net(
     iterations = _ITERATION.findall(run["stderr"])
     if iterations:
         found.update(iterations=int(iterations[-1][0]), train_s=float(iterations[-1][1]))
+    found["kept_trees"] = KEPT_FIRST in run["stderr"]  # the U-Net's correction was dropped (core.judge)
     return found
 
 

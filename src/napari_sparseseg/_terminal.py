@@ -7,6 +7,7 @@ import time
 
 from .core.events import (
     ENDED_EARLY,
+    KEPT_FIRST,
     ChunkProgress,
     Failed,
     Message,
@@ -57,6 +58,7 @@ class ProgressBar:
         else:
             fraction, done = event.fraction, event.done
             advice = f"{ENDED_EARLY[event.reason]}\n" if event.reason in ENDED_EARLY else ""
+            advice += f"{KEPT_FIRST}\n" if event.kept_first else ""
             end = f"  ({event.reason})\n{advice}"
             text = (f"it {event.iteration}  loss {event.loss:.4f}  {event.elapsed:.0f} s  "
                     f"{event.voxels_per_s / 1e6:.2f} Mvox/s")

@@ -48,6 +48,7 @@ from ._worker import Worker
 from .core import zarr_io
 from .core.events import (
     ENDED_EARLY,
+    KEPT_FIRST,
     ChunkedPredictionReady,
     ChunkedPredictRequest,
     ChunkProgress,
@@ -389,6 +390,7 @@ class SparseSegWidget(QWidget):
             more += (f" Only {event.iterations} iterations fit in the time budget, so the answer is rough: "
                      "press Continue training or raise the time budget.")
         more += f" {ENDED_EARLY[event.reason]}" if event.reason in ENDED_EARLY else ""
+        more += f" {KEPT_FIRST}" if event.kept_first else ""
         show_info(f"Training stopped after {event.iterations} iterations ({event.reason}).{more}")
         self.status.setText(f"Model ready after {event.iterations} iterations.{more}")
 

@@ -25,6 +25,7 @@ from napari_sparseseg.core.filters import FilterBank
 from napari_sparseseg.core.inference import model_inputs, predict
 from napari_sparseseg.core.io import read_volume
 from napari_sparseseg.core.jobs import run
+from napari_sparseseg.core.judge import Judge
 from napari_sparseseg.core.metrics import evaluate
 from napari_sparseseg.core.normalize import Normalization
 from napari_sparseseg.core.synthetic import make_sample
@@ -41,9 +42,14 @@ def sample():
 
 @pytest.fixture(scope="module")
 def trained(sample):
+    """Trees and a U-Net that corrects them: 30 iterations do not yet label the painted voxels
+    better than the trees, so the judge is overruled to keep the U-Net's correction for the tests
+    of its predictions (chunk borders, round trips)."""
     config = TrainConfig(patch_size=(16, 48, 48), iterations=30, device="cpu", seed=0)
-    return fit([sample.image], [sample.annotation], MODEL, config, sample.spacing,
-               class_names=sample.class_names)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Judge, "improves", lambda self: True)
+        return fit([sample.image], [sample.annotation], MODEL, config, sample.spacing,
+                   class_names=sample.class_names)
 
 
 def test_trees_and_u_net_learn_tubules_in_a_small_budget(sample, trained):
@@ -365,3 +371,49 @@ def test_a_budget_that_ends_before_the_u_net_warm_up_keeps_the_first_stage_answe
     assert not segmenter.net.head.weight.any()  # the U-Net as it started: exactly the trees' answer
     assert not trainer._warmup_cut_short(config, 3, 2.0, 1.0, 50)  # 0.5 s per step: 119 more fit
     assert trainer._warmup_cut_short(config, 3, 50.0, 49.0, 50)  # 10 s left at 0.5 s per step
+
+
+def _one_hot(labels, n=3):
+    """Logits (1, n, len(labels), 1, 1) whose top class is ``labels``."""
+    return 5.0 * torch.nn.functional.one_hot(torch.tensor(labels), n).T.reshape(1, n, -1, 1, 1).float()
+
+
+def test_the_judge_keeps_the_u_net_only_where_it_labels_the_painted_voxels_better():
+    y = torch.tensor([0, 1, 1, 2, -1]).reshape(1, 5, 1, 1)  # the last voxel is unpainted
+    judge = Judge(3)
+    assert judge.improves()  # nothing judged: no evidence against the U-Net
+    judge.add(_one_hot([0, 1, 1, 2, 0]), _one_hot([0, 1, 0, 2, 2]), y)
+    assert judge.improves()
+    np.testing.assert_array_equal(judge.counts[1], [[1, 1, 0], [0, 1, 0], [0, 0, 1]])  # predicted × true
+    worse = Judge(3)
+    worse.add(_one_hot([0, 1, 0, 2, 2]), _one_hot([0, 1, 1, 2, 0]), y)
+    assert not worse.improves()
+    level = Judge(3)  # a tie keeps the first stage; the unpainted voxel counts for neither
+    level.add(_one_hot([0, 1, 1, 0, 2]), _one_hot([0, 1, 1, 0, 0]), y)
+    assert not level.improves() and level.counts.sum() == 8
+
+
+def test_a_u_net_no_better_than_the_trees_leaves_their_answer_and_says_so(sample, monkeypatch):
+    """The batches of the last quarter of the U-Net's iterations (two of eight) are judged before
+    the step learns from them. Where the U-Net labels them no better than the trees' out-of-fold
+    answer, the round ends with the trees' answer (the last layer zero, the other layers keep what
+    they learnt), and the job says so."""
+    judged, add = [], Judge.add
+    monkeypatch.setattr(Judge, "add", lambda self, *a: judged.append(a[2].shape) or add(self, *a))
+    monkeypatch.setattr(Judge, "improves", lambda self: not self.counts.any())  # a judged U-Net loses
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=8, device="cpu")
+    events = []
+    run(TrainRequest((sample.image,), (sample.annotation,), sample.spacing, None, MODEL, config),
+        events.append)
+    assert len(judged) == 2
+    ready = next(e for e in events if isinstance(e, ModelReady))
+    done = [e for e in events if isinstance(e, Progress)][-1]
+    assert ready.kept_first and done.kept_first and done.iteration == 8
+    model = checkpoint.from_bytes(ready.model)
+    assert not model.net.head.weight.any() and not model.net.head.bias.any() and not model.net.corrects
+    fresh = prepare([sample.image], [sample.annotation], MODEL, config, sample.spacing)[0]
+    before = fresh.net.state_dict()
+    learnt = [k for k, v in model.net.state_dict().items()
+              if k.split(".")[0] not in ("head", "pointwise", "stem") and v.is_floating_point()
+              and not torch.equal(v, before[k])]
+    assert learnt  # the U-Net's other layers keep what they learnt, for the next round

@@ -213,6 +213,9 @@ def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_la
     assert "Only 5 iterations" in widget.status.text() and "Continue training" in widget.status.text()
     widget._on_model(ModelReady(widget.session.model, ("background", "lumen", "wall"), 1242, "passes"))
     assert "paint or correct more slices" in widget.status.text() and "Only" not in widget.status.text()
+    assert "the trees'" not in widget.status.text()
+    widget._on_model(ModelReady(widget.session.model, ("background", "lumen", "wall"), 90, "time", True))
+    assert "this answer is the trees'" in widget.status.text() and "train longer" in widget.status.text()
 
 
 def test_renamed_layers_keep_working(qtbot, setup, errors, tmp_path):

@@ -108,6 +108,10 @@ class DescribeRequest:
 # ------------------------------------------------------------------ events
 
 
+# what to tell the user when the U-Net's correction was dropped (Progress.kept_first)
+KEPT_FIRST = ("The U-Net did not yet label the painted slices better than the trees alone, so this answer "
+              "is the trees': train longer (a larger time budget, or continue training this model) for the "
+              "U-Net to improve on it.")
 # what to tell the user when training ended before its budget for one of these reasons
 ENDED_EARLY = {"passes": "Every painted voxel has been learnt many times over, so more training would only "
                          "fit the painted slices closer: paint or correct more slices to improve it."}
@@ -130,6 +134,7 @@ class Progress:
     first_answer: bool = False
     passes: float = 0.0  # average coverage of each painted voxel by the U-Net's patches so far
     max_passes: float | None = None
+    kept_first: bool = False  # the U-Net did not improve on its first stage: the answer is that stage's
 
     @property
     def fraction(self) -> float:
@@ -162,6 +167,7 @@ class ModelReady:
     class_names: tuple[str, ...]
     iterations: int
     reason: str
+    kept_first: bool = False  # as Progress.kept_first: the answer is the first stage's
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,8 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
     if not (stepped and trainer.ready(segmenter)):  # an untrained model must not replace a good one
         send(Failed("Stopped before the first training step; nothing was trained or written."))
         return
-    send(ModelReady(checkpoint.to_bytes(segmenter), segmenter.class_names, event.iteration, event.reason))
+    send(ModelReady(checkpoint.to_bytes(segmenter), segmenter.class_names, event.iteration, event.reason,
+                    event.kept_first))
     written = []
     with io.all_or_nothing():  # model, mask and probabilities appear together, or none of them
         if job.outputs.model is not None:

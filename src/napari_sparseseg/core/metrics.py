@@ -172,7 +172,12 @@ def evaluate(
         raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}.")
     if top >= n:
         raise ValueError(f"found label {top} but n_classes is {n}; labels must be below n_classes.")
-    matrix = _confusion(pred, truth, n, mask)
+    return from_confusion(_confusion(pred, truth, n, mask), beta, class_names)
+
+
+def from_confusion(matrix: np.ndarray, beta=1.0, class_names: Sequence[str] | None = None) -> dict:
+    """:func:`evaluate`'s result from an (n, n) confusion matrix (rows predicted, columns true)."""
+    n = matrix.shape[0]
     classes = {}
     for k, key in enumerate(_class_keys(n, class_names)):
         entry = class_metrics(*_counts_for(matrix, k), beta=beta)

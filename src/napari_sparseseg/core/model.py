@@ -127,6 +127,13 @@ class UNet3D(nn.Module):
         zero, as a first stage's U-Net starts."""
         return bool(self.head.weight.any() or self.head.bias.any())
 
+    def drop_correction(self) -> None:
+        """Zero the last layer: the model answers as its first stage alone (the U-Net's other layers
+        keep what they learnt, so that training can go on from them)."""
+        with torch.no_grad():
+            self.head.weight.zero_()
+            self.head.bias.zero_()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, Z, Y, X) image -> (B, n_classes, Z, Y, X) logits."""
         if self.stem is not None:

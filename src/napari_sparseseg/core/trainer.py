@@ -20,6 +20,7 @@ from . import device as dev
 from .checkpoint import Segmenter
 from .config import InferConfig, ModelConfig, TrainConfig, pools_for_spacing
 from .events import Progress
+from .judge import LAST, Judge
 from .loss import class_weights, sparse_loss
 from .memory import check_memory
 from .normalize import fit_normalization
@@ -78,6 +79,8 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=_needs_scaler(device))
     voxels = config.batch_size * int(np.prod(sampler.patch))
     averaged, kept, probe = None, copy.deepcopy(net.state_dict()) if warmup else None, None
+    # the trees' answers on painted voxels are out-of-fold: a fair rival (a perceptron's are not)
+    judge = Judge(segmenter.n_classes) if isinstance(net.pointwise, TreeClassifier) else None
     painted, passes = max(sum(int(np.count_nonzero(a)) for a in annotations), 1), 0.0
     while True:
         stopped = stop is not None and stop()
@@ -86,10 +89,12 @@ def train(
             break
         if it == 0 and net.pointwise is not None and not sampler.extra:  # the perceptron's logits, once
             sampler.extra = [volume_logits(net.pointwise, v, device) for v in sampler.images]
-        _set_lr(optim, config, it, clock(), first, warmup, passes)
+        used = _used(config, it, clock(), first, passes)
+        _set_lr(optim, config, it, used, warmup)
         x, y = sampler.sample(config.batch_size)
         passes += np.count_nonzero(y >= 0) / painted  # each painted voxel's coverage, on average
-        loss = train_step(net, optim, scaler, x, y, weight, config.dice_weight, device)
+        judged = judge if judge is not None and used >= 1.0 - LAST else None
+        loss = train_step(net, optim, scaler, x, y, weight, config.dice_weight, device, judged)
         it += 1
         elapsed = clock()
         probe = elapsed if it == 1 else probe
@@ -105,11 +110,14 @@ def train(
                            passes=passes, max_passes=config.max_passes)
     if averaged is not None:
         net.load_state_dict(averaged.module.state_dict())
+    kept_first = judge is not None and net.corrects and not judge.improves()
+    if kept_first:
+        net.drop_correction()
     net.eval()
     elapsed = clock()
     yield Progress(
         it, loss, elapsed, voxels * it / max(elapsed, 1e-9), config.iterations, config.max_time,
-        done=True, reason=reason, passes=passes, max_passes=config.max_passes,
+        done=True, reason=reason, passes=passes, max_passes=config.max_passes, kept_first=kept_first,
     )
 
 
@@ -319,17 +327,15 @@ def _budget_reached(config: TrainConfig, it: int, elapsed: float, passes: float 
     return ""
 
 
-def _set_lr(optim, config: TrainConfig, it: int, elapsed: float, first: float = 0.0,
-            warmup: int = 0, passes: float = 0.0) -> None:
+def _set_lr(optim, config: TrainConfig, it: int, used: float, warmup: int = 0) -> None:
     """Linear warm-up over ``warmup`` iterations, then polynomial decay to zero over whichever
-    budget is further used up.
+    budget is further used up (the share ``used``, :func:`_used`).
 
     Ending at (almost) zero lets the last iterations settle the weights instead of moving the
     decision boundary from one step to the next. ``first`` seconds of the time budget went to
     the pointwise stage; the schedule spans the rest. The warm-up keeps Adam's first, full-size
     steps from overriding the pointwise answer when a short budget leaves only a few iterations.
     """
-    used = _used(config, it, elapsed, first, passes)
     lr = config.learning_rate * max(1.0 - used, 0.0) ** 0.9 * min(1.0, (it + 1) / (warmup + 1))
     for group in optim.param_groups:
         group["lr"] = lr
@@ -357,9 +363,10 @@ def _average(averaged, net, config: TrainConfig, used: float):
     return averaged
 
 
-def train_step(net, optim, scaler, x, y, weight, dice_weight, device) -> float:
+def train_step(net, optim, scaler, x, y, weight, dice_weight, device, judge: Judge | None = None) -> float:
     """One optimiser step of the U-Net stage on numpy inputs ``x`` (the stem's features, or the
-    image without a stem) and targets ``y`` (-1 unpainted); returns the loss (benchmarks time it)."""
+    image without a stem) and targets ``y`` (-1 unpainted); returns the loss (benchmarks time it).
+    A ``judge`` counts the batch's answers first (a first stage's logits follow the features in ``x``)."""
     fmt = dev.memory_format(device)
     x = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
     y = torch.from_numpy(y).to(device)
@@ -367,6 +374,8 @@ def train_step(net, optim, scaler, x, y, weight, dice_weight, device) -> float:
     with dev.autocast(device):
         logits = net.from_features(x)
     loss = sparse_loss(logits, y, weight, dice_weight)
+    if judge is not None:
+        judge.add(logits, x[:, net.stem.out_channels:], y)
     scaler.scale(loss).backward()
     scaler.step(optim)
     scaler.update()
