@@ -14,14 +14,10 @@ Each (dataset, budget) appends one JSON line to ``benchmarks/results/accuracy/pr
 
 from __future__ import annotations
 
-import argparse
-import json
-
 from napari_sparseseg.core import inference, trainer
-from napari_sparseseg.core.config import preset, replace
+from napari_sparseseg.core.config import replace
 
-from .._docs import replace_section
-from . import data, protocol
+from . import inprocess, protocol
 from .run import RESULTS, machine
 
 LOG = RESULTS / "prior_weights.jsonl"
@@ -37,12 +33,8 @@ INTRO = ("Reproduce with `PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.p
 
 def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict:
     """Train the default on ``name`` for ``budget`` s; mean foreground Dice per prediction weight."""
-    dataset = data.load(name)
-    annotation = protocol.paint(dataset.truth, k)
-    chosen = preset("fast")
-    config = replace(chosen.train, max_time=budget, iterations=None, seed=seed)
-    segmenter, images, annotations = trainer.prepare([dataset.image], [annotation], chosen.model, config,
-                                                     dataset.spacing)
+    dataset, annotation, chosen, config, (segmenter, images, annotations) = inprocess.default_round(
+        name, budget, k, seed)
     last = list(trainer.train(segmenter, images, annotations, config))[-1]
     row = {"dataset": name, "budget_s": budget, "k": k, "seed": seed, "iterations": last.iteration}
     trained = segmenter.net.config
@@ -56,25 +48,7 @@ def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datasets", nargs="*", help=f"any of {', '.join(data.NAMES)}; none: only render")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[120.0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--docs", action="store_true")
-    args = parser.parse_args(argv)
-    unknown = set(args.datasets) - set(data.NAMES)
-    if unknown:
-        parser.error(f"unknown dataset(s) {', '.join(sorted(unknown))}; choose from {', '.join(data.NAMES)}")
-    for name in args.datasets:
-        for budget in args.budgets:
-            row = run(name, budget, seed=args.seed)
-            print(json.dumps(row), flush=True)
-            with LOG.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-    if args.docs:
-        rows = [json.loads(line) for line in LOG.read_text().splitlines()]
-        replace_section(HEADING, "\n".join([HEADING, "", INTRO, "", *table(rows)]))
-    return 0
+    return inprocess.main(argv, __doc__.splitlines()[0], run, LOG, HEADING, INTRO, table, [120.0])
 
 
 def table(rows: list[dict]) -> list[str]:

@@ -1,0 +1,93 @@
+"""Does the judge (:mod:`napari_sparseseg.core.judge`) keep the U-Net where it helps? (not in CI)
+
+Trains the default once per dataset and budget with the U-Net's correction always kept, counting
+on every batch how the U-Net and the trees' out-of-fold answer label its painted voxels (what
+:class:`~napari_sparseseg.core.judge.Judge` counts over the last quarter). Then scores, on the
+unpainted voxels against the truth, the model with its correction and the trees alone (the last
+layer zeroed): the judge is right where it picks the better of the two::
+
+    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.judged nuclei mni --budgets 60 120 --docs
+
+Each (dataset, budget) appends one JSON line to ``benchmarks/results/accuracy/judged.jsonl``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_sparseseg.core import inference, judge, trainer
+from napari_sparseseg.core.metrics import from_confusion
+
+from . import inprocess, protocol
+from .run import RESULTS, engine, machine
+
+LOG = RESULTS / "judged.jsonl"
+HEADING = "## Keeping the trees' answer until the U-Net improves on it (in-process, K = 3)"
+INTRO = ("Reproduce with `PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.judged DATASET --budgets "
+         "SECONDS --docs` (2-core CPU, quiet, seed 0). Mean foreground Dice on the unpainted voxels of "
+         "one trained default with its U-Net's correction and without it (the trees alone); *judged* = "
+         "the U-Net's Dice minus the trees' out-of-fold Dice on the painted voxels of the batches of the "
+         "last quarter of its iterations, before each step learnt from them. The judge keeps the "
+         "correction where *judged* > 0. Budgets whose U-Net was skipped (too short for the folds or its "
+         "warm-up) have no row. The rows of engine `888b84960a` (2026-12-06 13:16–13:44) came from this "
+         "script's first version, which counted the same batches by wrapping the loss before the judge "
+         "was built; the nuclei's 120 s row shared the CPU with a test run for about two minutes.")
+
+
+def _dice(counts) -> float:
+    return from_confusion(np.asarray(counts))["mean_foreground"]["dice"]
+
+
+def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict | None:
+    """Train the default on ``name`` for ``budget`` s, judging every batch; None if the U-Net was skipped."""
+    dataset, annotation, chosen, config, (segmenter, images, annotations) = inprocess.default_round(
+        name, budget, k, seed)
+    batches, add, keep, last_share = [], judge.Judge.add, judge.Judge.improves, trainer.LAST
+
+    def counted(self, *batch):
+        before = self.counts.copy()
+        add(self, *batch)
+        batches.append(self.counts - before)
+
+    judge.Judge.add, judge.Judge.improves, trainer.LAST = counted, lambda self: True, 1.0
+    try:
+        last = list(trainer.train(segmenter, images, annotations, config))[-1]
+    finally:
+        judge.Judge.add, judge.Judge.improves, trainer.LAST = add, keep, last_share
+    if not segmenter.net.corrects:
+        return None
+    score = {}
+    for answer in ("U-Net", "trees"):
+        if answer == "trees":
+            segmenter.net.drop_correction()
+        labels = inference.predict(segmenter, dataset.image, chosen.infer).labels
+        scored = protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)
+        score[answer] = scored["mean_fg_dice"]
+    quarter = np.sum(batches[len(batches) - max(1, len(batches) // 4):], 0)
+    return {"dataset": name, "budget_s": budget, "k": k, "seed": seed, "iterations": last.iteration,
+            "passes": round(last.passes, 1), "unet": score["U-Net"], "trees": score["trees"],
+            "judged": round(_dice(quarter[0]) - _dice(quarter[1]), 4), "date": machine()["date"],
+            "engine": engine()}
+
+
+def main(argv=None) -> int:
+    return inprocess.main(argv, __doc__.splitlines()[0], run, LOG, HEADING, INTRO, table, [60.0, 120.0])
+
+
+def table(rows: list[dict]) -> list[str]:
+    """The latest row of each (dataset, budget): both answers, the judged difference, the choice."""
+    latest = {(r["dataset"], r["budget_s"]): r for r in rows}
+    lines = ["| dataset | budget s | U-Net iterations | passes | with the U-Net | trees alone | difference | "
+             "judged | kept | better or level | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (name, budget), r in sorted(latest.items(), key=lambda item: (item[0][1], item[0][0])):
+        kept = "U-Net" if r["judged"] > 0 else "trees"
+        difference = r["unet"] - r["trees"]
+        right = "yes" if (difference >= 0) == (kept == "U-Net") or abs(difference) < 1e-4 else "**no**"
+        lines.append(f"| {name} | {budget:g} | {r['iterations']} | {r['passes']:g} | {r['unet']:.4f} | "
+                     f"{r['trees']:.4f} | {difference:+.4f} | {r['judged']:+.4f} | {kept} | {right} | "
+                     f"{r['date']} |")
+    return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
