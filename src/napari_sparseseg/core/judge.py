@@ -2,7 +2,7 @@
 
 A model with a first stage (the trees) starts its U-Net at the trees' answer (the last layer is
 zero) and trains a correction. A budget that ends early can leave the correction still worse than
-no correction: at 60 s (K = 3) the nuclei ended at 0.9869 against their trees' 0.9898 and MNI at
+no correction: at 60 s (K = 3) the nuclei ended at 0.9875 against their trees' 0.9898 and MNI at
 0.9794 against 0.9806. No truth outside the painted voxels is known while training, but each
 iteration scores a batch of painted voxels before it learns from them. Over the last quarter of
 the U-Net's stage, :class:`Judge` counts how the U-Net and the first stage label those voxels (the

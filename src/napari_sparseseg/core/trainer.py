@@ -332,8 +332,8 @@ def _set_lr(optim, config: TrainConfig, it: int, used: float, warmup: int = 0) -
     budget is further used up (the share ``used``, :func:`_used`).
 
     Ending at (almost) zero lets the last iterations settle the weights instead of moving the
-    decision boundary from one step to the next. ``first`` seconds of the time budget went to
-    the pointwise stage; the schedule spans the rest. The warm-up keeps Adam's first, full-size
+    decision boundary from one step to the next. The share leaves out the seconds the pointwise
+    stage took; the schedule spans the rest. The warm-up keeps Adam's first, full-size
     steps from overriding the pointwise answer when a short budget leaves only a few iterations.
     """
     lr = config.learning_rate * max(1.0 - used, 0.0) ** 0.9 * min(1.0, (it + 1) / (warmup + 1))
