@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 
 from napari_sparseseg.core import inference, judge, trainer
-from napari_sparseseg.core.metrics import from_confusion
 
 from . import inprocess, protocol
 from .run import RESULTS, engine, machine
@@ -32,10 +31,6 @@ INTRO = ("Reproduce with `PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.j
          "warm-up) have no row. The rows of engine `888b84960a` (2026-12-06 13:16–13:44) came from this "
          "script's first version, which counted the same batches by wrapping the loss before the judge "
          "was built; the nuclei's 120 s row shared the CPU with a test run for about two minutes.")
-
-
-def _dice(counts) -> float:
-    return from_confusion(np.asarray(counts))["mean_foreground"]["dice"]
 
 
 def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict | None:
@@ -63,10 +58,11 @@ def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict | None:
         labels = inference.predict(segmenter, dataset.image, chosen.infer).labels
         scored = protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)
         score[answer] = scored["mean_fg_dice"]
-    quarter = np.sum(batches[len(batches) - max(1, len(batches) // 4):], 0)
+    quarter = judge.Judge(segmenter.n_classes)
+    quarter.counts = np.sum(batches[len(batches) - max(1, len(batches) // 4):], 0)
     return {"dataset": name, "budget_s": budget, "k": k, "seed": seed, "iterations": last.iteration,
             "passes": round(last.passes, 1), "unet": score["U-Net"], "trees": score["trees"],
-            "judged": round(_dice(quarter[0]) - _dice(quarter[1]), 4), "date": machine()["date"],
+            "judged": round(quarter.margin(), 4), "date": machine()["date"],
             "engine": engine()}
 
 

@@ -41,10 +41,12 @@ class Judge:
             guess = answer.detach().argmax(1)[painted].long()
             row += torch.bincount(guess * n + truth, minlength=n * n).reshape(n, n).cpu().numpy()
 
-    def improves(self) -> bool:
-        """Whether the U-Net's mean foreground Dice beats the first stage's (True when nothing
-        was judged: then there is no evidence against the U-Net)."""
-        if not self.counts.any():
-            return True
+    def margin(self) -> float:
+        """The U-Net's mean foreground Dice minus the first stage's on the judged voxels."""
         net, first = (from_confusion(c)["mean_foreground"]["dice"] for c in self.counts)
-        return net > first
+        return net - first
+
+    def improves(self) -> bool:
+        """Whether the U-Net's Dice beats the first stage's (True when nothing was judged: then
+        there is no evidence against the U-Net)."""
+        return not self.counts.any() or self.margin() > 0
