@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QFormLayout,
@@ -55,6 +55,7 @@ from .core.events import (
     Failed,
     Finished,
     ModelReady,
+    Note,
     PredictionReady,
     PredictRequest,
     Preview,
@@ -411,6 +412,9 @@ class SparseSegWidget(QWidget):
         self.status.setText(f"Prediction ready after {seconds:.0f} s in '{layer.name}'. {step}".strip())
         self._update_buttons()
 
+    def _on_note(self, event: Note) -> None:
+        show_warning(event.text)
+
     def _on_failed(self, event: Failed) -> None:
         show_error(event.message)
         self.status.setText("Failed: " + event.message)
@@ -444,6 +448,7 @@ _HANDLERS = {
     PredictionReady: SparseSegWidget._on_prediction,
     ChunkProgress: SparseSegWidget._on_chunks,
     ChunkedPredictionReady: SparseSegWidget._on_chunked_prediction,
+    Note: SparseSegWidget._on_note,
     Failed: SparseSegWidget._on_failed,
     Finished: SparseSegWidget._on_finished,
 }

@@ -218,6 +218,18 @@ def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_la
     assert "this answer is the trees'" in widget.status.text() and "train longer" in widget.status.text()
 
 
+def test_a_surprise_about_the_result_is_a_warning(qtbot, setup, errors, monkeypatch):
+    _, widget, sample = setup
+    warnings = []
+    monkeypatch.setattr("napari_sparseseg._widget.show_warning", warnings.append)
+    ann = _train_briefly(qtbot, widget, sample)
+    assert not warnings and not errors
+    ann.data = np.where(ann.data == 3, 0, ann.data)  # continue without painting the wall
+    widget.train()
+    _wait_idle(qtbot, widget)
+    assert len(warnings) == 1 and "keeps class(es) class 2 from before" in warnings[0] and not errors
+
+
 def test_renamed_layers_keep_working(qtbot, setup, errors, tmp_path):
     viewer, widget, sample = setup
     ann = _train_briefly(qtbot, widget, sample)

@@ -211,6 +211,11 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Note(Message):
+    """A sentence about the result the user should read, not only log: napari shows it as a warning."""
+
+
+@dataclass(frozen=True)
 class Written:
     """``what`` (e.g. "mask (values: 0 background, 1 nuclei)") was written to ``path``."""
 

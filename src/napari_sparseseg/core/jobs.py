@@ -34,6 +34,7 @@ from .events import (
     Failed,
     Message,
     ModelReady,
+    Note,
     Outputs,
     PredictionReady,
     PredictRequest,
@@ -101,7 +102,7 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
         raise ValueError(f"No first answer can be written to {first}: {why}; leave that output out.")
     _check_space(job.outputs, images[0].size, segmenter.n_classes)
     for note in _surprises(segmenter, images, annotations, init):
-        send(Message(note))
+        send(Note(note))
     last_sent, last_preview, wait = 0.0, time.perf_counter(), job.preview_every
     early = staged and (job.early_answer or first is not None)
     event, stepped = None, False
