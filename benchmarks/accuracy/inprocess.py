@@ -16,12 +16,13 @@ from . import data, protocol
 
 def main(argv, description: str, run: Callable, log: Path, heading: str, intro: str,
          table: Callable[[list[dict]], list[str]], budgets: list[float]) -> int:
-    """Run ``run(name, budget, seed=...)`` for each dataset and budget given, append its row (None: no
-    row) to ``log``; ``--docs`` replaces the section ``heading`` of the docs with ``intro`` and
+    """Run ``run(name, budget, k=..., seed=...)`` for each dataset and budget given, append its row
+    (None: no row) to ``log``; ``--docs`` replaces the section ``heading`` of the docs with ``intro`` and
     ``table(rows)``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("datasets", nargs="*", help=f"any of {', '.join(data.NAMES)}; none: only render")
     parser.add_argument("--budgets", type=float, nargs="+", default=budgets)
+    parser.add_argument("--k", type=int, default=3, help="painted planes per axis (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--docs", action="store_true")
     args = parser.parse_args(argv)
@@ -30,7 +31,7 @@ def main(argv, description: str, run: Callable, log: Path, heading: str, intro: 
         parser.error(f"unknown dataset(s) {', '.join(sorted(unknown))}; choose from {', '.join(data.NAMES)}")
     for name in args.datasets:
         for budget in args.budgets:
-            row = run(name, budget, seed=args.seed)
+            row = run(name, budget, k=args.k, seed=args.seed)
             print(json.dumps(row), flush=True)
             if row is not None:
                 with log.open("a") as f:

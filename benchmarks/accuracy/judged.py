@@ -71,15 +71,15 @@ def main(argv=None) -> int:
 
 
 def table(rows: list[dict]) -> list[str]:
-    """The latest row of each (dataset, budget): both answers, the judged difference, the choice."""
-    latest = {(r["dataset"], r["budget_s"]): r for r in rows}
-    lines = ["| dataset | budget s | U-Net iterations | passes | with the U-Net | trees alone | difference | "
-             "judged | kept | better or level | date |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for (name, budget), r in sorted(latest.items(), key=lambda item: (item[0][1], item[0][0])):
+    """The latest row of each (dataset, budget, K): both answers, the judged difference, the choice."""
+    latest = {(r["dataset"], r["budget_s"], r["k"]): r for r in rows}
+    lines = ["| dataset | budget s | K | U-Net iterations | passes | with the U-Net | trees alone | "
+             "difference | judged | kept | better or level | date |", "|---" * 12 + "|"]
+    for (name, budget, k), r in sorted(latest.items(), key=lambda item: (item[0][2], item[0][1], item[0][0])):
         kept = "U-Net" if r["judged"] > 0 else "trees"
         difference = r["unet"] - r["trees"]
         right = "yes" if (difference >= 0) == (kept == "U-Net") or abs(difference) < 1e-4 else "**no**"
-        lines.append(f"| {name} | {budget:g} | {r['iterations']} | {r['passes']:g} | {r['unet']:.4f} | "
+        lines.append(f"| {name} | {budget:g} | {k} | {r['iterations']} | {r['passes']:g} | {r['unet']:.4f} | "
                      f"{r['trees']:.4f} | {difference:+.4f} | {r['judged']:+.4f} | {kept} | {right} | "
                      f"{r['date']} |")
     return lines
