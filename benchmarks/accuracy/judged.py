@@ -58,12 +58,24 @@ def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict | None:
         labels = inference.predict(segmenter, dataset.image, chosen.infer).labels
         scored = protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)
         score[answer] = scored["mean_fg_dice"]
-    quarter = judge.Judge(segmenter.n_classes)
-    quarter.counts = np.sum(batches[len(batches) - max(1, len(batches) // 4):], 0)
+    judged = np.array(batches[len(batches) - max(1, len(batches) // 4):])
+    low, high = np.percentile([margin(judged[draw]) for draw in resamples(len(judged))], [5, 95])
     return {"dataset": name, "budget_s": budget, "k": k, "seed": seed, "iterations": last.iteration,
             "passes": round(last.passes, 1), "unet": score["U-Net"], "trees": score["trees"],
-            "judged": round(quarter.margin(), 4), "date": machine()["date"],
-            "engine": engine()}
+            "judged": round(margin(judged), 4), "judged_5": round(low, 4), "judged_95": round(high, 4),
+            "batches": len(judged), "date": machine()["date"], "engine": engine()}
+
+
+def margin(batches: np.ndarray) -> float:
+    """The judge's margin over these batches' confusion counts."""
+    counted = judge.Judge(batches.shape[-1])
+    counted.counts = batches.sum(0)
+    return counted.margin()
+
+
+def resamples(n: int, draws: int = 1000) -> np.ndarray:
+    """Bootstrap draws of ``n`` batch indices (the judged margin's spread over its batches)."""
+    return np.random.default_rng(0).integers(0, n, (draws, n))
 
 
 def main(argv=None) -> int:
