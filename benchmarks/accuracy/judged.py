@@ -6,7 +6,7 @@ on every batch how the U-Net and the trees' out-of-fold answer label its painted
 unpainted voxels against the truth, the model with its correction and the trees alone (the last
 layer zeroed): the judge is right where it picks the better of the two::
 
-    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.judged nuclei mni --budgets 60 120 --docs
+    PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.judged nuclei mni --budgets 60 120 [--k 2] --docs
 
 Each (dataset, budget) appends one JSON line to ``benchmarks/results/accuracy/judged.jsonl``.
 """
@@ -21,16 +21,18 @@ from . import inprocess, protocol
 from .run import RESULTS, engine, machine
 
 LOG = RESULTS / "judged.jsonl"
-HEADING = "## Keeping the trees' answer until the U-Net improves on it (in-process, K = 3)"
+HEADING = "## Keeping the trees' answer until the U-Net improves on it (in-process)"
 INTRO = ("Reproduce with `PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.judged DATASET --budgets "
-         "SECONDS --docs` (2-core CPU, quiet, seed 0). Mean foreground Dice on the unpainted voxels of "
-         "one trained default with its U-Net's correction and without it (the trees alone); *judged* = "
+         "SECONDS --k K --seed S --docs` (2-core CPU, quiet). Mean foreground Dice on the unpainted voxels "
+         "of one trained default with its U-Net's correction and without it (the trees alone); *judged* = "
          "the U-Net's Dice minus the trees' out-of-fold Dice on the painted voxels of the batches of the "
-         "last quarter of its iterations, before each step learnt from them. The judge keeps the "
-         "correction where *judged* > 0. Budgets whose U-Net was skipped (too short for the folds or its "
-         "warm-up) have no row. The rows of engine `888b84960a` (2026-12-06 13:16–13:44) came from this "
-         "script's first version, which counted the same batches by wrapping the loss before the judge "
-         "was built; the nuclei's 120 s row shared the CPU with a test run for about two minutes.")
+         "last quarter of its iterations, before each step learnt from them; *judged 5–95 %* = its 5th and "
+         "95th percentiles over 1000 bootstrap resamples of those batches (recorded since the K = 1, 2, 5 "
+         "rows of 2026-12-06 17:45). The judge keeps the correction where *judged* > 0. Budgets whose "
+         "U-Net was skipped (too short for the folds or its warm-up) have no row. The rows of engine "
+         "`888b84960a` (2026-12-06 13:16–13:44) came from this script's first version, which counted the "
+         "same batches by wrapping the loss before the judge was built; the nuclei's 120 s row shared the "
+         "CPU with a test run for about two minutes. The rows of engine `f5d4a058af` ran from 17:45 on.")
 
 
 def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict | None:
@@ -83,17 +85,18 @@ def main(argv=None) -> int:
 
 
 def table(rows: list[dict]) -> list[str]:
-    """The latest row of each (dataset, budget, K): both answers, the judged difference, the choice."""
-    latest = {(r["dataset"], r["budget_s"], r["k"]): r for r in rows}
-    lines = ["| dataset | budget s | K | U-Net iterations | passes | with the U-Net | trees alone | "
-             "difference | judged | kept | better or level | date |", "|---" * 12 + "|"]
-    for (name, budget, k), r in sorted(latest.items(), key=lambda item: (item[0][2], item[0][1], item[0][0])):
+    """The latest row of each (K, budget, dataset, seed): both answers, the judged difference, the choice."""
+    latest = {(r["k"], r["budget_s"], r["dataset"], r["seed"]): r for r in rows}
+    lines = ["| dataset | budget s | K | seed | U-Net iterations | passes | with the U-Net | trees alone | "
+             "difference | judged | judged 5–95 % | kept | better or level | date |", "|---" * 14 + "|"]
+    for (k, budget, name, seed), r in sorted(latest.items()):
         kept = "U-Net" if r["judged"] > 0 else "trees"
         difference = r["unet"] - r["trees"]
         right = "yes" if (difference >= 0) == (kept == "U-Net") or abs(difference) < 1e-4 else "**no**"
-        lines.append(f"| {name} | {budget:g} | {k} | {r['iterations']} | {r['passes']:g} | {r['unet']:.4f} | "
-                     f"{r['trees']:.4f} | {difference:+.4f} | {r['judged']:+.4f} | {kept} | {right} | "
-                     f"{r['date']} |")
+        spread = f"{r['judged_5']:+.4f} … {r['judged_95']:+.4f}" if "judged_5" in r else "–"
+        lines.append(f"| {name} | {budget:g} | {k} | {seed} | {r['iterations']} | {r['passes']:g} | "
+                     f"{r['unet']:.4f} | {r['trees']:.4f} | {difference:+.4f} | {r['judged']:+.4f} | "
+                     f"{spread} | {kept} | {right} | {r['date']} |")
     return lines
 
 

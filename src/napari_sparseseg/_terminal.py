@@ -6,14 +6,13 @@ import sys
 import time
 
 from .core.events import (
-    ENDED_EARLY,
-    KEPT_FIRST,
     ChunkProgress,
     Failed,
     Message,
     PredictionReady,
     Progress,
     Written,
+    advice,
 )
 
 
@@ -57,9 +56,8 @@ class ProgressBar:
             text = f"{event.done}/{event.total} tasks"
         else:
             fraction, done = event.fraction, event.done
-            advice = f"{ENDED_EARLY[event.reason]}\n" if event.reason in ENDED_EARLY else ""
-            advice += f"{KEPT_FIRST}\n" if event.kept_first else ""
-            end = f"  ({event.reason})\n{advice}"
+            said = [f"  ({event.reason})", *advice(event.reason, event.kept_first)]
+            end = "".join(f"{line}\n" for line in said)
             text = (f"it {event.iteration}  loss {event.loss:.4f}  {event.elapsed:.0f} s  "
                     f"{event.voxels_per_s / 1e6:.2f} Mvox/s")
         now = time.perf_counter()

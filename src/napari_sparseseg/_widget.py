@@ -47,8 +47,6 @@ from ._session import Session
 from ._worker import Worker
 from .core import zarr_io
 from .core.events import (
-    ENDED_EARLY,
-    KEPT_FIRST,
     ChunkedPredictionReady,
     ChunkedPredictRequest,
     ChunkProgress,
@@ -61,6 +59,7 @@ from .core.events import (
     Preview,
     Progress,
     TrainRequest,
+    advice,
 )
 from .core.uncertainty import AXIS_PLANES, painted_planes
 
@@ -390,8 +389,7 @@ class SparseSegWidget(QWidget):
         if event.iterations < FEW_ITERATIONS and event.reason == "time":
             more += (f" Only {event.iterations} iterations fit in the time budget, so the answer is rough: "
                      "press Continue training or raise the time budget.")
-        more += f" {ENDED_EARLY[event.reason]}" if event.reason in ENDED_EARLY else ""
-        more += f" {KEPT_FIRST}" if event.kept_first else ""
+        more += "".join(f" {line}" for line in advice(event.reason, event.kept_first))
         show_info(f"Training stopped after {event.iterations} iterations ({event.reason}).{more}")
         self.status.setText(f"Model ready after {event.iterations} iterations.{more}")
 

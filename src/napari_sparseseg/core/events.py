@@ -117,6 +117,13 @@ ENDED_EARLY = {"passes": "Every painted voxel has been learnt many times over, s
                          "fit the painted slices closer: paint or correct more slices to improve it."}
 
 
+def advice(reason: str | None, kept_first: bool) -> list[str]:
+    """What to tell the user when training ended for ``reason`` (ENDED_EARLY's) and whether the
+    trees' answer was kept (KEPT_FIRST)."""
+    said = [ENDED_EARLY[reason]] if reason in ENDED_EARLY else []
+    return [*said, KEPT_FIRST] if kept_first else said
+
+
 @dataclass(frozen=True)
 class Progress:
     """One training step. ``done`` is set on the last event with the ``reason``; ``first_answer``
