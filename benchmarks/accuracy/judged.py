@@ -32,7 +32,9 @@ INTRO = ("Reproduce with `PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.j
          "U-Net was skipped (too short for the folds or its warm-up) have no row. The rows of engine "
          "`888b84960a` (2026-12-06 13:16–13:44) came from this script's first version, which counted the "
          "same batches by wrapping the loss before the judge was built; the nuclei's 120 s row shared the "
-         "CPU with a test run for about two minutes. The rows of engine `f5d4a058af` ran from 17:45 on.")
+         "CPU with a test run for about two minutes. The K = 1, 2, 5 rows (17:45–18:56) ran with engine "
+         "`f5d4a058af`, the K = 3 rows from 18:59 with `e8886fecb8`: the same computation (only where the "
+         "end-of-training advice is composed moved).")
 
 
 def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict | None:
