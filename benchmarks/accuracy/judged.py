@@ -8,7 +8,8 @@ layer zeroed): the judge is right where it picks the better of the two::
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.judged nuclei mni --budgets 60 120 [--k 2] --docs
 
-Each (dataset, budget) appends one JSON line to ``benchmarks/results/accuracy/judged.jsonl``.
+Each (dataset, budget) of a command (its K and seed) appends one JSON line to
+``benchmarks/results/accuracy/judged.jsonl``.
 """
 
 from __future__ import annotations
