@@ -37,6 +37,17 @@ def test_hessian_eigenvalues_equal_numpy():
     np.testing.assert_allclose(ours, reference, atol=1e-6)
 
 
+def test_the_bank_sees_a_structure_one_voxel_across():
+    # planes of +1 and -1 alternating along z (spacing 2): σ ≈ 0 leaves them unsmoothed
+    image = np.resize(np.float32([1, -1]), (6, 6, 16)).T.copy()
+    x = torch.from_numpy(image)[None, None]
+    compact = filters.FilterBank((1e-4,), (2.0, 1.0, 1.0)).raw(x)[0, :, 2:-2]
+    wide = filters.FilterBank((1e-4,), (2.0, 1.0, 1.0), "wide").raw(x)[0, :, 2:-2]
+    log = 2  # the intensity, then the scale's smoothing, Laplacian, gradient magnitude, eigenvalues
+    torch.testing.assert_close(compact[log], (-1 - 2 - 1) / 2**2 * compact[0])  # (x₋ − 2x + x₊) / 2²
+    torch.testing.assert_close(wide[log], torch.zeros_like(wide[log]))  # models before 2026-12-06: blind
+
+
 def test_feature_volume_does_not_depend_on_the_slab_size(monkeypatch):
     bank = filters.FilterBank((1.0, 2.5), (2.0, 1.0, 1.0))
     image = np.random.default_rng(2).random((23, 17, 19)).astype(np.float32)

@@ -161,6 +161,19 @@ def test_model_with_trees_round_trips_as_data_and_predicts_the_same(sample, trai
                                   predict(trained, sample.image).probabilities)
 
 
+def test_a_model_file_from_before_the_compact_derivatives_keeps_its_features(sample, trained, tmp_path):
+    payload = torch.load(io.BytesIO(checkpoint.to_bytes(trained)), weights_only=True)
+    assert payload["model_config"]["derivatives"] == "compact"
+    del payload["model_config"]["derivatives"]  # as in files written before 2026-12-06
+    torch.save(payload, tmp_path / "old.pt")
+    old = checkpoint.load(tmp_path / "old.pt")
+    assert old.config.derivatives == "wide"
+    x = torch.from_numpy(old.normalization.apply(sample.image))[None, None]
+    wide = FilterBank(old.config.filters, old.config.spacing, "wide").raw(x)
+    torch.testing.assert_close(old.net.stem.raw(x), wide)
+    assert not torch.allclose(trained.net.stem.raw(x), wide)
+
+
 def test_damaged_trees_are_one_clear_error_at_load(trained, tmp_path):
     payload = torch.load(io.BytesIO(checkpoint.to_bytes(trained)), weights_only=True)
     payload["state_dict"]["pointwise.model"] = torch.frombuffer(bytearray(b"not trees"), dtype=torch.uint8)

@@ -103,8 +103,10 @@ def _from_payload(payload: dict, name: str) -> Segmenter:
     if isinstance(config, dict) and config.get("pointwise") and "prior_weight" not in config:
         raise ValueError(f"{name} was trained by an earlier development version of the engine whose "
                          "network differs; train a new model from the same annotations.")
+    if isinstance(config, dict) and config.get("filters") and "derivatives" not in config:
+        config = {**config, "derivatives": "wide"}  # files before 2026-12-06: their bank's features
     try:
-        config = from_dict(ModelConfig, payload["model_config"])
+        config = from_dict(ModelConfig, config)
         segmenter = Segmenter.create(
             config,
             int(payload["n_classes"]),

@@ -17,6 +17,7 @@ Triple = tuple[int, int, int]
 NORMS = ("none", "batch", "instance", "group")
 FILTER_SIGMAS = (1.0, 2.5, 5.0, 10.0, 20.0, 40.0)  # to σ 40: docs/accuracy.md, "Larger filter scales"
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DERIVATIVES = ("compact", "wide")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class ModelConfig:
     filters : tuple of float
         Scales σ of a fixed filter-bank first layer (:mod:`.filters`); empty = the U-Net sees
         the normalised intensity only (the plain U-Net).
+    derivatives : {'compact', 'wide'}
+        How the filter bank takes a second derivative along one axis (:class:`.filters.FilterBank`);
+        ``'wide'`` is what models trained before 2026-12-06 were trained with.
     pointwise : int
         Hidden width of a per-voxel classifier on the filter features, trained first; 0 = none.
         Needs ``filters``. The U-Net then also sees the classifier's class probabilities as
@@ -67,6 +71,7 @@ class ModelConfig:
     paper_blocks: bool = False
     in_channels: int = 1
     filters: tuple[float, ...] = ()
+    derivatives: str = "compact"
     pointwise: int = 0
     trees: int = 0
     prior_weight: float = 0.3
@@ -78,6 +83,8 @@ class ModelConfig:
             raise ValueError(f"features needs at least two positive widths, got {self.features}.")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}.")
+        if self.derivatives not in DERIVATIVES:
+            raise ValueError(f"derivatives must be one of {DERIVATIVES}, got {self.derivatives!r}.")
         if self.pools is not None and len(self.pools) != len(self.features) - 1:
             raise ValueError(
                 f"pools needs one factor per down-step ({len(self.features) - 1}), "

@@ -5,8 +5,13 @@ physically round) the bank computes Gaussian smoothing, the Laplacian of Gaussia
 magnitude and the three Hessian eigenvalues (ilastik's set without the difference of Gaussians,
 which adds little beside the Laplacian); with the raw intensity that is ``1 + 6 · len(sigmas)``
 rotation- and flip-invariant channels. Smoothing is a
-separable Gaussian; derivatives are central differences of the smoothed volume, in physical
-(finest-axis) units. Borders are replicate-padded.
+separable Gaussian; first and mixed derivatives are central differences of the smoothed volume
+and a second derivative along one axis is the three-point second difference, in physical
+(finest-axis) units. Borders are replicate-padded. (Models trained before 2026-12-06 took that
+second derivative as the central difference applied twice, a five-voxel stencil that is blind to
+a structure one voxel across; ``derivatives="wide"`` keeps computing their features that way.
+The three-point one raised the first stage alone on all but one of the ten volumes of
+``benchmarks/accuracy``: docs/accuracy.md, "The filter bank's second derivatives".)
 
 The bank has no trainable weights. It standardises its outputs with a per-channel mean and scale
 (buffers set by :meth:`FilterBank.fit_scale` from painted voxels and saved with the model), so the
@@ -80,14 +85,26 @@ def smoothing_matrix(sigma: float, length: int) -> torch.Tensor:
     return matrix
 
 
-def diff(x: torch.Tensor, axis: int, step: float) -> torch.Tensor:
-    """Central difference along spatial ``axis`` (0..2), one-sided at the borders."""
+def _neighbours(x: torch.Tensor, axis: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``x`` one voxel back, itself and one voxel on along spatial ``axis`` (0..2), borders replicated."""
     dim = axis + 2
     pad = [0, 0, 0, 0, 0, 0]
     pad[4 - 2 * axis] = pad[5 - 2 * axis] = 1
     padded = F.pad(x, pad, mode="replicate")
     size = x.shape[dim]
-    return (padded.narrow(dim, 2, size) - padded.narrow(dim, 0, size)) / (2 * step)
+    return tuple(padded.narrow(dim, start, size) for start in range(3))
+
+
+def diff(x: torch.Tensor, axis: int, step: float) -> torch.Tensor:
+    """Central difference along spatial ``axis`` (0..2), one-sided at the borders."""
+    before, _, after = _neighbours(x, axis)
+    return (after - before) / (2 * step)
+
+
+def second_diff(x: torch.Tensor, axis: int, step: float) -> torch.Tensor:
+    """Second difference ``(x[i+1] - 2 x[i] + x[i-1]) / step²`` along spatial ``axis`` (0..2)."""
+    before, here, after = _neighbours(x, axis)
+    return (after - 2 * here + before) / step**2
 
 
 def hessian_eigenvalues(h: dict) -> list[torch.Tensor]:
@@ -120,6 +137,9 @@ class FilterBank(nn.Module):
         Scales in units of the finest voxel size.
     spacing : (float, float, float)
         Voxel spacing (z, y, x); only ratios matter.
+    derivatives : {'compact', 'wide'}
+        How a second derivative along one axis is taken: the three-point second difference, or
+        (models trained before 2026-12-06) the central difference applied twice.
 
     Notes
     -----
@@ -127,8 +147,9 @@ class FilterBank(nn.Module):
     float32 whatever autocast is active.
     """
 
-    def __init__(self, sigmas, spacing):
+    def __init__(self, sigmas, spacing, derivatives: str = "compact"):
         super().__init__()
+        self.compact = derivatives == "compact"
         finest = min(spacing)
         self.rel = tuple(float(s) / finest for s in spacing)
         self.sigmas = tuple(float(s) for s in sigmas)
@@ -154,7 +175,10 @@ class FilterBank(nn.Module):
     def _derived(self, g: torch.Tensor) -> list[torch.Tensor]:
         """The six features of one scale from the smoothed ``g`` (exact but for its outer two voxels)."""
         grad = [diff(g, a, self.rel[a]) for a in range(3)]
-        h = {(i, j): diff(grad[i], j, self.rel[j]) for i in range(3) for j in range(i, 3)}
+        mixed = int(self.compact)  # 1: the diagonal is not a difference of the gradient
+        h = {(i, j): diff(grad[i], j, self.rel[j]) for i in range(3) for j in range(i + mixed, 3)}
+        if self.compact:
+            h.update({(i, i): second_diff(g, i, self.rel[i]) for i in range(3)})
         log = h[0, 0] + h[1, 1] + h[2, 2]
         magnitude = torch.sqrt(grad[0] ** 2 + grad[1] ** 2 + grad[2] ** 2 + 1e-12)
         return [g, log, magnitude, *hessian_eigenvalues(h)]
