@@ -148,8 +148,8 @@ def _cell(run: dict | None) -> str:
 
 def extra_table(results: list[dict]) -> list[str]:
     """Runs outside the main table: other K, longer budgets, other seeds; the forest at that K."""
-    lines = ["| dataset | run | K | budget s | Dice | forest Dice at that K | wall s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | run | K | budget s | Dice | forest Dice at that K | wall s | engine |",
+             "|---|---|---|---|---|---|---|---|"]
     for res in results:
         main = _main_runs(res)
         forests = {r["k"]: r for r in res["runs"] if r["method"] == "forest"}
@@ -158,8 +158,12 @@ def extra_table(results: list[dict]) -> list[str]:
                 continue
             forest = forests[r["k"]]["mean_fg_dice"] if r["k"] in forests else float("nan")
             lines.append(f"| {res['dataset']['name']} | {r['method']} | {r['k']} | {r.get('budget_s', 0):g} "
-                         f"| {r['mean_fg_dice']:.4f} | {forest:.4f} | {r['wall_s']:.0f} |")
+                         f"| {r['mean_fg_dice']:.4f} | {forest:.4f} | {r['wall_s']:.0f} | {_engine(r)} |")
     return lines
+
+
+def _engine(run: dict) -> str:
+    return f"`{run['engine'].split('+')[0]}`" if run.get("engine") else "–"
 
 
 def per_class(results: list[dict]) -> list[str]:
