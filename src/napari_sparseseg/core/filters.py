@@ -175,8 +175,8 @@ class FilterBank(nn.Module):
     def _derived(self, g: torch.Tensor) -> list[torch.Tensor]:
         """The six features of one scale from the smoothed ``g`` (exact but for its outer two voxels)."""
         grad = [diff(g, a, self.rel[a]) for a in range(3)]
-        mixed = int(self.compact)  # 1: the diagonal is not a difference of the gradient
-        h = {(i, j): diff(grad[i], j, self.rel[j]) for i in range(3) for j in range(i + mixed, 3)}
+        h = {(i, j): diff(grad[i], j, self.rel[j])
+             for i in range(3) for j in range(i, 3) if i != j or not self.compact}
         if self.compact:
             h.update({(i, i): second_diff(g, i, self.rel[i]) for i in range(3)})
         log = h[0, 0] + h[1, 1] + h[2, 2]
