@@ -57,6 +57,7 @@ VARIANTS = {
     "trees, weights averaged over the last half": ("fast", ONE_WEIGHT, {"weight_average": 0.5}),
     "v2.3, prior weight 0.3 when predicting": ("fast", ONE_WEIGHT, {}),
     "trees, no rotation": ("fast", {}, {"rotate_augment": 0.0}),
+    "wide second derivatives": ("fast", {"derivatives": "wide"}, {}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("nearest-plane context", "v2.3, float32 features",
