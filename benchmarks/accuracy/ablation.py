@@ -58,6 +58,7 @@ VARIANTS = {
     "v2.3, prior weight 0.3 when predicting": ("fast", ONE_WEIGHT, {}),
     "trees, no rotation": ("fast", {}, {"rotate_augment": 0.0}),
     "wide second derivatives": ("fast", {"derivatives": "wide"}, {}),
+    "both second derivatives at σ 1": ("fast", {"derivatives": "both"}, {}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("nearest-plane context", "v2.3, float32 features",

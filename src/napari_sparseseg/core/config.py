@@ -17,7 +17,7 @@ Triple = tuple[int, int, int]
 NORMS = ("none", "batch", "instance", "group")
 FILTER_SIGMAS = (1.0, 2.5, 5.0, 10.0, 20.0, 40.0)  # to σ 40: docs/accuracy.md, "Larger filter scales"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-DERIVATIVES = ("compact", "wide")
+DERIVATIVES = ("compact", "wide", "both")
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,12 @@ SLAB_VOXELS = 4_000_000  # voxels per slab in FilterBank.scales (smoothing and d
 STORED = np.float16  # the dtype of feature volumes (FilterBank.volume); layers compute in float32
 
 
-def n_features(sigmas) -> int:
-    """Channels the bank returns for ``sigmas``."""
-    return 1 + PER_SIGMA * len(sigmas)
+WIDE_EXTRA = 4  # derivatives="both": the wide stencil's Laplacian and Hessian eigenvalues at the finest σ
+
+
+def n_features(sigmas, derivatives: str = "compact") -> int:
+    """Channels the bank returns for ``sigmas`` and ``derivatives``."""
+    return 1 + PER_SIGMA * len(sigmas) + (WIDE_EXTRA if derivatives == "both" else 0)
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -128,6 +131,10 @@ def hessian_eigenvalues(h: dict) -> list[torch.Tensor]:
     return [first, 3 * q - first - last, last]
 
 
+def _laplacian(h: dict) -> torch.Tensor:
+    return h[0, 0] + h[1, 1] + h[2, 2]
+
+
 class FilterBank(nn.Module):
     """Fixed multi-scale filter features of a one-channel volume, standardised.
 
@@ -149,11 +156,12 @@ class FilterBank(nn.Module):
 
     def __init__(self, sigmas, spacing, derivatives: str = "compact"):
         super().__init__()
-        self.compact = derivatives == "compact"
+        self.compact = derivatives != "wide"
+        self.both = derivatives == "both"
         finest = min(spacing)
         self.rel = tuple(float(s) / finest for s in spacing)
         self.sigmas = tuple(float(s) for s in sigmas)
-        channels = n_features(self.sigmas)
+        channels = n_features(self.sigmas, derivatives)
         self.out_channels = channels
         self.register_buffer("shift", torch.zeros(1, channels, 1, 1, 1))
         self.register_buffer("scale", torch.ones(1, channels, 1, 1, 1))
@@ -165,23 +173,29 @@ class FilterBank(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             x = x.float().contiguous()
             parts = [x]
-            for sigma in self.sigmas:
-                parts.extend(self._scale(x, sigma))
+            for i, sigma in enumerate(self.sigmas):
+                parts.extend(self._derived(smooth(x, [sigma / r for r in self.rel]), i == 0))
             return torch.cat(parts, dim=1)
 
-    def _scale(self, x: torch.Tensor, sigma: float) -> list[torch.Tensor]:
-        return self._derived(smooth(x, [sigma / r for r in self.rel]))
-
-    def _derived(self, g: torch.Tensor) -> list[torch.Tensor]:
-        """The six features of one scale from the smoothed ``g`` (exact but for its outer two voxels)."""
+    def _derived(self, g: torch.Tensor, finest: bool) -> list[torch.Tensor]:
+        """The features of one scale from the smoothed ``g`` (exact but for its outer two voxels): six,
+        and with ``derivatives="both"`` at the ``finest`` scale the wide stencil's Laplacian and
+        Hessian eigenvalues after them."""
         grad = [diff(g, a, self.rel[a]) for a in range(3)]
         h = {(i, j): diff(grad[i], j, self.rel[j])
-             for i in range(3) for j in range(i, 3) if i != j or not self.compact}
+             for i in range(3) for j in range(i, 3) if i != j or not self.compact or self.both}
+        wide = dict(h)
         if self.compact:
             h.update({(i, i): second_diff(g, i, self.rel[i]) for i in range(3)})
-        log = h[0, 0] + h[1, 1] + h[2, 2]
         magnitude = torch.sqrt(grad[0] ** 2 + grad[1] ** 2 + grad[2] ** 2 + 1e-12)
-        return [g, log, magnitude, *hessian_eigenvalues(h)]
+        out = [g, _laplacian(h), magnitude, *hessian_eigenvalues(h)]
+        if self.both and finest:
+            out += [_laplacian(wide), *hessian_eigenvalues(wide)]
+        return out
+
+    def _first_channel(self, scale: int) -> int:
+        """The first channel of scale number ``scale`` (0 = the finest σ)."""
+        return 1 + PER_SIGMA * scale + (WIDE_EXTRA if self.both and scale > 0 else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.standardize(self.raw(x))
@@ -245,8 +259,8 @@ class FilterBank(nn.Module):
         near = [slice(max(0, b.start - 2), min(n, b.stop + 2)) for b, n in zip(box, image.shape)]
         offset = [b.start - n.start for b, n in zip(box, near)]
         for i, sigma in enumerate(self.sigmas):  # nothing of a scale is kept once it is yielded
-            yield 1 + PER_SIGMA * i, self._slabs(self._smoothed(x, [sigma / r for r in self.rel], near),
-                                                 offset, shape)
+            yield self._first_channel(i), self._slabs(
+                self._smoothed(x, [sigma / r for r in self.rel], near), offset, shape, i == 0)
 
     def store(self, out: np.ndarray, channel: int, values: torch.Tensor) -> None:
         """Standardise raw float32 ``values`` (n, z, y, x) in place and store them in ``out[channel:]``
@@ -272,14 +286,14 @@ class FilterBank(nn.Module):
                 planes[None, None, :, rows], [sigmas[0], 0.0, 0.0])[0, 0, near[0]]
         return g
 
-    def _slabs(self, g: torch.Tensor, offset, shape) -> torch.Tensor:
-        """The six features (6, *shape) of the smoothed ``g`` at ``offset`` + (0..shape), in z-slabs."""
-        out = torch.empty((PER_SIGMA, *shape))
+    def _slabs(self, g: torch.Tensor, offset, shape, finest: bool) -> torch.Tensor:
+        """The features (n, *shape) of the smoothed ``g`` at ``offset`` + (0..shape), in z-slabs."""
+        out = torch.empty((self._first_channel(1) - 1 if finest else PER_SIGMA, *shape))
         slab = max(1, SLAB_VOXELS // max(1, shape[1] * shape[2]))
         oz, oy, ox = offset
         for z in range(0, shape[0], slab):
             lo, hi = max(0, oz + z - 2), min(g.shape[0], oz + z + slab + 2)
-            values = torch.cat(self._derived(g[None, None, lo:hi]), dim=1)[0]
+            values = torch.cat(self._derived(g[None, None, lo:hi], finest), dim=1)[0]
             first = oz + z - lo
             out[:, z : z + slab] = values[:, first : first + min(slab, shape[0] - z), oy : oy + shape[1],
                                           ox : ox + shape[2]]
