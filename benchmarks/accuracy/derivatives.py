@@ -35,7 +35,8 @@ INTRO = ("Reproduce with `PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.d
          "features of the painted voxels, no U-Net), mean foreground Dice on the unpainted voxels, with the "
          "Hessian's diagonal as the three-point second difference (*compact*, the default since 2026-12-06) "
          "or the central difference applied twice (*wide*, before); mean over the tree seeds, and the "
-         "smallest and largest difference of one seed.")
+         "smallest and largest difference of one seed. *both* (rows since 2026-12-07) is the compact bank "
+         "with the wide stencil's Laplacian and Hessian eigenvalues added at σ 1 (`derivatives='both'`).")
 
 
 def first_stage(dataset, annotation, derivatives: str, seed: int) -> float:
@@ -61,13 +62,15 @@ def table(rows: list[dict]) -> list[str]:
     groups: dict[tuple, list[dict]] = {}
     for (k, name, _), r in sorted(latest.items()):
         groups.setdefault((k, name), []).append(r)
-    lines = ["| dataset | K | seeds | wide | compact | compact − wide | per seed (min … max) | engine |",
-             "|---" * 8 + "|"]
+    lines = ["| dataset | K | seeds | wide | compact | compact − wide | per seed (min … max) | "
+             "both − compact | engine |", "|---" * 9 + "|"]
     for (k, name), group in groups.items():
         wide, compact = (np.mean([r[d] for r in group]) for d in ("wide", "compact"))
         gains = [r["compact"] - r["wide"] for r in group]
+        both = [r["both"] - r["compact"] for r in group if "both" in r]
+        both = f"{np.mean(both):+.4f} ({len(both)} seeds)" if both else "–"
         lines.append(f"| {name} | {k} | {len(group)} | {wide:.4f} | {compact:.4f} | {compact - wide:+.4f} | "
-                     f"{min(gains):+.4f} … {max(gains):+.4f} | `{group[-1]['engine']}` |")
+                     f"{min(gains):+.4f} … {max(gains):+.4f} | {both} | `{group[-1]['engine']}` |")
     return lines
 
 

@@ -48,11 +48,23 @@ def test_the_bank_sees_a_structure_one_voxel_across():
     torch.testing.assert_close(wide[log], torch.zeros_like(wide[log]))  # models before 2026-12-06: blind
 
 
-def test_feature_volume_does_not_depend_on_the_slab_size(monkeypatch):
-    bank = filters.FilterBank((1.0, 2.5), (2.0, 1.0, 1.0))
+def test_both_stencils_are_the_compact_bank_with_the_wide_one_at_the_finest_scale():
+    x = torch.from_numpy(np.random.default_rng(7).random((14, 18, 16)).astype(np.float32))[None, None]
+    compact, wide, both = (filters.FilterBank((1.0, 2.5), (2.0, 1.0, 1.0), d).raw(x)[0]
+                           for d in ("compact", "wide", "both"))
+    assert both.shape[0] == filters.n_features((1.0, 2.5), "both") == compact.shape[0] + 4
+    torch.testing.assert_close(both[:7], compact[:7])  # the intensity and σ 1, compact
+    torch.testing.assert_close(both[7], wide[2])  # σ 1's Laplacian, then its eigenvalues, wide
+    torch.testing.assert_close(both[8:11], wide[4:7])
+    torch.testing.assert_close(both[11:], compact[7:])  # σ 2.5
+
+
+@pytest.mark.parametrize("derivatives", ["compact", "both"])
+def test_feature_volume_does_not_depend_on_the_slab_size(monkeypatch, derivatives):
+    bank = filters.FilterBank((1.0, 2.5), (2.0, 1.0, 1.0), derivatives)
     image = np.random.default_rng(2).random((23, 17, 19)).astype(np.float32)
     whole = bank.volume(image)
-    assert whole.shape == (filters.n_features((1.0, 2.5)), 23, 17, 19)
+    assert whole.shape == (filters.n_features((1.0, 2.5), derivatives), 23, 17, 19)
     monkeypatch.setattr(filters, "SLAB_VOXELS", 17 * 19 * 3)  # 3-plane slabs
     np.testing.assert_allclose(bank.volume(image), whole, rtol=1e-3, atol=1e-3)  # float16 rounding
 
@@ -91,14 +103,15 @@ def test_training_fits_each_scale_on_painted_voxels_of_every_image_before_storin
         np.testing.assert_allclose(v, stem.standardize(r[None].clone())[0].numpy(), rtol=1e-3, atol=1e-3)
 
 
-def test_features_of_a_crop_are_the_whole_volumes_there(monkeypatch):
-    bank = filters.FilterBank((1.0, 6.0), (2.0, 1.0, 1.0))  # the large scale reaches past the crop
+@pytest.mark.parametrize("derivatives", ["compact", "both"])
+def test_features_of_a_crop_are_the_whole_volumes_there(monkeypatch, derivatives):
+    bank = filters.FilterBank((1.0, 6.0), (2.0, 1.0, 1.0), derivatives)  # σ 6 reaches past the crop
     image = np.random.default_rng(5).random((21, 30, 26)).astype(np.float32)
     whole = bank.volume(image, extra=2)
     crop = (slice(3, 17), slice(0, 11), slice(20, None))
     monkeypatch.setattr(filters, "SLAB_VOXELS", 11 * 6 * 4)  # 4-plane slabs
     part = bank.volume(image, extra=2, crop=crop)
-    assert part.shape == (filters.n_features((1.0, 6.0)) + 2, 14, 11, 6)
+    assert part.shape == (filters.n_features((1.0, 6.0), derivatives) + 2, 14, 11, 6)
     np.testing.assert_allclose(part[:-2], whole[(slice(None, -2), *crop)], rtol=1e-3, atol=1e-3)
 
 

@@ -41,9 +41,10 @@ class ModelConfig:
     filters : tuple of float
         Scales σ of a fixed filter-bank first layer (:mod:`.filters`); empty = the U-Net sees
         the normalised intensity only (the plain U-Net).
-    derivatives : {'compact', 'wide'}
+    derivatives : {'compact', 'wide', 'both'}
         How the filter bank takes a second derivative along one axis (:class:`.filters.FilterBank`);
-        ``'wide'`` is what models trained before 2026-12-06 were trained with.
+        ``'wide'`` is what models trained before 2026-12-06 were trained with; ``'both'`` adds the
+        wide stencil's features at the finest σ (measured, not adopted: docs/accuracy.md).
     pointwise : int
         Hidden width of a per-voxel classifier on the filter features, trained first; 0 = none.
         Needs ``filters``. The U-Net then also sees the classifier's class probabilities as

@@ -144,9 +144,11 @@ class FilterBank(nn.Module):
         Scales in units of the finest voxel size.
     spacing : (float, float, float)
         Voxel spacing (z, y, x); only ratios matter.
-    derivatives : {'compact', 'wide'}
+    derivatives : {'compact', 'wide', 'both'}
         How a second derivative along one axis is taken: the three-point second difference, or
-        (models trained before 2026-12-06) the central difference applied twice.
+        (models trained before 2026-12-06) the central difference applied twice; ``'both'`` is
+        the compact bank plus :data:`WIDE_EXTRA` channels after the finest scale's six: its
+        Laplacian and Hessian eigenvalues with the wide stencil (an ablation variant).
 
     Notes
     -----
