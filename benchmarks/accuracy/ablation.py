@@ -232,7 +232,10 @@ def main(argv=None) -> int:
                  "float16 and smoothed by matrix product; `v2.3, prior weight 0.3 when predicting` is "
                  "the default before 2026-12-05 22:40 (since then the trees' prior weighs 0.6 when "
                  "predicting; the `trees, …` rows keep their training weight when predicting). "
-                 "The grid below has the same variants, all measured with one engine.", ""]
+                 "`wide second derivatives` and `both second derivatives at σ 1` are the default "
+                 "with the filter bank's second derivatives as before 2026-12-06, or with both stencils "
+                 "at σ 1 (docs/accuracy.md, \"Do the compact second derivatives cost the organ volumes "
+                 "at K ≠ 3?\"). The grid below has the same variants, all measured with one engine.", ""]
         replace_section(HEADING, "\n".join([HEADING, "", *intro, *table(rows)]))
         if grid_table(rows):
             replace_section(GRID_HEADING, "\n".join([GRID_HEADING, "", *GRID_INTRO, *grid_table(rows)]))
