@@ -185,7 +185,7 @@ class FilterBank(nn.Module):
         Hessian eigenvalues after them."""
         grad = [diff(g, a, self.rel[a]) for a in range(3)]
         h = {(i, j): diff(grad[i], j, self.rel[j])
-             for i in range(3) for j in range(i, 3) if i != j or not self.compact or self.both}
+             for i in range(3) for j in range(i, 3) if i != j or not self.compact or (self.both and finest)}
         wide = dict(h)
         if self.compact:
             h.update({(i, i): second_diff(g, i, self.rel[i]) for i in range(3)})
