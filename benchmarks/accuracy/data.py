@@ -200,6 +200,10 @@ def load(name: str, quick: bool = False) -> Dataset:
                "abdomen": load_abdomen, "abdomen-mr": load_abdomen_mr, "colin": load_colin,
                "spm-t1": load_spm_t1, "abdomen-organs": load_abdomen_organs,
                "abdomen-mr-organs": load_abdomen_mr_organs}
+    from .scan_like import SUFFIX, scan_like
+
+    if name.endswith(SUFFIX):  # a brain volume as one scan would look
+        return scan_like(load(name.removesuffix(SUFFIX), quick))
     if name not in loaders:
         raise ValueError(f"Unknown dataset {name!r}; choose one of {', '.join(NAMES)}.")
     dataset = loaders[name]()

@@ -16,7 +16,7 @@ import json
 
 from .._docs import replace_section
 from .._machine import wait_quiet
-from . import commands, data, protocol
+from . import commands, data, protocol, scan_like
 from .run import RESULTS, Recorder, run_forest, run_net, score_mask, write_annotation
 
 HEADING = "## Engine v2: Dice at K = 3 against the plain U-Net and the forest"
@@ -35,7 +35,7 @@ COMMAND = "\n".join([
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=[*data.NAMES, "all"], default="all")
+    parser.add_argument("--dataset", choices=[*data.NAMES, *scan_like.NAMES, "all"], default="all")
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--budgets", type=float, nargs="+", default=[12.0, 20.0, 120.0])
     parser.add_argument("--also", nargs="*", default=["plain"], metavar="PRESET",
