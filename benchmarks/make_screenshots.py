@@ -199,7 +199,7 @@ def painted(widget, axis: int) -> int:
     """First painted plane along ``axis`` (from the widget's list)."""
     from napari_sparseseg.core.uncertainty import painted_planes
 
-    planes = painted_planes(widget.annotations().data)[axis]
+    planes = painted_planes(widget.inputs.annotations().data)[axis]
     return int(planes[0]) if planes else 0
 
 

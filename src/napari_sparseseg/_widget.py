@@ -17,30 +17,12 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QTimer
-from qtpy.QtWidgets import (
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
 
 from . import _layers, _lazy, _shortcuts
+from ._inputs_panel import InputsPanel
 from ._options import TrainingOptions
-from ._qt_parts import (
-    ClassTable,
-    LayerCombo,
-    LossPlot,
-    SliceList,
-    ask_path,
-    ask_yes,
-    button,
-    notify_errors,
-    row,
-    scrolling,
-)
+from ._qt_parts import LossPlot, SliceList, ask_path, button, notify_errors, row, scrolling
 from ._requests import train_request
 from ._results_panel import ResultsPanel, keep_unsaved
 from ._session import Session
@@ -114,35 +96,15 @@ class SparseSegWidget(QWidget):
         """The four sections in a scroll area, so the dock fits a laptop screen (1366×768)."""
         inner = QWidget()
         layout = QVBoxLayout(inner)
-        for box in (self._layers_box(), self._slices_box(), self._training_box(), self._results_box()):
+        self.inputs = InputsPanel(self.viewer, self.session, self._annotation_changed)
+        self.image_combo, self.annotation_combo = self.inputs.image_combo, self.inputs.annotation_combo
+        self.annotation_combo.currentIndexChanged.connect(self._annotation_changed)
+        self.image_combo.currentIndexChanged.connect(lambda *_: self._update_buttons())
+        for box in (self.inputs, self._slices_box(), self._training_box(), self._results_box()):
             layout.addWidget(box)
         layout.addStretch()
         scrolling(inner, self)
         self.setMaximumWidth(MAX_WIDTH)
-
-    def _layers_box(self) -> QGroupBox:
-        box, form = QGroupBox("Layers"), QFormLayout()
-        self.image_combo = LayerCombo(self.viewer, Image)
-        self.annotation_combo = LayerCombo(self.viewer, Labels, exclude=self.session.own)
-        self.annotation_combo.currentIndexChanged.connect(self._annotation_changed)
-        self.image_combo.currentIndexChanged.connect(lambda *_: self._update_buttons())
-        self.new_layer_button = button("New annotation layer", self.new_annotation_layer,
-                                       "An empty Labels layer on the image's grid to paint (1 = background)")
-        self.class_table = ClassTable()
-        self.class_table.setToolTip("Label values you paint: double-click a name to rename the class")
-        self.image_combo.setToolTip("The image to segment")
-        self.annotation_combo.setToolTip("The Labels layer you paint: 0 unpainted, 1 background, k+1 class k")
-        self.class_table.names_changed.connect(self._names_edited)
-        self.class_table.color_changed.connect(self._color_edited)
-        form.addRow("Image", self.image_combo)
-        form.addRow("Annotations", self.annotation_combo)
-        form.addRow(self.new_layer_button)
-        form.addRow(self.class_table)
-        form.addRow(row(button("Add class", self.add_class, "One more class to paint (the next label value)"),
-                        button("Remove class", self.remove_class, "Remove the selected class: its strokes "
-                               "are unpainted and the classes above it move down one value")))
-        box.setLayout(form)
-        return box
 
     def _slices_box(self) -> QGroupBox:
         box, layout = QGroupBox("Paint orthogonal slices"), QVBoxLayout()
@@ -179,57 +141,14 @@ class SparseSegWidget(QWidget):
         return box
 
     def _results_box(self) -> QGroupBox:
-        self.results = ResultsPanel(self.viewer, self.session, self.image, self.annotations, self.go_to,
+        inputs = self.inputs
+        self.results = ResultsPanel(self.viewer, self.session, inputs.image, inputs.annotations, self.go_to,
                                     self.predict, self._start,
                                     lambda message: self._on_failed(Failed(message)))
         self._update_buttons()
         return self.results
 
-    # ------------------------------------------------------------ layers and classes
-
-    def image(self) -> Image:
-        layer = self.image_combo.layer()
-        if layer is None:
-            raise ValueError("Select an image layer first (open a volume or a sample).")
-        return layer
-
-    def annotations(self) -> Labels:
-        layer = self.annotation_combo.layer()
-        if layer is None:
-            raise ValueError("Select an annotation layer or press 'New annotation layer'.")
-        return layer
-
-    def new_annotation_layer(self) -> Labels | None:
-        """Add an empty annotation layer on the selected image's grid."""
-        with notify_errors():
-            image = self.image()
-            _layers.check_volume(image)
-            region = None
-            if _lazy.is_lazy(image):  # too big to paint whole: a crop around the plane on screen
-                shape = _lazy.full_resolution(image).shape
-                region = _lazy.crop_box(shape, _lazy.view_centre(self.viewer, image))
-            layer = _layers.new_annotation_layer(self.viewer, image, region=region)
-            self.annotation_combo.select(layer)
-            self._show_classes(layer)  # the picker saw the layer before its colours were set
-            return layer
-        return None
-
-    def add_class(self) -> None:
-        with notify_errors():
-            _layers.add_class(self.annotations())
-            self._annotation_changed()
-
-    def remove_class(self) -> None:
-        """Remove the selected class (after asking, when it is painted); its strokes are unpainted."""
-        with notify_errors():
-            layer, value = self.annotations(), self.class_table.currentRow() + 1
-            painted = int(np.count_nonzero(np.asarray(layer.data) == value)) if value >= 2 else 0
-            question = f"Unpaint the {painted:,} voxels painted with value {value} in '{layer.name}'?"
-            if painted and not ask_yes(self, "Remove class", question):
-                return
-            _layers.remove_class(layer, value)
-            show_info(f"Class {value} removed; {painted:,} painted voxels are unpainted again.")
-            self._annotation_changed()
+    # ------------------------------------------------------------ painted planes
 
     def _annotation_changed(self, *_) -> None:
         layer = self.annotation_combo.layer()
@@ -241,28 +160,8 @@ class SparseSegWidget(QWidget):
             layer.events.paint.connect(self._schedule_summary)
             layer.events.data.connect(self._schedule_summary)
         self._watched = layer
-        self._show_classes(layer)
+        self.inputs.show_classes(layer)
         self.refresh_summary()
-
-    def _show_classes(self, layer) -> None:
-        if layer is None:
-            self.class_table.set_classes([], {})
-            return
-        names = _layers.class_names(layer)
-        self.class_table.set_classes(names, _layers.class_colors(layer, len(names)))
-
-    def _names_edited(self, names: list[str]) -> None:
-        layer = self.annotation_combo.layer()
-        if layer is not None:
-            layer.metadata[_layers.NAMES_KEY] = names
-
-    def _color_edited(self, value: int, rgba: tuple) -> None:
-        layer = self.annotation_combo.layer()
-        if layer is not None:
-            colors = _layers.class_colors(layer, max(value, self.class_table.rowCount()))
-            colors[value] = rgba
-            _layers.set_class_colors(layer, colors)
-            self._show_classes(layer)
 
     def _schedule_summary(self, *_) -> None:
         self._summary_timer.start()
@@ -274,12 +173,12 @@ class SparseSegWidget(QWidget):
             self.slice_list.set_planes([[], [], []])
             return
         self.slice_list.set_planes(painted_planes(np.asarray(layer.data)))
-        self._show_classes(layer)
+        self.inputs.show_classes(layer)
 
     def go_to(self, axis: int, index: int) -> None:
         """Show plane ``index`` along ``axis`` of the annotation layer (of the image if there is none)."""
         with notify_errors():
-            _layers.go_to(self.viewer, self.annotation_combo.layer() or self.image(), axis, index)
+            _layers.go_to(self.viewer, self.annotation_combo.layer() or self.inputs.image(), axis, index)
 
     # ------------------------------------------------------------ training
 
@@ -287,14 +186,15 @@ class SparseSegWidget(QWidget):
         """Start (or continue) training on the painted voxels in the background."""
         with notify_errors():
             request = self._train_request()
-            image = self.image()
+            image = self.inputs.image()
             if not _lazy.is_lazy(image):
                 self.own.empty(image, self._annotation_colors())
             self._start(request, f"Training ({request.train_config.max_time:.0f} s budget)…")
             self.loss_plot.clear()
 
     def _train_request(self) -> TrainRequest:
-        return train_request(self.viewer, self.image(), self.annotations(), self.session, self.options)
+        inputs = self.inputs
+        return train_request(self.viewer, inputs.image(), inputs.annotations(), self.session, self.options)
 
     def train_or_stop(self) -> None:
         """The Shift+T shortcut: Train when idle, Stop while a job runs."""
@@ -311,7 +211,7 @@ class SparseSegWidget(QWidget):
         with notify_errors():
             if self.session.model is None:
                 raise ValueError("There is no model yet: press Train or Load model first.")
-            image = self.image()
+            image = self.inputs.image()
             _layers.check_volume(image)
             if _lazy.is_lazy(image):
                 self._predict_large(image, output)

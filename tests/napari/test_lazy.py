@@ -49,7 +49,7 @@ def _wait_idle(qtbot, widget):
 def test_annotate_a_crop_train_and_predict_the_whole_dask_layer(qtbot, large, tmp_path):
     viewer, widget, sample, image, errors = large
     assert _lazy.is_lazy(image)
-    ann = widget.new_annotation_layer()
+    ann = widget.inputs.new_annotation_layer()
     assert ann.data.shape == (8, 24, 24)  # a crop around the plane on screen, not the whole volume
     region = _lazy.annotation_region(image, ann)
     ann.data[...] = sample.annotation[region]

@@ -49,7 +49,7 @@ def _wait_idle(qtbot, widget, timeout=180_000):
 
 def _train_briefly(qtbot, widget, sample):
     """New annotation layer, paint the sample's planes, train 3 iterations; returns the layer."""
-    ann = widget.new_annotation_layer()
+    ann = widget.inputs.new_annotation_layer()
     _paint(ann, sample.annotation)
     widget.options.iterations_spin.setValue(3)
     widget.train()
@@ -74,13 +74,13 @@ def test_annotate_train_stop_continue_predict_next_slice(qtbot, setup, errors, m
     viewer, widget, sample = setup
     previews, show_plane = [], _layers.show_prediction_plane
     monkeypatch.setattr(_layers, "show_prediction_plane", lambda *a: previews.append(a) or show_plane(*a))
-    ann = widget.new_annotation_layer()
+    ann = widget.inputs.new_annotation_layer()
     assert ann.data.shape == sample.image.shape and tuple(ann.scale) == tuple(sample.spacing)
-    assert widget.class_table.names() == ["background", "class 1"]
-    swatches = [widget.class_table.cellWidget(row, 2).styleSheet() for row in range(2)]
+    assert widget.inputs.class_table.names() == ["background", "class 1"]
+    swatches = [widget.inputs.class_table.cellWidget(row, 2).styleSheet() for row in range(2)]
     assert swatches == [f"background-color: {_hex(ann.get_color(value))};" for value in (1, 2)]
-    widget.add_class()
-    assert widget.class_table.rowCount() == 3
+    widget.inputs.add_class()
+    assert widget.inputs.class_table.rowCount() == 3
     _paint(ann, sample.annotation)
     qtbot.waitUntil(lambda: "xy (z): 1 painted" in widget.slice_list.item(0).text(), timeout=5000)
     before = ann.data.copy()
@@ -168,7 +168,7 @@ def test_train_leaves_the_users_layer_active_and_the_pickers_skip_the_plugins_la
         monkeypatch.setattr(f"napari_sparseseg.{module}.show_info", infos.append)
     assert not (widget.results.next_button.isEnabled() or widget.results.export_button.isEnabled()
                 or widget.results.evaluation.evaluate_button.isEnabled())  # nothing to act on yet
-    ann = widget.new_annotation_layer()
+    ann = widget.inputs.new_annotation_layer()
     _paint(ann, sample.annotation)
     ann.mode, ann.selected_label = "paint", 3
     widget.options.iterations_spin.setValue(3)
@@ -249,7 +249,7 @@ def test_renamed_layers_keep_working(qtbot, setup, errors, tmp_path):
 @pytest.mark.parametrize("case", ["nothing painted", "one class", "2D image", "RGB", "other shape"])
 def test_bad_input_is_a_notification(qtbot, setup, errors, case):
     viewer, widget, sample = setup
-    ann = widget.new_annotation_layer()
+    ann = widget.inputs.new_annotation_layer()
     if case == "one class":
         _paint(ann, np.where(sample.annotation > 0, 1, 0))
     elif case in ("2D image", "RGB"):
@@ -303,7 +303,7 @@ def test_sample_data_opens_ready_to_train(make_napari_viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-sparseseg", "Sparse segmentation")
     assert widget.image_combo.currentText() == "tubules"
     assert widget.annotation_combo.currentText() == "tubules annotations"
-    assert widget.class_table.names() == ["background", "tubule lumen", "tubule wall"]
+    assert widget.inputs.class_table.names() == ["background", "tubule lumen", "tubule wall"]
     assert [len(p) for p in painted_planes(viewer.layers["tubules annotations"].data)] == [2, 2, 2]
     widget.worker.close()
 
@@ -363,7 +363,7 @@ def test_every_control_has_a_tooltip(setup):
     from qtpy.QtWidgets import QAbstractSpinBox, QCheckBox, QComboBox, QListWidget, QPushButton, QTableWidget
 
     widget = setup[1]
-    widget.new_annotation_layer()  # fills the class table (its colour swatches are buttons too)
+    widget.inputs.new_annotation_layer()  # fills the class table (its colour swatches are buttons too)
     kinds = (QPushButton, QCheckBox, QAbstractSpinBox, QComboBox, QTableWidget, QListWidget)
     controls = [c for kind in kinds for c in widget.findChildren(kind)]
     missing = [c.text() if hasattr(c, "text") else type(c).__name__ for c in controls if not c.toolTip()]
@@ -421,29 +421,29 @@ def test_shortcuts_undo_a_round_model_location_and_unpainted_scores(qtbot, setup
 
 
 def test_remove_a_class_unpaints_its_strokes_after_asking(qtbot, setup, errors, monkeypatch):
-    from napari_sparseseg import _widget
+    from napari_sparseseg import _inputs_panel
 
     _, widget, sample = setup
-    ann = widget.new_annotation_layer()
-    widget.add_class()  # background, class 1, class 2: values 1, 2, 3
+    ann = widget.inputs.new_annotation_layer()
+    widget.inputs.add_class()  # background, class 1, class 2: values 1, 2, 3
     _paint(ann, sample.annotation)
     before, wall_colour = ann.data.copy(), ann.get_color(3)
-    widget.class_table.setCurrentCell(1, 1)  # class 1 (value 2)
+    widget.inputs.class_table.setCurrentCell(1, 1)  # class 1 (value 2)
     asked = []
-    monkeypatch.setattr(_widget, "ask_yes", lambda *a: asked.append(a[2]) or False)
-    widget.remove_class()  # the user answers No
+    monkeypatch.setattr(_inputs_panel, "ask_yes", lambda *a: asked.append(a[2]) or False)
+    widget.inputs.remove_class()  # the user answers No
     assert asked and f"{int((before == 2).sum()):,} voxels" in asked[0]
     np.testing.assert_array_equal(ann.data, before)
 
-    monkeypatch.setattr(_widget, "ask_yes", lambda *a: True)
-    widget.remove_class()
+    monkeypatch.setattr(_inputs_panel, "ask_yes", lambda *a: True)
+    widget.inputs.remove_class()
     expected = np.where(before == 2, 0, np.where(before == 3, 2, before))
     np.testing.assert_array_equal(ann.data, expected)  # no gap: class 2 is value 2 now
-    assert widget.class_table.names() == ["background", "class 2"] and not errors
+    assert widget.inputs.class_table.names() == ["background", "class 2"] and not errors
     np.testing.assert_allclose(ann.get_color(2), wall_colour)  # its colour moved with it
 
-    widget.class_table.setCurrentCell(0, 1)
-    widget.remove_class()
+    widget.inputs.class_table.setCurrentCell(0, 1)
+    widget.inputs.remove_class()
     assert len(errors) == 1 and "not background" in errors[0]
     np.testing.assert_array_equal(ann.data, expected)
 
