@@ -219,8 +219,17 @@ def docs_section(results: list[dict], tag: str = "") -> str:
         "", *table(results), "",
         "Dice against K at 120 s (K painted slices per axis):", "", *k_table(results), "",
         "Other K, longer budgets and other seeds (same protocol):", "",
-        *extra_table(results), "", *per_class(results),
+        *extra_table(results), "", *per_class(results), "", *([] if tag else scan_rows()),
     ])
+
+
+def scan_rows() -> list[str]:
+    """The brain volumes as one scan would look (:mod:`.scan_like`), beside the clean ones."""
+    return ["The three brain volumes as one scan would look (`benchmarks/accuracy/scan_like.py`: BrainWeb's",
+            "20 % intensity non-uniformity and 3 % Rician noise added to the averaged templates; labels",
+            "unchanged; K = 3). Per volume D: `.venv/bin/python -m benchmarks.accuracy.v2 --dataset D-scan",
+            "--budgets 120 --seeds 1 2 --also plain` and `--budgets 600 --also --no-forest`.", "",
+            *scan_like.table().splitlines()]
 
 
 def main(argv=None) -> int:
