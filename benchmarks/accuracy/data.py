@@ -17,6 +17,9 @@
 - ``abdomen-organs`` and ``abdomen-mr-organs``: the same CT and MR with liver, spleen and kidneys as
   three classes (the organ volumes radiologists measure), in the same box as the four groups;
   added 2026-12-05 after engine v2.3 was fixed, never tuned on.
+- ``mni-scan``, ``colin-scan``, ``spm-t1-scan``: the three brain volumes with BrainWeb's 20 %
+  non-uniformity and 3 % Rician noise (:mod:`.scan_like`); added 2026-12-07, never tuned on, and
+  not part of ``all``.
 
 Arrays are (z, y, x) as the engine reads them: a NIfTI volume is reversed to (k, j, i) exactly as
 ``napari_sparseseg.core.io.read_volume`` does. Each volume is cropped to its labelled region plus a
