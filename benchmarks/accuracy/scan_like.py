@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import data
+from .run import RESULTS
 
 BASES = ("mni", "colin", "spm-t1")
 SUFFIX = "-scan"
@@ -56,8 +57,6 @@ def bias_field(shape, rng: np.random.Generator) -> np.ndarray:
 
 def _summary(name: str) -> dict[str, float] | None:
     """The K = 3 rows of one results file: forest, plain at 120 s, the default's seeds at 120 s, 600 s."""
-    from .run import RESULTS
-
     path = RESULTS / f"v2_{name}.json"
     if not path.is_file():
         return None
