@@ -59,6 +59,9 @@ VARIANTS = {
     "trees, no rotation": ("fast", {}, {"rotate_augment": 0.0}),
     "wide second derivatives": ("fast", {"derivatives": "wide"}, {}),
     "both second derivatives at σ 1": ("fast", {"derivatives": "both"}, {}),
+    "residual blocks": ("fast", {"blocks": "residual"}, {}),
+    "strided-conv down-steps": ("fast", {"downsample": "strided"}, {}),
+    "residual blocks, strided-conv down-steps": ("fast", {"blocks": "residual", "downsample": "strided"}, {}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("nearest-plane context", "v2.3, float32 features",

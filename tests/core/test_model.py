@@ -37,6 +37,23 @@ def test_anisotropic_pooling_layers():
     assert config.total_pool == (2, 4, 4)
 
 
+@pytest.mark.parametrize("shape", [(8, 16, 16), (5, 13, 11)])
+def test_residual_blocks_and_strided_down_steps(shape):
+    config = ModelConfig(features=(4, 8, 16), pools=((1, 2, 2), (2, 2, 2)), blocks="residual",
+                         downsample="strided")
+    net = UNet3D(config, n_classes=3).eval()
+    assert net(torch.randn(2, 1, *shape)).shape == (2, 3, *shape)
+    assert isinstance(net.encoders[0].skip, torch.nn.Conv3d)  # 1 -> 4 channels: a projection
+    assert isinstance(net.decoders[0].conv.skip, torch.nn.Conv3d)
+    assert net.pool_layers[0].stride == (1, 2, 2) and net.pool_layers[0].weight.requires_grad
+    same = UNet3D(ModelConfig(features=(4, 4), blocks="residual"), n_classes=2)
+    assert isinstance(same.encoders[1].skip, torch.nn.Identity)
+    with pytest.raises(ValueError, match="blocks"):
+        ModelConfig(blocks="dense")
+    with pytest.raises(ValueError, match="downsample"):
+        ModelConfig(downsample="average")
+
+
 def test_pools_follow_spacing():
     assert pools_for_spacing((4.0, 1.0, 1.0), 3) == ((1, 2, 2), (1, 2, 2), (2, 2, 2))
     assert pools_for_spacing((1.0, 1.0, 1.0), 2) == ((2, 2, 2), (2, 2, 2))

@@ -18,6 +18,8 @@ NORMS = ("none", "batch", "instance", "group")
 FILTER_SIGMAS = (1.0, 2.5, 5.0, 10.0, 20.0, 40.0)  # to σ 40: docs/accuracy.md, "Larger filter scales"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DERIVATIVES = ("compact", "wide", "both")
+BLOCKS = ("plain", "residual")
+DOWNSAMPLE = ("max", "strided")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,12 @@ class ModelConfig:
         predicting"). A perceptron's answers are the same in training and prediction.
     spacing : (float, float, float)
         Voxel spacing the filter bank is built for (set from the data when training starts).
+    blocks : {'plain', 'residual'}
+        A level's two convolutions as in Çiçek et al., or with a shortcut around them (identity, or
+        a 1x1x1 convolution where the width changes; V-Net, VoxResNet).
+    downsample : {'max', 'strided'}
+        Down-steps by max-pooling, or by a learnt convolution with the pooling factor as kernel
+        and stride (V-Net).
     """
 
     features: tuple[int, ...] = (16, 32, 64)
@@ -78,6 +86,8 @@ class ModelConfig:
     prior_weight: float = 0.3
     predict_prior_weight: float | None = None
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    blocks: str = "plain"
+    downsample: str = "max"
 
     def __post_init__(self):
         if len(self.features) < 2 or min(self.features) < 1:
@@ -86,6 +96,9 @@ class ModelConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}.")
         if self.derivatives not in DERIVATIVES:
             raise ValueError(f"derivatives must be one of {DERIVATIVES}, got {self.derivatives!r}.")
+        if self.blocks not in BLOCKS or self.downsample not in DOWNSAMPLE:
+            raise ValueError(f"blocks must be one of {BLOCKS} and downsample one of {DOWNSAMPLE}, "
+                             f"got {self.blocks!r} and {self.downsample!r}.")
         if self.pools is not None and len(self.pools) != len(self.features) - 1:
             raise ValueError(
                 f"pools needs one factor per down-step ({len(self.features) - 1}), "

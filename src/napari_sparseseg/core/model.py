@@ -36,13 +36,39 @@ class ConvBlock(nn.Sequential):
         )
 
 
-class UpBlock(nn.Module):
-    """Transposed-conv upsampling, concatenation with the skip, then a ConvBlock."""
+class ResBlock(nn.Module):
+    """A ConvBlock whose second ReLU follows the sum with a shortcut: the input itself, or a 1x1x1
+    convolution of it where the width changes (He et al. 2016; V-Net, VoxResNet)."""
 
-    def __init__(self, in_ch: int, up_ch: int, skip_ch: int, out_ch: int, pool, norm: str):
+    def __init__(self, in_ch: int, mid_ch: int, out_ch: int, norm: str):
+        super().__init__()
+        self.body = nn.Sequential(*list(ConvBlock(in_ch, mid_ch, out_ch, norm))[:-1])
+        self.skip = nn.Identity() if in_ch == out_ch else nn.Conv3d(in_ch, out_ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+def block(config: ModelConfig, in_ch: int, mid_ch: int, out_ch: int) -> nn.Module:
+    """A level's two convolutions as ``config.blocks`` asks."""
+    kind = ResBlock if config.blocks == "residual" else ConvBlock
+    return kind(in_ch, mid_ch, out_ch, config.norm)
+
+
+def down(config: ModelConfig, width: int, pool) -> nn.Module:
+    """A down-step by ``pool``: max-pooling, or a learnt strided convolution."""
+    if config.downsample == "strided":
+        return nn.Conv3d(width, width, kernel_size=pool, stride=pool)
+    return nn.MaxPool3d(pool, stride=pool)
+
+
+class UpBlock(nn.Module):
+    """Transposed-conv upsampling, concatenation with the skip, then a level's block."""
+
+    def __init__(self, in_ch: int, up_ch: int, skip_ch: int, out_ch: int, pool, config: ModelConfig):
         super().__init__()
         self.up = nn.ConvTranspose3d(in_ch, up_ch, kernel_size=pool, stride=pool)
-        self.conv = ConvBlock(up_ch + skip_ch, out_ch, out_ch, norm)
+        self.conv = block(config, up_ch + skip_ch, out_ch, out_ch)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([self.up(x), skip], dim=1))
@@ -101,14 +127,14 @@ class UNet3D(nn.Module):
         self.encoders = nn.ModuleList()
         for width in feats:
             mid = width // 2 if config.paper_blocks else width
-            self.encoders.append(ConvBlock(in_ch, mid, width, config.norm))
+            self.encoders.append(block(config, in_ch, mid, width))
             in_ch = width
-        self.pool_layers = nn.ModuleList(nn.MaxPool3d(p, stride=p) for p in pools)
+        self.pool_layers = nn.ModuleList(down(config, w, p) for w, p in zip(feats, pools))
         self.decoders = nn.ModuleList()
         for level in reversed(range(len(feats) - 1)):
             below, here = feats[level + 1], feats[level]
             up_ch = below if config.paper_blocks else here
-            self.decoders.append(UpBlock(below, up_ch, here, here, pools[level], config.norm))
+            self.decoders.append(UpBlock(below, up_ch, here, here, pools[level], config))
         self.head = nn.Conv3d(feats[0], n_classes, kernel_size=1)
         if self.pointwise is not None:
             nn.init.zeros_(self.head.weight)
