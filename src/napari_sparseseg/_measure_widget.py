@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 from . import _layers
 from ._metadata import NIFTI_HEADER
 from ._qt_parts import LayerCombo, ask_path, button, notify_errors, row
-from .core import io, measure
+from .core import files, io, measure
 
 if TYPE_CHECKING:
     import napari
@@ -146,9 +146,9 @@ class MeasureWidget(QWidget):
             targets.append((path.with_name(path.stem + "-objects.csv"), self.objects))
         with notify_errors():
             for target, _ in targets:
-                io.check_writable(target)
+                files.check_writable(target)
             for target, rows in targets:
-                with io.atomic_write(target) as tmp:
+                with files.atomic_write(target) as tmp:
                     tmp.write_text(measure.csv_text(rows))
             show_info(f"Measurements written to {', '.join(str(t) for t, _ in targets)}")
 

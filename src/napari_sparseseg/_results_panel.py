@@ -18,7 +18,7 @@ from ._evaluation import EvaluationPanel
 from ._qt_parts import ask_path, button, notify_errors, row
 from ._session import Session, plane_hint
 from ._shortcuts import hint
-from .core import io
+from .core import files, io
 from .core.events import DescribeRequest
 
 MASK_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
@@ -88,7 +88,7 @@ class ResultsPanel(QGroupBox):
             path = path or ask_path(self, "Save model", "napari-sparseseg model (*.pt)", save=True)
             if path:
                 path = path if path.lower().endswith(".pt") else f"{path}.pt"  # what Load model lists
-                io.write_bytes(path, self.session.model)
+                files.write_bytes(path, self.session.model)
                 self.session.model_file = path
                 self.model_label.setText(self.session.where())
                 show_info(f"Model saved to {path}.")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import io
+from .core import files
 from .core.uncertainty import AXIS_PLANES, rank_slices
 
 KINDS = ("prediction", "probabilities", "uncertainty")
@@ -71,7 +71,7 @@ class Session:
             return None
         folder = folder or recovery_folder()
         folder.mkdir(parents=True, exist_ok=True)
-        path = io.write_bytes(folder / f"model-{time.strftime('%Y%m%d-%H%M%S')}.pt", self.model)
+        path = files.write_bytes(folder / f"model-{time.strftime('%Y%m%d-%H%M%S')}.pt", self.model)
         self.model_file = str(path)
         return path
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from napari_sparseseg._metadata import volume_like
-from napari_sparseseg.core import io
+from napari_sparseseg.core import files, io
 
 _WRITABLE = ("tiff", "nifti")
 
@@ -41,7 +41,7 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     if meta.get("multiscale") or np.ndim(data) != 3:
         shape = "multiscale" if meta.get("multiscale") else f"shape {np.shape(data)}"
         raise ValueError(f"Cannot write {path}: only 3D labels can be written (z, y, x), got {shape}.")
-    io.check_writable(Path(path))
+    files.check_writable(Path(path))
     array = np.asarray(data)
     io.write_volume(path, array, like=volume_like(array.shape, meta))
     return [str(path)]

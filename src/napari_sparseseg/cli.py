@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ._terminal import Terminal
-from .core import grid, io, zarr_io
+from .core import files, grid, io, zarr_io
 from .core.config import DEFAULT_PRESET, PRESETS, resolve
 from .core.events import (
     ChunkedPredictRequest,
@@ -258,7 +258,7 @@ def _run_measure(args) -> None:
     from .core import measure
 
     if args.csv:
-        io.check_writable(args.csv)
+        files.check_writable(args.csv)
     image = io.read_volume(args.image) if args.image else None
     mask = measure.read_mask(args.mask, image)
     names = ("background", *args.names) if args.names else None
@@ -278,7 +278,7 @@ def _run_measure(args) -> None:
     result = {"unit": mask.unit, "spacing": mask.spacing, "rows": rows}
     print(json.dumps(result, indent=2) if args.json else text)
     if args.csv:
-        with io.atomic_write(args.csv) as tmp:
+        with files.atomic_write(args.csv) as tmp:
             tmp.write_text(measure.csv_text(rows))
         _say(f"table written to {args.csv}")
 
@@ -313,9 +313,9 @@ def _check_outputs(*masks, model=None, inputs=()) -> None:
     for path in masks:
         if path is not None:
             io.file_format(path)
-            io.check_writable(path)
+            files.check_writable(path)
     if model is not None:
-        io.check_writable(model)
+        files.check_writable(model)
 
 
 def _distinct(outputs, inputs=()) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core import checkpoint, chunked, jobs, trainer, trees
+from napari_sparseseg.core import checkpoint, chunked, jobs, stages, trainer, trees
 from napari_sparseseg.core import io as napari_io
 from napari_sparseseg.core.checkpoint import Segmenter
 from napari_sparseseg.core.config import FILTER_SIGMAS, ModelConfig, TrainConfig, replace
@@ -359,7 +359,7 @@ def test_a_continued_rounds_early_answer_scores_every_round(sample, trained):
 def test_a_budget_too_short_for_the_folds_ends_with_the_trees_answer(sample, monkeypatch):
     """The folds would outlast the budget: the U-Net gets nothing to learn from in time, so the
     round ends with the final trees (a continued one still swaps its new trees in)."""
-    monkeypatch.setattr(trainer, "_no_time_for_folds", lambda *a: True)
+    monkeypatch.setattr(stages, "_no_time_for_folds", lambda *a: True)
     config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu")
     segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
                                              sample.spacing)

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from .config import InferConfig, ModelConfig, from_dict, to_dict
-from .io import existing_file, write_bytes
+from .files import write_bytes
+from .io import existing_file
 from .labels import default_class_names
 from .model import UNet3D
 from .normalize import Normalization

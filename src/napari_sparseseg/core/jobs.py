@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, io
+from . import checkpoint, files, io
 from .config import override
 from .events import (
     ChunkedPredictionReady,
@@ -61,7 +61,7 @@ def run(job, send: Callable, should_stop: Callable[[], bool] = lambda: False,
     elif isinstance(job, PredictRequest):
         segmenter = load(job.model)
         _check_space(job.outputs, job.image.size, segmenter.n_classes)
-        with io.all_or_nothing():
+        with files.all_or_nothing():
             written = _predict(segmenter, job.image, job, send)
         for event in written:
             send(event)
@@ -131,7 +131,7 @@ def _train(job: TrainRequest, send, should_stop, view) -> None:
     send(ModelReady(checkpoint.to_bytes(segmenter), segmenter.class_names, event.iteration, event.reason,
                     event.kept_first))
     written = []
-    with io.all_or_nothing():  # model, mask and probabilities appear together, or none of them
+    with files.all_or_nothing():  # model, mask and probabilities appear together, or none of them
         if job.outputs.model is not None:
             checkpoint.save(segmenter, job.outputs.model)
             written.append(Written(str(job.outputs.model), "model"))
@@ -175,7 +175,7 @@ def _surprises(segmenter, images, annotations, init) -> list[str]:
 
 def _check_space(outputs: Outputs, voxels: int, n_classes: int) -> None:
     """Before long work: room for the mask (<= 2 bytes a voxel), probabilities and the model."""
-    io.check_space({outputs.mask: 2 * voxels, outputs.probabilities: 4 * n_classes * voxels,
+    files.check_space({outputs.mask: 2 * voxels, outputs.probabilities: 4 * n_classes * voxels,
                     outputs.model: 20e6, outputs.first: 2 * voxels})
 
 

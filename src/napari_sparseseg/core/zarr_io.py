@@ -30,7 +30,8 @@ import tifffile
 import zarr
 from dask.array.core import normalize_chunks
 
-from .io import NO_SPACE, check_writable, no_space, read_volume, tiff_spacing
+from .files import NO_SPACE, check_writable, no_space
+from .io import read_volume, tiff_spacing
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 _MARKERS = (".zarray", ".zgroup", "zarr.json")
