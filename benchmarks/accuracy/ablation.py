@@ -62,6 +62,7 @@ VARIANTS = {
     "residual blocks": ("fast", {"blocks": "residual"}, {}),
     "strided-conv down-steps": ("fast", {"downsample": "strided"}, {}),
     "residual blocks, strided-conv down-steps": ("fast", {"blocks": "residual", "downsample": "strided"}, {}),
+    "deep supervision": ("fast", {"deep_supervision": True}, {}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("nearest-plane context", "v2.3, float32 features",
@@ -96,7 +97,8 @@ def run(name: str, variant: str, budget: float, k: int = 3, seed: int = 0) -> di
     labels = inference.predict(segmenter, dataset.image, p.infer).labels
     score = protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)
     return {"dataset": name, "variant": variant, "budget_s": budget, "k": k, "seed": seed,
-            "iterations": events[-1].iteration, "train_s": round(trained - start, 1),
+            "iterations": events[-1].iteration, "kept": "trees" if events[-1].kept_first else "U-Net",
+            "train_s": round(trained - start, 1),
             "predict_s": round(time.perf_counter() - trained, 1), **score, "date": machine()["date"],
             "engine": engine()}
 

@@ -54,6 +54,19 @@ def test_residual_blocks_and_strided_down_steps(shape):
         ModelConfig(downsample="average")
 
 
+def test_deep_supervision_scores_every_decoder_level_in_training_only():
+    config = ModelConfig(features=(4, 8, 16), pools=((1, 2, 2), (2, 2, 2)), filters=(1.0,), trees=0,
+                         pointwise=8, deep_supervision=True)
+    net = UNet3D(config, n_classes=3)
+    x = torch.randn(1, net.stem.out_channels, 6, 13, 11)
+    main, deeper = net.from_features(x, deep=True)
+    assert main.shape == deeper.shape == (1, 3, 6, 13, 11)
+    assert torch.equal(main, deeper)  # both heads start at zero: the first stage's answer
+    assert torch.equal(net.from_features(x), main)
+    assert len(UNet3D(ModelConfig(features=(4, 8, 16, 32), deep_supervision=True), 2).aux_heads) == 2
+    assert not UNet3D(ModelConfig(features=(4, 8, 16)), 2).aux_heads
+
+
 def test_pools_follow_spacing():
     assert pools_for_spacing((4.0, 1.0, 1.0), 3) == ((1, 2, 2), (1, 2, 2), (2, 2, 2))
     assert pools_for_spacing((1.0, 1.0, 1.0), 2) == ((2, 2, 2), (2, 2, 2))

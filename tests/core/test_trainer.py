@@ -92,6 +92,22 @@ def test_same_seed_same_losses(tiny_model, tiny_train, blob_pair):
     assert runs[0] == runs[1]
 
 
+OPTIONS = [{"deep_supervision": True}, {"blocks": "residual", "downsample": "strided"}]
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_architecture_options_learn(tiny_model, tiny_train, blob_pair, option):
+    """The U-Net's architecture options (ablation rows of docs/benchmarks.md) train: the painted
+    voxels' loss falls and every layer's weights moved."""
+    image, ann, _ = blob_pair
+    seg = _segmenter(replace(tiny_model, features=(4, 8, 16), **option), image)
+    before = {k: v.clone() for k, v in seg.net.state_dict().items()}
+    events = list(train(seg, [image], [ann], replace(tiny_train, iterations=30)))
+    assert events[-1].loss < events[0].loss
+    after = seg.net.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))
+
+
 def test_continues_from_existing_weights(tiny_model, tiny_train, blob_pair):
     image, ann, _ = blob_pair
     seg = _segmenter(tiny_model, image)

@@ -72,6 +72,9 @@ class ModelConfig:
     downsample : {'max', 'strided'}
         Down-steps by max-pooling, or by a learnt convolution with the pooling factor as kernel
         and stride (V-Net).
+    deep_supervision : bool
+        In training, also score a 1x1x1 head on each decoder level above the last, upsampled to full
+        size, with the same masked loss at half the weight per level down (nnU-Net).
     """
 
     features: tuple[int, ...] = (16, 32, 64)
@@ -88,6 +91,7 @@ class ModelConfig:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     blocks: str = "plain"
     downsample: str = "max"
+    deep_supervision: bool = False
 
     def __post_init__(self):
         if len(self.features) < 2 or min(self.features) < 1:

@@ -136,9 +136,13 @@ class UNet3D(nn.Module):
             up_ch = below if config.paper_blocks else here
             self.decoders.append(UpBlock(below, up_ch, here, here, pools[level], config))
         self.head = nn.Conv3d(feats[0], n_classes, kernel_size=1)
+        # deep supervision: a head on every decoder output above the last (nnU-Net), training only
+        levels = range(len(feats) - 2, 0, -1) if config.deep_supervision else ()
+        self.aux_heads = nn.ModuleList(nn.Conv3d(feats[level], n_classes, 1) for level in levels)
         if self.pointwise is not None:
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+            for head in (self.head, *self.aux_heads):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
 
     @property
     def stage_channels(self) -> int:
@@ -166,14 +170,16 @@ class UNet3D(nn.Module):
             x = self.stem(x).contiguous(memory_format=memory_format(x.device))
         return self.from_features(x)
 
-    def from_features(self, x: torch.Tensor) -> torch.Tensor:
+    def from_features(self, x: torch.Tensor, deep: bool = False):
         """Logits from the stem's output (the image itself without a stem), e.g. precomputed.
 
         With a pointwise classifier ``x`` may carry the classifier's logits after the features:
         training computes them once per volume (the classifier is frozen in the U-Net stage).
+        ``deep`` returns a list instead: the logits, then those of the deep-supervision heads at
+        full size (none unless ``config.deep_supervision``).
         """
         if self.pointwise is None:
-            return self.unet(x)
+            return self.unet(x, deep)
         features = self.stem.out_channels
         start = (self.pointwise(x) if x.shape[1] == features else x[:, features:]).float()
         x = x[:, :features]
@@ -184,13 +190,15 @@ class UNet3D(nn.Module):
         if not self.training and not self.corrects:
             return prior  # an untrained U-Net adds exactly zero: skip its cost
         context = torch.softmax(start, 1).to(x.dtype)
-        return prior + self.unet(torch.cat([x, context], 1))
+        out = self.unet(torch.cat([x, context], 1), deep)
+        return [prior + o for o in out] if deep else prior + out
 
-    def unet(self, x: torch.Tensor) -> torch.Tensor:
-        """The U-Net proper: (B, C, Z, Y, X) input features -> (B, n_classes, Z, Y, X) logits."""
+    def unet(self, x: torch.Tensor, deep: bool = False):
+        """The U-Net proper: (B, C, Z, Y, X) input features -> (B, n_classes, Z, Y, X) logits
+        (``deep``: a list, those logits and the deep-supervision heads' upsampled to them)."""
         size = x.shape[2:]
         x = self._pad(x)
-        skips = []
+        skips, outputs = [], []
         for level, encode in enumerate(self.encoders):
             x = encode(x)
             if level < len(self.pool_layers):
@@ -198,8 +206,13 @@ class UNet3D(nn.Module):
                 x = self.pool_layers[level](x)
         for decode in self.decoders:
             x = decode(x, skips.pop())
-        logits = self.head(x)
-        return logits[:, :, : size[0], : size[1], : size[2]]
+            outputs.append(x)
+        full = [self.head(x)]
+        if deep:
+            full += [F.interpolate(head(o), size=x.shape[2:], mode="trilinear")
+                     for head, o in zip(self.aux_heads, outputs)]
+        full = [o[:, :, : size[0], : size[1], : size[2]] for o in full]
+        return full if deep else full[0]
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         extra = [(-s) % t for s, t in zip(x.shape[2:], self.config.total_pool)]

@@ -266,8 +266,13 @@ def train_step(net, optim, scaler, x, y, weight, dice_weight, device, judge: Jud
     y = torch.from_numpy(y).to(device)
     optim.zero_grad(set_to_none=True)
     with dev.autocast(device):
-        logits = net.from_features(x)
+        logits, *deeper = net.from_features(x, deep=True)
     loss = sparse_loss(logits, y, weight, dice_weight)
+    if deeper:  # deep supervision: weights 1, 1/2, 1/4 ... summing to 1, as in nnU-Net
+        shares = [0.5**level for level in range(len(deeper) + 1)]
+        for share, extra in zip(shares[1:], deeper):
+            loss = loss + share * sparse_loss(extra, y, weight, dice_weight)
+        loss = loss / sum(shares)
     if judge is not None:
         judge.add(logits, x[:, net.stem.out_channels:], y)
     scaler.scale(loss).backward()
