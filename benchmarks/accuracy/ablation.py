@@ -240,7 +240,11 @@ def main(argv=None) -> int:
                  "`wide second derivatives` and `both second derivatives at σ 1` are the default "
                  "with the filter bank's second derivatives as before 2026-12-06, or with both stencils "
                  "at σ 1 (docs/accuracy.md, \"Do the compact second derivatives cost the organ volumes "
-                 "at K ≠ 3?\"). The grid below has the same variants, all measured with one engine.", ""]
+                 "at K ≠ 3?\"). `residual blocks`, `strided-conv down-steps`, both together and `deep "
+                 "supervision` are the default's U-Net with the architecture options of `ModelConfig` "
+                 "(`blocks`, `downsample`, `deep_supervision`; docs/accuracy.md, \"Residual blocks, "
+                 "strided down-steps and deep supervision\"). The grid below has the same variants, all "
+                 "measured with one engine.", ""]
         replace_section(HEADING, "\n".join([HEADING, "", *intro, *table(rows)]))
         if grid_table(rows):
             replace_section(GRID_HEADING, "\n".join([GRID_HEADING, "", *GRID_INTRO, *grid_table(rows)]))

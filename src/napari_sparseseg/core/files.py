@@ -1,8 +1,9 @@
 """Writing files safely: atomically, several as one, and a full disk said in one sentence.
 
-Every writer of the package goes through :func:`atomic_write`: the data goes to a hidden temporary
-file next to the target, which is moved into place only when it is complete, so an interrupted or
-failed write never leaves half a file or destroys the previous one. Inside :func:`all_or_nothing`
+Every file the package writes goes through :func:`atomic_write` (a Zarr store, a folder, through
+:func:`.zarr_io.atomic_dir`): the data goes to a hidden temporary file next to the target, which is
+moved into place only when it is complete, so an interrupted or failed write never leaves half a
+file or destroys the previous one. Inside :func:`all_or_nothing`
 the moves wait for the end of the block (a model, its mask and probabilities appear together).
 """
 

@@ -26,7 +26,7 @@ NO_TIME = object()  # the trees' stage yields this when the budget leaves the U-
 
 
 def pointwise_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
-                     continuing: bool) -> Iterator[Progress]:
+                    continuing: bool) -> Iterator[Progress]:
     """Fit the filter standardisation (a new model) and the pointwise classifier on painted voxels.
 
     Yields a :class:`Progress` with iteration 0 after every step; ends early on ``stop``. The
@@ -60,7 +60,7 @@ def pointwise_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
 
 
 def tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
-                continuing: bool) -> Iterator[Progress]:
+               continuing: bool) -> Iterator[Progress]:
     """Fit the filter standardisation (a new model) and new boosted trees on the painted voxels.
 
     A new model answers early with them (napari shows it while the folds train; scored with early
