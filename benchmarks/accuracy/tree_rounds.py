@@ -11,6 +11,9 @@ trees' top-class probability against them; ``entropy`` and ``unsure`` are the me
 0.6) and the share of voxels above 25/255, as napari's uncertainty layer and Next slice see them.
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.tree_rounds mni nuclei
+
+``--rounds 100 200 300 --no-margins`` fits 300 rounds instead and scores with 100, 200 and 300 of
+them (more rounds than the default's; docs/accuracy.md, "A probe for the next session").
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ ROUNDS = (25, 50, 75, 100)
 MARGINS = (3.0, 4.0, 6.0)
 
 
-def run(name: str, k: int = 3, seed: int = 0) -> list[dict]:
+def run(name: str, k: int = 3, seed: int = 0, rounds=ROUNDS, margins=MARGINS) -> list[dict]:
+    """Rows of the trees fitted with ``max(rounds)`` rounds, scored with each of ``rounds`` and, with
+    all of them, early stopping at each of ``margins``."""
     dataset = data.load(name)
     annotation = protocol.paint(dataset.truth, k)
     chosen = preset("fast")
@@ -50,14 +55,14 @@ def run(name: str, k: int = 3, seed: int = 0) -> list[dict]:
     features_s = time.perf_counter() - started
     index = painted_index(targets, rng)
     features, labels = (t.numpy() for t in painted_samples([volume], targets, rng, index=index))
-    fitted = trees.TreeClassifier(segmenter.n_classes, max(ROUNDS))
+    fitted = trees.TreeClassifier(segmenter.n_classes, max(rounds))
     started = time.perf_counter()
     list(fitted.fit(features, labels, seed))
     fit_s = time.perf_counter() - started
     flat = np.ascontiguousarray(volume.reshape(volume.shape[0], -1).T, np.float32)
     rows, every, weight = [], None, chosen.model.predict_prior_weight
-    every_round = [(max(ROUNDS), None)] + [(n, None) for n in ROUNDS[:-1]]  # the reference first
-    for n, margin in every_round + [(max(ROUNDS), m) for m in MARGINS]:
+    every_round = [(max(rounds), None)] + [(n, None) for n in sorted(rounds)[:-1]]  # the reference first
+    for n, margin in every_round + [(max(rounds), m) for m in margins]:
         stop = {} if margin is None else {"pred_early_stop": True, "pred_early_stop_margin": margin,
                                           "pred_early_stop_freq": trees.CHECK}
         started = time.perf_counter()
@@ -101,10 +106,13 @@ def _uncertainty(logits: np.ndarray, shape, weight: float) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", help="all, or some of: " + ", ".join(data.NAMES))
+    parser.add_argument("--rounds", type=int, nargs="+", default=list(ROUNDS),
+                        help="rounds to score with; the trees get the most of them (default 25 50 75 100)")
+    parser.add_argument("--no-margins", action="store_true", help="skip the early-stopping rows")
     args = parser.parse_args(argv)
     for name in data.NAMES if "all" in args.datasets else args.datasets:
         with LOG.open("a") as log:
-            for row in run(name):
+            for row in run(name, rounds=args.rounds, margins=() if args.no_margins else MARGINS):
                 print(row, flush=True)
                 log.write(json.dumps(row) + "\n")
     return 0
