@@ -206,7 +206,8 @@ class UNet3D(nn.Module):
                 x = self.pool_layers[level](x)
         for decode in self.decoders:
             x = decode(x, skips.pop())
-            outputs.append(x)
+            if deep:  # kept only for the deep-supervision heads: prediction frees each level as it goes
+                outputs.append(x)
         full = [self.head(x)]
         if deep:
             full += [F.interpolate(head(o), size=x.shape[2:], mode="trilinear")
