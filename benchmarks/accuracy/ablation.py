@@ -63,6 +63,7 @@ VARIANTS = {
     "strided-conv down-steps": ("fast", {"downsample": "strided"}, {}),
     "residual blocks, strided-conv down-steps": ("fast", {"blocks": "residual", "downsample": "strided"}, {}),
     "deep supervision": ("fast", {"deep_supervision": True}, {}),
+    "200 boosting rounds": ("fast", {"trees": 200}, {}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("nearest-plane context", "v2.3, float32 features",
