@@ -64,6 +64,8 @@ VARIANTS = {
     "residual blocks, strided-conv down-steps": ("fast", {"blocks": "residual", "downsample": "strided"}, {}),
     "deep supervision": ("fast", {"deep_supervision": True}, {}),
     "200 boosting rounds": ("fast", {"trees": 200}, {}),
+    "200 boosting rounds, margin 8": ("fast", {"trees": 200, "tree_margin": 8.0}, {}),
+    "margin 8": ("fast", {"tree_margin": 8.0}, {}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("nearest-plane context", "v2.3, float32 features",

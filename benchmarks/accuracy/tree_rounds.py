@@ -12,7 +12,7 @@ trees' top-class probability against them; ``entropy`` and ``unsure`` are the me
 
     PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.tree_rounds mni nuclei
 
-``--rounds 100 200 300 --no-margins`` fits 300 rounds instead and scores with 100, 200 and 300 of
+``--rounds 100 200 300 --margins`` fits 300 rounds instead and scores with 100, 200 and 300 of
 them (more rounds than the default's; docs/accuracy.md, "A probe for the next session").
 """
 
@@ -108,11 +108,12 @@ def main(argv=None) -> int:
     parser.add_argument("datasets", nargs="+", help="all, or some of: " + ", ".join(data.NAMES))
     parser.add_argument("--rounds", type=int, nargs="+", default=list(ROUNDS),
                         help="rounds to score with; the trees get the most of them (default 25 50 75 100)")
-    parser.add_argument("--no-margins", action="store_true", help="skip the early-stopping rows")
+    parser.add_argument("--margins", type=float, nargs="*", default=list(MARGINS),
+                        help="early-stopping margins to score with (default 3 4 6; none: no such rows)")
     args = parser.parse_args(argv)
     for name in data.NAMES if "all" in args.datasets else args.datasets:
         with LOG.open("a") as log:
-            for row in run(name, rounds=args.rounds, margins=() if args.no_margins else MARGINS):
+            for row in run(name, rounds=args.rounds, margins=args.margins):
                 print(row, flush=True)
                 log.write(json.dumps(row) + "\n")
     return 0

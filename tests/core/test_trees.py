@@ -265,6 +265,29 @@ def test_the_early_answer_stops_scoring_a_voxel_once_its_answer_is_clear(sample,
     assert np.abs(full.reshape(3, -1).T / 255.0 - expected).max() < 0.01
 
 
+def test_trees_with_a_margin_stop_early_in_training_and_in_the_loaded_models_prediction(sample, monkeypatch):
+    """``tree_margin`` scores the U-Net's context (out-of-fold answers included) and every later
+    prediction with the same early stopping; the model file keeps it."""
+    margins, score = [], trees.scores
+    monkeypatch.setattr(trees, "scores", lambda b, f, m=None: margins.append(m) or score(b, f, m))
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu", seed=0)
+    model = fit([sample.image], [sample.annotation], replace(MODEL, tree_margin=2.0), config, sample.spacing)
+    assert margins and set(margins) == {2.0}  # the folds' answers and every voxel's context
+    loaded = checkpoint.from_bytes(checkpoint.to_bytes(model))
+    margins.clear()
+    image = loaded.normalization.apply(sample.image)
+    inputs = model_inputs(loaded, image)
+    assert set(margins) == {2.0}
+    channels = loaded.net.stem.out_channels
+    rows = np.ascontiguousarray(inputs[:channels].reshape(channels, -1).T, np.float32)
+    logits = inputs[channels:].reshape(3, -1).T.astype(np.float32)
+    booster = loaded.net.pointwise.booster()
+    stopped = booster.predict(rows, raw_score=True, pred_early_stop=True, pred_early_stop_margin=2.0,
+                              pred_early_stop_freq=trees.CHECK)
+    np.testing.assert_allclose(logits, stopped, rtol=2e-3, atol=2e-3)
+    assert np.abs(logits - booster.predict(rows, raw_score=True)).max() > 0.5  # some voxels stopped
+
+
 def test_a_volume_too_large_to_predict_whole_stops_early_too(sample, trained, monkeypatch):
     """The early answer of a volume whose features would not fit (predicted chunk by chunk) scores
     the trees with early stopping as the whole volume's does, not with every round."""

@@ -54,6 +54,11 @@ class ModelConfig:
     trees : int
         Boosting rounds of a first stage of gradient-boosted trees (LightGBM, :mod:`.trees`) in
         place of the perceptron; 0 = none. Needs ``filters``; excludes ``pointwise``.
+    tree_margin : float or None
+        When set, the trees stop adding rounds to a voxel once its top class leads the next by this
+        many logits (looked at every 10 rounds, LightGBM's prediction early stopping), in training
+        (the U-Net's context, out-of-fold answers included) as in prediction; ``None`` = every
+        round (the default). Scoring every voxel is most of what more rounds cost.
     prior_weight : float
         Weight of the classifier's log-probabilities in the final logits. The U-Net's last layer
         starts at zero, so training starts at the classifier's answer; a weight below 1 keeps that
@@ -86,6 +91,7 @@ class ModelConfig:
     derivatives: str = "compact"
     pointwise: int = 0
     trees: int = 0
+    tree_margin: float | None = None
     prior_weight: float = 0.3
     predict_prior_weight: float | None = None
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -114,7 +120,7 @@ class ModelConfig:
             raise ValueError("Choose one first stage: a perceptron (pointwise) or trees, not both.")
         if self.pointwise < 0 or self.trees < 0:
             raise ValueError("pointwise and trees must be 0 (none) or positive.")
-        for name in ("prior_weight", "predict_prior_weight"):
+        for name in ("prior_weight", "predict_prior_weight", "tree_margin"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}.")

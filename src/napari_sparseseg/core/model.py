@@ -88,7 +88,7 @@ def pointwise_classifier(in_ch: int, hidden: int, n_classes: int) -> nn.Sequenti
 def first_stage(config: ModelConfig, in_ch: int, n_classes: int) -> nn.Module | None:
     """The per-voxel classifier the config asks for: a perceptron, boosted trees or none."""
     if config.trees:
-        return TreeClassifier(n_classes, config.trees)
+        return TreeClassifier(n_classes, config.trees, config.tree_margin)
     return pointwise_classifier(in_ch, config.pointwise, n_classes) if config.pointwise else None
 
 

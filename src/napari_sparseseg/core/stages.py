@@ -73,7 +73,7 @@ def tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     net = segmenter.net
     index = painted_index(sampler.targets, rng)
     features, labels = (t.numpy() for t in painted_samples(sampler.images, sampler.targets, rng, index=index))
-    trees = TreeClassifier(segmenter.n_classes, segmenter.config.trees)
+    trees = TreeClassifier(segmenter.n_classes, segmenter.config.trees, segmenter.config.tree_margin)
     began = clock()
     yield from _progress(trees.fit(features, labels, config.seed), config, clock, stop)
     fitted = clock()
@@ -85,7 +85,8 @@ def tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     folds = np.concatenate([plane_folds(t, i) for t, i in zip(sampler.targets, index)])
     short = _no_time_for_folds(config, clock, fitted - began, np.unique(folds).size)
     if not short:
-        guesses = out_of_fold(features, labels, folds, segmenter.n_classes, config.seed, trees.rounds)
+        guesses = out_of_fold(features, labels, folds, segmenter.n_classes, config.seed, trees.rounds,
+                              trees.margin)
         held_out = yield from _progress(guesses, config, clock, stop)
         if held_out is None:  # stopped
             return

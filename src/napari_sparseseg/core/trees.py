@@ -66,9 +66,9 @@ class TreeClassifier(nn.Module):
     on the CPU whatever the tensor's device.
     """
 
-    def __init__(self, n_classes: int, rounds: int = ROUNDS):
+    def __init__(self, n_classes: int, rounds: int = ROUNDS, margin: float | None = None):
         super().__init__()
-        self.n_classes, self.rounds = n_classes, rounds
+        self.n_classes, self.rounds, self.margin = n_classes, rounds, margin
         self.register_buffer("model", torch.zeros(0, dtype=torch.uint8))
         self._booster, self._kept = None, None
 
@@ -98,14 +98,10 @@ class TreeClassifier(nn.Module):
         (MNI's 4.5 million voxels: 4.4 s, not 11.7 s); the trees give a stopped voxel's top class a
         probability of at least ``1 / (1 + (K - 1) e^-MARGIN)`` (0.96 with three classes), not
         near 1, so the uncertainty of such an answer is no guide (``benchmarks/accuracy/tree_rounds.py``;
-        docs/accuracy.md, "The trees alone stop early").
+        docs/accuracy.md, "The trees alone stop early"). Otherwise a row stops at the trees' own
+        :attr:`margin`, if they have one.
         """
-        booster, threads = self.booster(), torch.get_num_threads()
-        stop = {"pred_early_stop": True, "pred_early_stop_margin": MARGIN, "pred_early_stop_freq": CHECK}
-        parts = [booster.predict(np.asarray(features[lo : lo + ROWS], np.float32), raw_score=True,
-                                 num_threads=threads, **(stop if early else {}))
-                 for lo in range(0, max(1, len(features)), ROWS)]
-        return np.concatenate(parts).astype(np.float32)
+        return scores(self.booster(), features, MARGIN if early else self.margin)
 
     def volume(self, features: np.ndarray, early: bool = False) -> np.ndarray:
         """Logits (K, Z, Y, X) as :data:`.filters.STORED` (as the network reads them) of a feature
@@ -163,6 +159,16 @@ def parse(text: bytes):
         raise ValueError(f"its trees are not a LightGBM model ({str(err)[:80]})") from err
 
 
+def scores(booster, features: np.ndarray, margin: float | None = None) -> np.ndarray:
+    """Logits (N, K) float32 of rows (N, C) by ``booster``, ROWS at a time; a row gets no more
+    rounds once its top class leads by ``margin`` logits (looked at every CHECK rounds), if given."""
+    stop = {"pred_early_stop": True, "pred_early_stop_margin": margin, "pred_early_stop_freq": CHECK}
+    parts = [booster.predict(np.asarray(features[lo : lo + ROWS], np.float32), raw_score=True,
+                             num_threads=torch.get_num_threads(), **(stop if margin is not None else {}))
+             for lo in range(0, max(1, len(features)), ROWS)]
+    return np.concatenate(parts).astype(np.float32)
+
+
 def boost(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
           rounds: int = ROUNDS) -> Iterator[float]:
     """Train a LightGBM booster round by round, yielding the training loss; return the booster."""
@@ -179,8 +185,9 @@ def boost(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 
 
 
 def out_of_fold(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_classes: int,
-                seed: int = 0, rounds: int = ROUNDS) -> Iterator[float]:
+                seed: int = 0, rounds: int = ROUNDS, margin: float | None = None) -> Iterator[float]:
     """Logits (N, K) of every row from trees trained without its fold; yields each round's loss.
+    ``margin`` stops a row's rounds early as :func:`scores` does.
 
     With a single fold there is nothing to hold out: the rows get no answer (zero logits, i.e.
     every class equally likely) rather than the overconfident answer on their own training data.
@@ -189,7 +196,7 @@ def out_of_fold(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, n_c
     for fold in np.unique(folds) if np.unique(folds).size > 1 else ():
         held = folds == fold
         booster = yield from boost(features[~held], labels[~held], n_classes, seed, rounds)
-        out[held] = booster.predict(features[held], raw_score=True, num_threads=torch.get_num_threads())
+        out[held] = scores(booster, features[held], margin)
     return out
 
 
