@@ -54,6 +54,9 @@ class ModelConfig:
     trees : int
         Boosting rounds of a first stage of gradient-boosted trees (LightGBM, :mod:`.trees`) in
         place of the perceptron; 0 = none. Needs ``filters``; excludes ``pointwise``.
+    fold_rounds : int or None
+        Boosting rounds of the trees that give the painted voxels their out-of-fold answers (the
+        U-Net's context in training); ``None`` = ``trees``.
     tree_margin : float or None
         When set, the trees stop adding rounds to a voxel once its top class leads the next by this
         many logits (looked at every 10 rounds, LightGBM's prediction early stopping), in training
@@ -91,6 +94,7 @@ class ModelConfig:
     derivatives: str = "compact"
     pointwise: int = 0
     trees: int = 0
+    fold_rounds: int | None = None
     tree_margin: float | None = None
     prior_weight: float = 0.3
     predict_prior_weight: float | None = None
@@ -118,8 +122,8 @@ class ModelConfig:
             raise ValueError("A pointwise classifier needs filter-bank features (set filters).")
         if self.pointwise and self.trees:
             raise ValueError("Choose one first stage: a perceptron (pointwise) or trees, not both.")
-        if self.pointwise < 0 or self.trees < 0:
-            raise ValueError("pointwise and trees must be 0 (none) or positive.")
+        if self.pointwise < 0 or self.trees < 0 or (self.fold_rounds is not None and self.fold_rounds < 1):
+            raise ValueError("pointwise and trees must be 0 (none) or positive, fold_rounds positive.")
         for name in ("prior_weight", "predict_prior_weight", "tree_margin"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < math.inf:
