@@ -233,19 +233,17 @@ def test_a_new_model_answers_early_while_the_folds_still_train(sample):
     assert sum(e.iteration == 0 for e in events[first + 1 :]) == 5 * MODEL.trees  # six planes, five folds
 
 
-def test_with_more_rounds_a_new_model_answers_early_from_its_first_rounds(sample, monkeypatch):
-    """The first answer waits for trees.FIRST rounds, not all: more rounds do not delay it."""
-    monkeypatch.setattr(trees, "FIRST", 10)
+def test_the_folds_train_their_own_number_of_rounds(sample):
+    model = replace(MODEL, fold_rounds=10)
     config = TrainConfig(patch_size=(16, 48, 48), iterations=2, device="cpu")
-    segmenter, images, annotations = prepare([sample.image], [sample.annotation], MODEL, config,
+    segmenter, images, annotations = prepare([sample.image], [sample.annotation], model, config,
                                              sample.spacing)
-    events, rounds = [], []
-    for event in train(segmenter, images, annotations, config):
-        events.append(event)
-        if event.first_answer:  # what the early answer predicts with, at that moment
-            rounds.append(segmenter.net.pointwise.booster().current_iteration())
-    assert [i for i, e in enumerate(events) if e.first_answer] == [10] and rounds == [10]
-    assert segmenter.net.pointwise.booster().current_iteration() == MODEL.trees  # then all of them
+    events = list(train(segmenter, images, annotations, config))
+    first = next(i for i, e in enumerate(events) if e.first_answer)
+    assert first == MODEL.trees and sum(e.iteration == 0 for e in events[first + 1 :]) == 5 * 10
+    assert segmenter.net.pointwise.booster().current_iteration() == MODEL.trees
+    with pytest.raises(ValueError, match="fold_rounds positive"):
+        replace(MODEL, fold_rounds=0)
 
 
 def _alone(segmenter: Segmenter) -> Segmenter:

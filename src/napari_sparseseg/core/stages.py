@@ -64,8 +64,7 @@ def tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     """Fit the filter standardisation (a new model) and new boosted trees on the painted voxels.
 
     A new model answers early with them (napari shows it while the folds train; scored with early
-    stopping, :meth:`.trees.TreeClassifier.rows`), or with their first :data:`.trees.FIRST`
-    rounds while the rest train, when there are more. Then the trees
+    stopping, :meth:`.trees.TreeClassifier.rows`). Then the trees
     score every voxel of the U-Net's inputs, painted voxels out-of-fold (:func:`.trees.out_of_fold`).
     A continued round swaps in its new trees only when that is complete, so one stopped earlier
     keeps the trees it had. When the folds would outlast the time budget, the stage yields
@@ -75,18 +74,13 @@ def tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     index = painted_index(sampler.targets, rng)
     features, labels = (t.numpy() for t in painted_samples(sampler.images, sampler.targets, rng, index=index))
     trees = TreeClassifier(segmenter.n_classes, segmenter.config.trees, segmenter.config.tree_margin)
-    began, answered, first = clock(), continuing, []
-    for event in _progress(trees.fit(features, labels, config.seed, first.append), config, clock, stop):
-        yield event
-        if first and not answered:  # trees of the first rounds, while the rest train
-            net.pointwise, answered = first.pop(), True
-            yield ANSWER
+    began = clock()
+    yield from _progress(trees.fit(features, labels, config.seed), config, clock, stop)
     fitted = clock()
     if not trees.fitted or (stop is not None and stop()):
         return
     if not continuing:
         net.pointwise = trees
-    if not answered:
         yield ANSWER  # the early answer comes from these trees: no need to wait for the folds
     folds = np.concatenate([plane_folds(t, i) for t, i in zip(sampler.targets, index)])
     short = _no_time_for_folds(config, clock, fitted - began, np.unique(folds).size)

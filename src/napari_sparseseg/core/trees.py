@@ -39,7 +39,6 @@ from torch import nn
 from .filters import STORED
 
 ROUNDS = 100  # boosting rounds (trees per class)
-FIRST = 100  # a new model's early answer comes from its first this many rounds (see TreeClassifier.fit)
 MARGIN = 4.0  # the trees alone stop scoring a voxel once its top class leads by this many logits
 CHECK = 10  # ... looked at every this many rounds (LightGBM's prediction early stopping; see rows)
 FOLDS = 5  # at most this many groups of painted planes for the out-of-fold answers
@@ -77,24 +76,12 @@ class TreeClassifier(nn.Module):
     def fitted(self) -> bool:
         return self.model.numel() > 0
 
-    def fit(self, features: np.ndarray, labels: np.ndarray, seed: int = 0, first=None) -> Iterator[float]:
-        """Train on rows ``features`` (N, C) with classes ``labels`` (N,); yield each round's loss.
-
-        With more than :data:`FIRST` rounds, ``first`` (a callable) gets a classifier of the first
-        :data:`FIRST` as soon as they exist: a new model answers early with it while the rest
-        train, so more rounds do not delay the first answer.
-        """
-        def keep(booster):
-            first(TreeClassifier(self.n_classes, FIRST, self.margin)._set(booster.model_to_string()))
-
-        booster = yield from boost(features, labels, self.n_classes, seed, self.rounds, first and keep)
-        self._set(booster.model_to_string(), booster)
-
-    def _set(self, text: str, booster=None) -> TreeClassifier:
-        data = bytearray(text.encode())
-        self.model = torch.frombuffer(data, dtype=torch.uint8).to(self.model.device)
+    def fit(self, features: np.ndarray, labels: np.ndarray, seed: int = 0) -> Iterator[float]:
+        """Train on rows ``features`` (N, C) with classes ``labels`` (N,); yield each round's loss."""
+        booster = yield from boost(features, labels, self.n_classes, seed, self.rounds)
+        text = booster.model_to_string().encode()
+        self.model = torch.frombuffer(bytearray(text), dtype=torch.uint8).to(self.model.device)
         self._booster, self._kept = booster, None
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.detach().float().movedim(1, -1).reshape(-1, x.shape[1]).cpu().numpy()
@@ -183,19 +170,16 @@ def scores(booster, features: np.ndarray, margin: float | None = None) -> np.nda
 
 
 def boost(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
-          rounds: int = ROUNDS, first=None) -> Iterator[float]:
-    """Train a LightGBM booster round by round, yielding the training loss; return the booster.
-    With more than :data:`FIRST` rounds, ``first`` (a callable) gets the booster after that many."""
+          rounds: int = ROUNDS) -> Iterator[float]:
+    """Train a LightGBM booster round by round, yielding the training loss; return the booster."""
     import lightgbm
 
     params = {**PARAMS, "num_class": n_classes, "seed": seed, "num_threads": torch.get_num_threads(),
               "metric": "multi_logloss"}
     data = lightgbm.Dataset(features, labels, params=params, free_raw_data=True)
     booster = lightgbm.Booster(params, data)
-    for done in range(1, rounds + 1):
+    for _ in range(rounds):
         booster.update()
-        if first is not None and done == FIRST < rounds:
-            first(booster)
         yield booster.eval_train()[0][2]
     return booster
 
