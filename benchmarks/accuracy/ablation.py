@@ -67,6 +67,8 @@ VARIANTS = {
     "200 boosting rounds, margin 8": ("fast", {"trees": 200, "tree_margin": 8.0}, {}),
     "margin 8": ("fast", {"tree_margin": 8.0}, {}),
     "final trees 200 rounds, folds 100": ("fast", {"trees": 200, "fold_rounds": 100}, {}),
+    "elastic 4": ("fast", {}, {"elastic_augment": 4.0}),
+    "elastic 8": ("fast", {}, {"elastic_augment": 8.0}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("nearest-plane context", "v2.3, float32 features",

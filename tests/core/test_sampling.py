@@ -1,5 +1,7 @@
 import numpy as np
+import pytest
 
+from napari_sparseseg.core.config import TrainConfig
 from napari_sparseseg.core.sampling import PatchSampler, annotation_to_target, fit_patch
 
 
@@ -98,10 +100,11 @@ def _slant(mask: np.ndarray) -> float:
     return float(min(angle % 90, 90 - angle % 90))
 
 
-def test_turned_and_scaled_patches_keep_image_and_labels_together():
+@pytest.mark.parametrize("elastic", [0.0, 3.0])
+def test_turned_and_scaled_patches_keep_image_and_labels_together(elastic):
     image, target = _ellipse_volume()
     sampler = PatchSampler([image], [target], (8, 24, 24), (1.0, 1.0, 1.0), np.random.default_rng(0),
-                           rotate=1.0)
+                           rotate=1.0, elastic=elastic)
     slants = []
     for _ in range(30):
         x, y = sampler.sample(1)
@@ -113,6 +116,44 @@ def test_turned_and_scaled_patches_keep_image_and_labels_together():
             slants.append(_slant(y[0, 4] == 1))
     # right-angle turns and flips keep the ellipse along an axis; free turns slant it
     assert sum(s > 15 for s in slants) >= 5
+
+
+def _plane_sheet_depth(elastic: float, spacing=(1.0, 1.0, 1.0)) -> list[int]:
+    """How many z slices of each of 20 turned patches hold the voxels of one painted xy plane."""
+    ann = np.zeros((24, 48, 48), np.uint8)
+    ann[12] = 1 + (np.arange(48) > 24)[None, :]
+    image = ann.astype(np.float32)
+    sampler = PatchSampler([image], [annotation_to_target(ann)], (16, 32, 32), spacing,
+                           np.random.default_rng(1), rotate=1.0, elastic=elastic)
+    depths = []
+    for _ in range(20):
+        _, y = sampler.sample(1)
+        depths.append(int(np.any(y[0] >= 0, axis=(1, 2)).sum()))
+    return depths
+
+
+def test_elastic_patches_bend_a_painted_plane_into_a_sheet():
+    """Turning and scaling keep a painted xy plane flat (scaling by < 1 may repeat its slice); a
+    smooth random displacement bends it across several slices, less where z is coarse."""
+    assert max(_plane_sheet_depth(0.0)) <= 2
+    bent = _plane_sheet_depth(4.0)
+    assert np.median(bent) >= 5
+    assert np.median(_plane_sheet_depth(4.0, (4.0, 1.0, 1.0))) < np.median(bent)
+
+
+def test_elastic_displacement_is_smooth_and_of_the_asked_size():
+    sampler = PatchSampler([np.zeros((4, 8, 8), np.float32)], [np.zeros((4, 8, 8), np.int16)], (32, 64, 64),
+                           (2.0, 1.0, 1.0), np.random.default_rng(0), rotate=1.0, elastic=4.0)
+    fields = np.stack([sampler._displacement().numpy() for _ in range(50)])
+    assert fields.shape == (50, 3, 32, 64, 64)
+    corner = fields[:, :, 0, 0, 0].std(0)  # a grid point: the vectors' own spread
+    np.testing.assert_allclose(corner, [2.0, 4.0, 4.0], rtol=0.3)  # z in voxels twice as long
+    assert np.abs(np.diff(fields, axis=-1)).max() < 1.0  # neighbours move together
+
+
+def test_elastic_size_is_checked():
+    with pytest.raises(ValueError, match="elastic_augment"):
+        TrainConfig(elastic_augment=-1.0)
 
 
 def test_voxels_from_outside_the_volume_are_unpainted():

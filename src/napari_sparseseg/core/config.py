@@ -152,7 +152,8 @@ class TrainConfig:
     already centres patches on every class equally often, so it is off by default);
     ``augment`` turns on flips and right-angle turns, and ``rotate_augment`` is the share of
     patches also turned by a random angle in the yx plane and scaled by up to ±15 % (where the y
-    and x spacings match); ``intensity_augment`` = a adds a
+    and x spacings match), and ``elastic_augment`` (voxels) bends those patches by a smooth random
+    displacement (``sampling.ELASTIC_GRID``; 0: not bent); ``intensity_augment`` = a adds a
     random intensity scale in [1 - a, 1 + a] and shift in [-a, a] (normalised units).
     A model with a pointwise classifier first trains it alone on every painted voxel for
     ``pointwise_steps`` steps or ``pointwise_seconds`` (at most ``max_time``: a short budget is
@@ -176,6 +177,7 @@ class TrainConfig:
     class_balance: bool = False
     intensity_augment: float = 0.0
     rotate_augment: float = 0.5
+    elastic_augment: float = 0.0
     pointwise_steps: int = 6000
     pointwise_seconds: float = 25.0
     pointwise_learning_rate: float = 1e-2
@@ -200,6 +202,9 @@ class TrainConfig:
             raise ValueError(f"intensity_augment must lie in [0, 1), got {self.intensity_augment}.")
         if not 0.0 <= self.rotate_augment <= 1.0:
             raise ValueError(f"rotate_augment must lie in [0, 1], got {self.rotate_augment}.")
+        if not 0.0 <= self.elastic_augment < math.inf:
+            raise ValueError(f"elastic_augment must be a finite number of voxels, 0 or more, got "
+                             f"{self.elastic_augment}.")
         if not 0.0 <= self.weight_average < 1.0:
             raise ValueError(f"weight_average must lie in [0, 1), got {self.weight_average}.")
         if self.batch_size < 1 or min(self.patch_size) < 1:

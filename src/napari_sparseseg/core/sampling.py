@@ -7,7 +7,9 @@ painted classes, so a rare class is seen as often as background.
 A share of the patches (``rotate``) is resampled from the volume at a random angle in the yx
 plane and a random scale: a few painted planes are then seen from every direction, not only from
 the four right angles. The filter-bank features are rotation invariant, so rotating them equals
-computing them on a rotated image (up to interpolation).
+computing them on a rotated image (up to interpolation). Those patches can also be bent by a
+smooth random displacement field (``elastic``), the deformation Çiçek et al. (2016) trained their
+3D U-Net from sparse slices with.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 
 _MAX_CENTRES = 1_000_000
 SCALE_RANGE = 0.15  # rotated patches are also scaled by a factor in exp(±SCALE_RANGE)
+ELASTIC_GRID = 32  # voxels between the random vectors of an elastic displacement (Çiçek et al. 2016)
 
 
 def fit_patch(patch, shape, multiple) -> tuple[int, int, int]:
@@ -58,10 +61,14 @@ class PatchSampler:
     rotate : float
         Share of patches resampled at a random yx angle and scale (only where the y and x
         spacings match, and only with ``augment``).
+    elastic : float
+        Standard deviation (voxels of the finest axis) of the random vectors, at most
+        :data:`ELASTIC_GRID` voxels apart, whose trilinear interpolation displaces every voxel of a turned
+        patch; 0 bends nothing.
     """
 
     def __init__(self, images, targets, patch, spacing, rng, augment=True, n_classes=None, intensity=0.0,
-                 rotate=0.0):
+                 rotate=0.0, elastic=0.0):
         self.patch, self.rng, self.augment, self.intensity = tuple(patch), rng, augment, intensity
         images = [im if im.ndim == 4 else im[None] for im in images]
         self.images = [_pad_to(im, (im.shape[0], *self.patch), 0.0) for im in images]
@@ -71,6 +78,7 @@ class PatchSampler:
         square = math.isclose(spacing[1], spacing[2], rel_tol=0.05)
         self.rotate90 = square and patch[1] == patch[2]
         self.rotate = rotate if square and augment else 0.0
+        self.elastic = np.float32(elastic) * min(spacing) / np.asarray(spacing, np.float32)  # voxels per axis
         # labels as the turned patches sample them (0 = unpainted), made once instead of every patch
         self._classes = [(t + 1).astype(np.uint8)[None] for t in self.targets] if self.rotate else []
         self.extra: list[np.ndarray] = []  # channels appended to every patch, e.g. classifier logits
@@ -129,9 +137,20 @@ class PatchSampler:
         axes = [(torch.arange(p, dtype=torch.float32) - (p - 1) / 2) * scale for p in self.patch]
         z, y, x = torch.meshgrid(*axes, indexing="ij")
         points = (z + centre[0], cos * y - sin * x + centre[1], sin * y + cos * x + centre[2])
+        if self.elastic.any():
+            points = tuple(p + d for p, d in zip(points, self._displacement()))
         values = torch.cat([_sample_at(v, points, "bilinear", "border") for v in self._channels(i)])
         labels = _sample_at(self._classes[i], points, "nearest", "zeros")
         return values.numpy(), labels[0].numpy().astype(np.int16) - 1
+
+    def _displacement(self) -> torch.Tensor:
+        """A smooth random displacement (3, *patch) in voxels: normal vectors of std
+        :attr:`elastic` on a grid from corner to corner of the patch, at most :data:`ELASTIC_GRID`
+        voxels apart, interpolated trilinearly."""
+        grid = [math.ceil(p / ELASTIC_GRID) + 1 for p in self.patch]
+        coarse = self.rng.normal(size=(3, *grid)).astype(np.float32) * self.elastic[:, None, None, None]
+        return F.interpolate(torch.from_numpy(coarse)[None], size=self.patch, mode="trilinear",
+                             align_corners=True)[0]
 
     def _channels(self, i: int) -> list[np.ndarray]:
         """Pair ``i``'s input volumes: the image (or features), then :attr:`extra` if set."""

@@ -180,6 +180,7 @@ def _sampler(segmenter, images, annotations, config, rng) -> PatchSampler:
         n_classes=segmenter.n_classes,
         intensity=config.intensity_augment,
         rotate=config.rotate_augment,
+        elastic=config.elastic_augment,
     )
 
 
