@@ -69,8 +69,6 @@ VARIANTS = {
     "final trees 200 rounds, folds 100": ("fast", {"trees": 200, "fold_rounds": 100}, {}),
     "elastic 4": ("fast", {}, {"elastic_augment": 4.0}),
     "elastic 8": ("fast", {}, {"elastic_augment": 8.0}),
-    "patch 48×96×96, batch 1": ("fast", {}, {"patch_size": (48, 96, 96), "batch_size": 1}),
-    "patch 32×64×64, batch 1": ("fast", {}, {"batch_size": 1}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("nearest-plane context", "v2.3, float32 features",
