@@ -207,3 +207,27 @@ def test_sampling_a_turned_patch_reads_a_box_but_gives_the_whole_volumes_values(
                 ours = _sample_at(data, points, mode, padding)
                 assert ours.dtype == torch.float32
                 torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_channels_last_sampling_gives_the_same_values_as_channels_first():
+    """The box is laid out channels last for speed; every value must be what ``grid_sample`` gives
+    on the box as the volume lays it out, to the bit."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from napari_sparseseg.core.sampling import _reach, _sample_at
+
+    volume = np.random.default_rng(5).standard_normal((7, 20, 30, 30)).astype(np.float16)
+    angle, scale = 0.7, 1.1
+    axes = [(torch.arange(p, dtype=torch.float32) - (p - 1) / 2) * scale for p in (8, 16, 16)]
+    z, y, x = torch.meshgrid(*axes, indexing="ij")
+    cos, sin = math.cos(angle), math.sin(angle)
+    points = (z + 10, cos * y - sin * x + 15, sin * y + cos * x + 14)
+    box = _reach(points, volume.shape[1:])
+    part = torch.from_numpy(volume[(slice(None), *box)].astype(np.float32))
+    grid = torch.stack([2 * (points[a] - box[a].start) / (box[a].stop - box[a].start - 1) - 1
+                        for a in (2, 1, 0)], -1)
+    expected = F.grid_sample(part[None], grid[None], padding_mode="border", align_corners=True)[0]
+    assert torch.equal(_sample_at(volume, points, "bilinear", "border"), expected)
