@@ -231,3 +231,20 @@ def test_channels_last_sampling_gives_the_same_values_as_channels_first():
                         for a in (2, 1, 0)], -1)
     expected = F.grid_sample(part[None], grid[None], padding_mode="border", align_corners=True)[0]
     assert torch.equal(_sample_at(volume, points, "bilinear", "border"), expected)
+
+
+def test_a_batch_of_float16_features_comes_out_float32_and_contiguous_with_their_values():
+    """Patches are written into the batch in one pass from flipped and turned views."""
+    features = np.random.default_rng(6).standard_normal((3, 8, 12, 12)).astype(np.float16)
+    target = np.zeros((8, 12, 12), np.int16)
+    for rotate in (0.0, 1.0):
+        sampler = PatchSampler([features], [target], (8, 12, 12), (1.0, 1.0, 1.0), np.random.default_rng(0),
+                               rotate=rotate)
+        for _ in range(5):
+            x, y = sampler.sample(3)
+            assert x.dtype == np.float32 and x.flags.c_contiguous and x.shape == (3, 3, 8, 12, 12)
+            assert y.dtype == np.int64 and y.shape == (3, 8, 12, 12)
+            if not rotate:  # flips and quarter turns only move voxels: the same values, resorted
+                every = np.sort(features.astype(np.float32).ravel())
+                for patch in x:
+                    np.testing.assert_array_equal(np.sort(patch.ravel()), every)

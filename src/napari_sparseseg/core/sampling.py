@@ -100,9 +100,18 @@ class PatchSampler:
         return centres
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return images (B, C, *patch) float32 and targets (B, *patch) int64."""
-        xs, ys = zip(*(self._one() for _ in range(batch_size)))
-        return np.stack(xs).astype(np.float32, copy=False), np.stack(ys).astype(np.int64)
+        """Return images (B, C, *patch) float32 and targets (B, *patch) int64.
+
+        Each patch (a float16 or float32 view, flipped and turned) is written into the batch in one
+        pass that converts and lays it out at once."""
+        images, targets = None, []
+        for b in range(batch_size):
+            x, y = self._one()
+            if images is None:
+                images = np.empty((batch_size, *x.shape), np.float32)
+            images[b] = x
+            targets.append(y)
+        return images, np.stack(targets).astype(np.int64)
 
     def _one(self) -> tuple[np.ndarray, np.ndarray]:
         which, flat = self.centres[self.rng.integers(len(self.centres))]
@@ -157,8 +166,8 @@ class PatchSampler:
         return [self.images[i], *self.extra[i : i + 1]]
 
     def _augment(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flips and turns as views (:meth:`sample` copies them once); an intensity change in float32."""
         rng = self.rng
-        x = x.astype(np.float32, copy=False)  # float16 features: the intensity change in float32
         for axis in range(3):
             if rng.random() < 0.5:
                 x, y = np.flip(x, axis + 1), np.flip(y, axis)
@@ -166,8 +175,8 @@ class PatchSampler:
         x, y = np.rot90(x, k, axes=(2, 3)), np.rot90(y, k, axes=(1, 2))
         if self.intensity:
             a = self.intensity
-            x = x * np.float32(rng.uniform(1 - a, 1 + a)) + np.float32(rng.uniform(-a, a))
-        return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y)
+            x = x.astype(np.float32) * np.float32(rng.uniform(1 - a, 1 + a)) + np.float32(rng.uniform(-a, a))
+        return x, y
 
 
 def _sample_at(volume, points, mode: str, padding: str) -> torch.Tensor:
