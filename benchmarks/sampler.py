@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from accuracy.protocol import paint
 from bench_core import matmul_gflops
 from napari_sparseseg.core.sampling import PatchSampler, annotation_to_target
 
@@ -22,14 +23,10 @@ SHAPE, CHANNELS, PATCH, BATCHES = (160, 192, 160), 40, (32, 64, 64), 60
 
 
 def _painted(k: int = 3) -> np.ndarray:
+    """Targets of a two-class volume with ``k`` planes per axis painted as the accuracy runs paint."""
     truth = np.zeros(SHAPE, np.uint8)
     truth[:, :, SHAPE[2] // 2 :] = 1
-    annotation = np.zeros(SHAPE, np.uint8)
-    for axis, size in enumerate(SHAPE):
-        for index in np.linspace(0, size, k + 2)[1:-1].astype(int):
-            plane = (slice(None),) * axis + (index,)
-            annotation[plane] = truth[plane] + 1
-    return annotation_to_target(annotation)
+    return annotation_to_target(paint(truth, k))
 
 
 def batch_ms(features: np.ndarray, target: np.ndarray, rotate: float, elastic: float = 0.0) -> float:
