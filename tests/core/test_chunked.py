@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_sparseseg.core import chunked, cluster
+from napari_sparseseg.core import chunked, cluster, inference
 from napari_sparseseg.core.checkpoint import Segmenter, to_bytes
 from napari_sparseseg.core.config import InferConfig, ModelConfig
 from napari_sparseseg.core.inference import (
@@ -65,6 +65,20 @@ def test_chunk_borders_equal_the_single_volume_result(segmenter, shape, chunks, 
 def test_filter_features_at_chunk_borders_equal_the_single_volume_result(filter_segmenter):
     assert filter_segmenter.net.stem.halo() == (5, 8, 8)
     _check_chunked_equals_whole(filter_segmenter, (36, 70, 66), (12, 24, 24), 0.25)
+
+
+def test_a_first_stage_alone_is_predicted_without_windows_and_equals_the_windows_blend(filter_segmenter):
+    """Without the U-Net's correction the model answers voxel by voxel: in memory and chunk by chunk
+    it runs on slabs, and gives what blending its windows gives."""
+    assert not inference.answers_per_voxel(filter_segmenter)
+    filter_segmenter.net.drop_correction()
+    assert inference.answers_per_voxel(filter_segmenter)
+    calls = []
+    original = inference._slab_by_slab
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inference, "_slab_by_slab", lambda *a, **k: calls.append(1) or original(*a, **k))
+        _check_chunked_equals_whole(filter_segmenter, (36, 70, 66), (12, 24, 24), 0.25)
+    assert len(calls) > 8  # predict() once, and every chunk of the dask runs
 
 
 def _check_chunked_equals_whole(segmenter, shape, chunks, overlap):

@@ -43,6 +43,24 @@ def test_volume_smaller_than_window_is_padded_and_cropped():
     assert np.all(out[1] == 1)
 
 
+@pytest.mark.parametrize("shape", [(13, 37, 29), (3, 5, 7), (17, 8, 8)])
+def test_a_per_voxel_predictor_runs_slab_by_slab_and_gives_the_windows_result(shape):
+    volume = np.random.default_rng(1).random((2, *shape)).astype(np.float32)
+    seen = []
+
+    def predictor(batch):
+        seen.append(batch.shape)
+        return np.concatenate([batch, 1 - batch[:, :1]], axis=1)  # three outputs from two channels
+
+    windows = sliding_window(volume, predictor, (8, 16, 16), overlap=0.5)
+    count = len(seen)
+    slabs = sliding_window(volume, predictor, (8, 16, 16), overlap=0.5, per_voxel=True)
+    np.testing.assert_allclose(slabs, windows, rtol=0, atol=1e-6)
+    assert slabs.shape == (3, *shape) and slabs.dtype == np.float32
+    slab_shapes = [(min(8, shape[0] - z), *shape[1:]) for z in range(0, shape[0], 8)]
+    assert [s[2:] for s in seen[count:]] == slab_shapes
+
+
 def test_gaussian_map_peaks_in_centre_and_stays_positive():
     w = gaussian_importance((9, 9, 9))
     assert w[4, 4, 4] == 1.0 and w.min() >= 1e-3 and w[0, 0, 0] < 0.01

@@ -38,6 +38,7 @@ from .checkpoint import Segmenter, from_bytes, to_bytes
 from .config import InferConfig
 from .inference import (
     Prediction,
+    answers_per_voxel,
     blend_windows,
     check_channels,
     labels_uint8,
@@ -230,7 +231,8 @@ def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_
     source = np.pad(source, pad) if any(p for _, p in pad) else source
     starts = [[s - o for s in axis] for axis, o in zip(plan.starts, origin)]
     box = [(lo - o, hi - o) for (lo, hi), o in zip(core, origin)]
-    return blend_windows(source, predictor, plan.window, starts, box, plan.batch_size)
+    return blend_windows(source, predictor, plan.window, starts, box, plan.batch_size,
+                         per_voxel=answers_per_voxel(segmenter))
 
 
 def _window_crop(origin, core, plan: _Plan):
