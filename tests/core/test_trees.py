@@ -99,10 +99,25 @@ def test_out_of_fold_answers_do_not_know_their_own_labels():
     assert not single.any()  # nothing to hold out: no answer rather than a memorised one
 
 
-def _result(generator):
+def test_boosting_yields_a_loss_every_round_but_computes_it_every_few():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2000, 4)).astype(np.float32)
+    labels = (features[:, 0] > 0).astype(int)
+    losses = []
+    booster = _result(trees.boost(features, labels, 2, rounds=25), losses)
+    assert len(losses) == 25 == booster.current_iteration()
+    changes = [i for i in range(1, 25) if losses[i] != losses[i - 1]]
+    assert changes == [9, 19, 24]  # after rounds 10, 20 and the last; round 1's loss stands till then
+    assert losses[-1] == booster.eval_train()[0][2] < losses[0]
+
+
+def _result(generator, yielded=None):
+    """What ``generator`` returns; its yields go to the list ``yielded`` if one is given."""
     try:
         while True:
-            next(generator)
+            value = next(generator)
+            if yielded is not None:
+                yielded.append(value)
     except StopIteration as end:
         return end.value
 

@@ -54,6 +54,9 @@ PARAMS = {
     "force_row_wise": True,
     "verbose": -1,
 }
+# The training loss over every row is only shown; computed every round it took 0.8 s of a 4.6 s fit
+# (MNI's 241 404 painted voxels, 2 cores), in the first answer's fit and in each of the five folds'.
+LOSS_EVERY = 10
 ROWS = 1 << 18  # voxels per LightGBM call when scoring a volume
 KEEP = 256 << 20  # bytes of logits the trees keep for scoring the same volume again (see volume)
 
@@ -171,16 +174,20 @@ def scores(booster, features: np.ndarray, margin: float | None = None) -> np.nda
 
 def boost(features: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0,
           rounds: int = ROUNDS) -> Iterator[float]:
-    """Train a LightGBM booster round by round, yielding the training loss; return the booster."""
+    """Train a LightGBM booster round by round, yielding the training loss after each (computed
+    every :data:`LOSS_EVERY` rounds, and after the first and the last); return the booster."""
     import lightgbm
 
     params = {**PARAMS, "num_class": n_classes, "seed": seed, "num_threads": torch.get_num_threads(),
               "metric": "multi_logloss"}
     data = lightgbm.Dataset(features, labels, params=params, free_raw_data=True)
     booster = lightgbm.Booster(params, data)
-    for _ in range(rounds):
+    loss = float("nan")
+    for done in range(1, rounds + 1):
         booster.update()
-        yield booster.eval_train()[0][2]
+        if done % LOSS_EVERY == 0 or done in (1, rounds):
+            loss = booster.eval_train()[0][2]
+        yield loss
     return booster
 
 
