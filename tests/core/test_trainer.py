@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_sparseseg.core.config import TrainConfig
-from napari_sparseseg.core.trainer import fit, new_segmenter, train
+from napari_sparseseg.core.trainer import fit, new_segmenter, train, train_step
 
 
 def _segmenter(model_config, image, n_classes=2):
@@ -90,6 +90,29 @@ def test_same_seed_same_losses(tiny_model, tiny_train, blob_pair):
         seg = _segmenter(tiny_model, image)
         runs.append([e.loss for e in train(seg, [image], [ann], tiny_train)])
     assert runs[0] == runs[1]
+
+
+def test_a_step_with_a_non_finite_gradient_is_skipped(tiny_model, blob_pair):
+    """A NaN gradient (seen now and then from bf16 convolutions on one CPU) must not reach the
+    weights: the step is skipped, and the next finite one is taken."""
+    image, _, _ = blob_pair
+    net = _segmenter(tiny_model, image).net.train()
+    optim = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    scaler = torch.amp.GradScaler("cuda", enabled=False)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 8, 16, 16, generator=gen).numpy()
+    y = torch.randint(0, 2, (2, 8, 16, 16), generator=gen).numpy()
+    weight, cpu = torch.ones(2), torch.device("cpu")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    handle = net.head.weight.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+    loss = train_step(net, optim, scaler, x, y, weight, 0.5, cpu)
+    handle.remove()
+    assert np.isfinite(loss)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    train_step(net, optim, scaler, x, y, weight, 0.5, cpu)
+    after = net.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert not torch.equal(before["head.weight"], after["head.weight"])
 
 
 OPTIONS = [{"deep_supervision": True}, {"blocks": "residual", "downsample": "strided"}]
