@@ -286,8 +286,9 @@ def train_step(net, optim, scaler, x, y, weight, dice_weight, device, judge: Jud
 def _finite(optim) -> bool:
     """Whether every gradient is finite. A bf16 step on a 2-core AMD EPYC (AVX-512 BF16, no AMX)
     now and then returned NaN gradients for a convolution's weights from a finite loss, and not
-    again with the same seed (2 of 20 tiny trainings of 30 steps; none in float32): one such step
-    turns every weight it reaches into NaN for good, so it is skipped, as CUDA's GradScaler does."""
+    again with the same seed (2 of 20 tiny trainings of 30 steps; none in float32; none in 433 steps
+    of the default on two volumes): one such step turns every weight it reaches into NaN for good,
+    so it is skipped, as CUDA's GradScaler does. The check costs 0.5 ms of a 330 ms default step."""
     grads = [p.grad for group in optim.param_groups for p in group["params"] if p.grad is not None]
     return not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
