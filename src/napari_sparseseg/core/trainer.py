@@ -287,7 +287,7 @@ def _finite(optim) -> bool:
     """Whether every gradient is finite. A bf16 step on a 2-core AMD EPYC (AVX-512 BF16, no AMX)
     now and then returned NaN gradients for a convolution's weights from a finite loss, not
     reproducibly: bf16 training there differs from run to run with the same seed (tiny U-Nets of
-    30 steps: NaN in 2 of 20 runs, and in 1 to 3 of 6 runs of one seed; none in float32; none in
+    30 steps: NaN in 2 of 20 runs, and in up to 3 of 6 runs of one seed; none in float32; none in
     433 steps of the default on two volumes). One such step turns every weight it reaches into NaN
     for good, so it is skipped, as CUDA's GradScaler does. The check costs 0.5 ms of a 330 ms step."""
     grads = [p.grad for group in optim.param_groups for p in group["params"] if p.grad is not None]
