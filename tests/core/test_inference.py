@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_sparseseg.core.inference import gaussian_importance, sliding_window, window_starts
+from napari_sparseseg.core.inference import SLAB_VOXELS, gaussian_importance, sliding_window, window_starts
 
 
 def threshold_predictor(batch):
@@ -43,7 +43,7 @@ def test_volume_smaller_than_window_is_padded_and_cropped():
     assert np.all(out[1] == 1)
 
 
-@pytest.mark.parametrize("shape", [(13, 37, 29), (3, 5, 7), (17, 8, 8)])
+@pytest.mark.parametrize("shape", [(13, 37, 29), (3, 5, 7), (17, 8, 8), (5, 300, 400)])
 def test_a_per_voxel_predictor_runs_slab_by_slab_and_gives_the_windows_result(shape):
     volume = np.random.default_rng(1).random((2, *shape)).astype(np.float32)
     seen = []
@@ -57,7 +57,8 @@ def test_a_per_voxel_predictor_runs_slab_by_slab_and_gives_the_windows_result(sh
     slabs = sliding_window(volume, predictor, (8, 16, 16), overlap=0.5, per_voxel=True)
     np.testing.assert_allclose(slabs, windows, rtol=0, atol=1e-6)
     assert slabs.shape == (3, *shape) and slabs.dtype == np.float32
-    slab_shapes = [(min(8, shape[0] - z), *shape[1:]) for z in range(0, shape[0], 8)]
+    planes = max(1, SLAB_VOXELS // (shape[1] * shape[2]))  # 2 for 300 x 400, all planes for the others
+    slab_shapes = [(min(planes, shape[0] - z), *shape[1:]) for z in range(0, shape[0], planes)]
     assert [s[2:] for s in seen[count:]] == slab_shapes
 
 
