@@ -1,8 +1,12 @@
+import math
+
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from napari_sparseseg.core.config import TrainConfig
-from napari_sparseseg.core.sampling import PatchSampler, annotation_to_target, fit_patch
+from napari_sparseseg.core.sampling import PatchSampler, _reach, _sample_at, annotation_to_target, fit_patch
 
 
 def _sampler(ann, patch=(4, 8, 8), spacing=(1.0, 1.0, 1.0), augment=True, seed=0):
@@ -188,10 +192,6 @@ def test_extra_channels_travel_with_their_patches_turned_or_not():
 
 
 def test_sampling_a_turned_patch_reads_a_box_but_gives_the_whole_volumes_values():
-    import torch
-    import torch.nn.functional as F
-
-    from napari_sparseseg.core.sampling import _sample_at
 
     rng = np.random.default_rng(4)
     for shape in ((9, 10, 11), (1, 2, 5)):  # also axes of one and two voxels
@@ -212,12 +212,6 @@ def test_sampling_a_turned_patch_reads_a_box_but_gives_the_whole_volumes_values(
 def test_channels_last_sampling_gives_the_same_values_as_channels_first():
     """The box is laid out channels last for speed; every value must be what ``grid_sample`` gives
     on the box as the volume lays it out, to the bit."""
-    import math
-
-    import torch
-    import torch.nn.functional as F
-
-    from napari_sparseseg.core.sampling import _reach, _sample_at
 
     volume = np.random.default_rng(5).standard_normal((7, 20, 30, 30)).astype(np.float16)
     angle, scale = 0.7, 1.1
