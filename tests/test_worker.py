@@ -120,6 +120,30 @@ def test_child_process_trains_stops_and_survives_a_crash(request_):
     assert worker._process is None
 
 
+def _mapped(pid: int, library: str) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return library in maps.read()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc (Linux)")
+def test_a_warmed_child_loads_the_engine_before_its_first_job_and_runs_it(request_):
+    worker = Worker()
+    try:
+        worker.warm()
+        pid = worker._process.pid
+        deadline = time.monotonic() + 120
+        while not (_mapped(pid, "libtorch_cpu") and _mapped(pid, "lib_lightgbm")):
+            assert time.monotonic() < deadline, "the warmed child never loaded torch and LightGBM"
+            time.sleep(0.2)
+        assert not worker.busy and worker.poll() == []
+        worker.warm()  # a second call keeps the same child
+        worker.submit(request_)
+        events = _wait(worker, lambda e: isinstance(e, Finished))
+        assert any(isinstance(e, PredictionReady) for e in events) and worker._process.pid == pid
+    finally:
+        worker.close()
+
+
 PARENT_SCRIPT = """
 import sys, time
 import numpy as np

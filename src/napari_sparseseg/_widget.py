@@ -81,7 +81,11 @@ class SparseSegWidget(QWidget):
         _shortcuts.bind(napari_viewer, self)
 
     def event(self, event) -> bool:
-        """napari's close button takes the widget out of its dock (parent None): end the job and child."""
+        """Shown (the dock opened): start the worker's child, which imports the engine while the user
+        paints. napari's close button takes the widget out of its dock (parent None): end the job and
+        child."""
+        if event.type() == QEvent.Type.Show:
+            self.worker.warm()
         if event.type() == QEvent.Type.ParentChange and self.parent() is None:
             self.worker.close()
             self._poll_timer.stop()

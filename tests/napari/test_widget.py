@@ -340,6 +340,26 @@ def test_faults_are_one_notification_and_lose_nothing(qtbot, setup, errors, tmp_
     np.testing.assert_array_equal(ann.data, painted)  # and the annotations were never written
 
 
+def test_the_shown_dock_starts_its_child_before_train_and_ends_it_on_close(qtbot, make_napari_viewer, errors):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-sparseseg", "tubules")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-sparseseg", "Sparse segmentation")
+    qtbot.waitUntil(lambda: widget.worker._process is not None, timeout=10_000)
+    child = widget.worker._process
+    assert child.is_alive() and not widget.worker.busy  # importing the engine while the user paints
+    widget.options.preset_combo.addItem("tiny")
+    widget.options.preset_combo.setCurrentText("tiny")
+    widget.options.iterations_spin.setValue(2)
+    widget.train()
+    _wait_idle(qtbot, widget)
+    assert widget.worker._process is child and "tubules prediction" in viewer.layers and not errors
+    viewer.window.remove_dock_widget(widget)  # what the dock's close button does
+    deadline = time.monotonic() + 15
+    while child.is_alive() and time.monotonic() < deadline:
+        qtbot.wait(100)
+    assert not child.is_alive()
+
+
 @pytest.mark.parametrize("close", ["the viewer", "the dock"])
 def test_closing_mid_training_ends_the_child(qtbot, make_napari_viewer, errors, close):
     viewer, widget, sample = _viewer_with_widget(make_napari_viewer)
