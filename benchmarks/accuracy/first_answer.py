@@ -156,7 +156,7 @@ def forest(name: str, k: int = 3) -> float | None:
 def table(rows: list[dict]) -> list[str]:
     latest = {r["dataset"]: r for r in rows}
     lines = ["| dataset | voxels (× 160³) | job (s) | new worker (s) | dock's worker (s) | its 2nd job (s) | "
-             "command (s) | Dice | forest | − forest | engine, date |", "|---|" * 11]
+             "command (s) | Dice | forest | − forest | engine, date |", "|" + "---|" * 11]
     for name in (n for n in data.NAMES if n in latest):
         r, wood = latest[name], forest(name, latest[name]["k"])
         gap = f"{r['mean_fg_dice'] - wood:+.4f}" if wood is not None else "–"
