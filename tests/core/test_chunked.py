@@ -73,12 +73,16 @@ def test_a_first_stage_alone_is_predicted_without_windows_and_equals_the_windows
     assert not inference.answers_per_voxel(filter_segmenter)
     filter_segmenter.net.drop_correction()
     assert inference.answers_per_voxel(filter_segmenter)
-    calls = []
-    original = inference._slab_by_slab
+    calls, crops = [], []
+    original, inputs = inference._slab_by_slab, chunked.model_inputs
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(inference, "_slab_by_slab", lambda *a, **k: calls.append(1) or original(*a, **k))
+        patch.setattr(chunked, "model_inputs",
+                      lambda s, v, crop, **k: crops.append(crop) or inputs(s, v, crop, **k))
         _check_chunked_equals_whole(filter_segmenter, (36, 70, 66), (12, 24, 24), 0.25)
     assert len(calls) > 8  # predict() once, and every chunk of the dask runs
+    # features and first stage only where a chunk answers: no windows' halo (two dask runs)
+    assert sum(np.prod([c.stop - c.start for c in crop]) for crop in crops) == 2 * 36 * 70 * 66
 
 
 def _check_chunked_equals_whole(segmenter, shape, chunks, overlap):

@@ -224,26 +224,30 @@ def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_
     if block.shape != expected:
         raise RuntimeError(f"Chunk at {core} came with shape {block.shape}, expected {expected}.")
     source = segmenter.normalization.apply(_finite(block, core, private), in_place=True)
-    crop, origin = _window_crop(origin, core, plan)
+    per_voxel = answers_per_voxel(segmenter)
+    crop, origin = _window_crop(origin, core, plan, per_voxel)
     source = model_inputs(segmenter, source, crop, early=plan.early)
+    box = [(lo - o, hi - o) for (lo, hi), o in zip(core, origin)]
+    if per_voxel:
+        return blend_windows(source, predictor, plan.window, None, box, per_voxel=True)
     pad = [(0, 0)] + [(0, max(0, w - s)) if hi == s else (0, 0)
                       for w, s, (_, hi) in zip(plan.window, plan.shape, core)]
     source = np.pad(source, pad) if any(p for _, p in pad) else source
     starts = [[s - o for s in axis] for axis, o in zip(plan.starts, origin)]
-    box = [(lo - o, hi - o) for (lo, hi), o in zip(core, origin)]
-    return blend_windows(source, predictor, plan.window, starts, box, plan.batch_size,
-                         per_voxel=answers_per_voxel(segmenter))
+    return blend_windows(source, predictor, plan.window, starts, box, plan.batch_size)
 
 
-def _window_crop(origin, core, plan: _Plan):
+def _window_crop(origin, core, plan: _Plan, per_voxel: bool = False):
     """The part of a block the windows read, as slices of the block, and its origin in the volume:
-    the chunk plus the windows' halo, without the margin only the filters need.
+    the chunk plus the windows' halo, without the margin only the filters need. A model that
+    answers voxel by voxel reads no windows: the chunk alone (its features and trees are computed
+    there only).
 
     Filter features within ``plan.filters`` of an inner block edge differ from the whole volume's,
     so that margin is only read, never predicted; at a volume border both use the same replicate padding.
     """
-    keep = [(max(0, lo - (d - f)), min(s, hi + d - f))
-            for (lo, hi), d, f, s in zip(core, plan.depth, plan.filters, plan.shape)]
+    halo = [0 if per_voxel else d - f for d, f in zip(plan.depth, plan.filters)]
+    keep = [(max(0, lo - h), min(s, hi + h)) for (lo, hi), h, s in zip(core, halo, plan.shape)]
     return tuple(slice(a - o, b - o) for (a, b), o in zip(keep, origin)), [a for a, _ in keep]
 
 
