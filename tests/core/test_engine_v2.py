@@ -361,3 +361,18 @@ def test_a_volume_whose_features_would_not_fit_is_predicted_chunk_by_chunk(train
     assert chunked.labels.shape == whole.labels.shape and chunked.labels.dtype == np.uint8
     assert np.mean(chunked.labels == whole.labels) > 0.999  # equal but for ties
     assert np.abs(chunked.probabilities.astype(int) - whole.probabilities).max() <= 1
+
+
+def test_stored_features_round_to_float16_as_numpy_does():
+    """Features are stored as float16 by torch's cast; it must give numpy's values to the bit, also
+    for ties, float16's subnormals and values clamped at its largest."""
+    bank = filters.FilterBank((1.0,), (1.0, 1.0, 1.0))
+    top = float(np.finfo(np.float16).max)
+    special = [1 + 2.0**-11, 1 + 3 * 2.0**-11, 2.0**-20, -(2.0**-24) * 1.5, 6e-8, 1e5, -1e9, top, 0.0, -0.0]
+    values = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32) * 1000
+    values.reshape(-1)[: len(special)] = special
+    expected = np.clip(values, -top, top).astype(np.float16)
+    out = np.full((bank.out_channels, 3, 4, 5), 7, np.float16)
+    bank.store(out, 1, torch.from_numpy(values.copy()))
+    np.testing.assert_array_equal(out[1:3].view(np.uint16), expected.view(np.uint16))
+    assert (out[0] == 7).all() and (out[3:] == 7).all()

@@ -266,10 +266,12 @@ class FilterBank(nn.Module):
 
     def store(self, out: np.ndarray, channel: int, values: torch.Tensor) -> None:
         """Standardise raw float32 ``values`` (n, z, y, x) in place and store them in ``out[channel:]``
-        (within float16's range: a channel fitted on painted voxels of one value has a huge scale)."""
+        (within float16's range: a channel fitted on painted voxels of one value has a huge scale).
+        torch rounds to float16 as numpy does, to the bit, about 20 times as fast (13 million values:
+        2.5 ms against 57, 2 cores)."""
         part, top = slice(channel, channel + values.shape[0]), float(np.finfo(STORED).max)
         values.sub_(self.shift[0, part].cpu()).mul_(self.scale[0, part].cpu()).clamp_(-top, top)
-        out[part] = values.numpy()
+        torch.from_numpy(out[part]).copy_(values)
 
     @staticmethod
     def _smoothed(x: torch.Tensor, sigmas, near) -> torch.Tensor:
