@@ -179,6 +179,38 @@ def test_child_ends_when_napari_is_killed():
         parent.kill()
 
 
+UNGUARDED_SCRIPT = """
+import time
+import numpy as np
+from napari_sparseseg._worker import Worker
+from napari_sparseseg.core.config import ModelConfig, TrainConfig
+from napari_sparseseg.core.events import Finished, ModelReady, TrainRequest
+print("the script runs", flush=True)
+ann = np.zeros((8, 16, 16), np.uint8); ann[4] = 1; ann[4, 4:8, 4:8] = 2
+worker = Worker()
+worker.submit(TrainRequest((np.random.rand(8, 16, 16).astype(np.float32),), (ann,), (1.0, 1.0, 1.0),
+    ("bg", "fg"), ModelConfig(features=(4, 8)), TrainConfig(patch_size=(8, 16, 16), iterations=2),
+    predict_after=False))
+events, deadline = [], time.monotonic() + 120
+while not any(isinstance(e, Finished) for e in events) and time.monotonic() < deadline:
+    events += worker.poll()
+    time.sleep(0.1)
+print("trained" if any(isinstance(e, ModelReady) for e in events) else events, flush=True)
+worker.close()
+"""
+
+
+def test_a_script_without_a_main_guard_runs_once_and_its_child_trains(tmp_path):
+    """napari scripts often open the viewer at top level; spawn must not run them again in the child."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "open_napari.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines() == ["the script runs", "trained"], done.stdout + done.stderr[-2000:]
+
+
 KILLED_BEFORE_READING_SCRIPT = """
 import os, signal, time
 import numpy as np

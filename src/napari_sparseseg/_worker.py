@@ -16,6 +16,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import queue
+import sys
 
 from .core.events import Failed, Finished
 
@@ -89,7 +90,8 @@ class Worker:
             target=serve, args=(self._commands, self._events, self._stop), daemon=True,
             name="sparseseg-worker",
         )
-        self._process.start()
+        with _main_module_hidden():
+            self._process.start()
 
     def _forget_child(self) -> None:
         # A request the dead child never read would keep the queue's feeder thread writing into a
@@ -106,6 +108,24 @@ class Worker:
         message = (f"The training process ended unexpectedly with exit code {code}{hint}; "
                    "your annotations and the last finished model are kept.")
         return [Failed(message), Finished()]
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start a child that does not import napari's main module. ``spawn`` runs it again in the
+    child (as ``__mp_main__``) unless it has neither a ``__spec__`` nor a ``__file__``: a script
+    that opens napari without ``if __name__ == "__main__":`` would open a second viewer there
+    and never serve a job, and the ``napari`` command's own main module imports napari and Qt.
+    The child needs nothing from it: :func:`serve` and the requests live in this package."""
+    names = vars(sys.modules["__main__"])
+    saved = {name: names[name] for name in ("__spec__", "__file__") if name in names}
+    names["__spec__"] = None  # spawn reads it whether or not it is there
+    names.pop("__file__", None)
+    try:
+        yield
+    finally:
+        names.pop("__spec__")
+        names.update(saved)
 
 
 # ------------------------------------------------------------------ child side
