@@ -114,8 +114,9 @@ class Worker:
 def _main_module_hidden():
     """Start a child that does not import napari's main module. ``spawn`` runs it again in the
     child (as ``__mp_main__``) unless it has neither a ``__spec__`` nor a ``__file__``: a script
-    that opens napari without ``if __name__ == "__main__":`` would open a second viewer there
-    and never serve a job, and the ``napari`` command's own main module imports napari and Qt.
+    that opens napari without ``if __name__ == "__main__":`` ran again there and the child's start
+    failed (every Train ended "unexpectedly"), and the ``napari`` command's main module made the
+    child import napari (52 MB more resident).
     The child needs nothing from it: :func:`serve` and the requests live in this package."""
     names = vars(sys.modules["__main__"])
     saved = {name: names[name] for name in ("__spec__", "__file__") if name in names}
