@@ -108,6 +108,8 @@ def test_child_process_trains_stops_and_survives_a_crash(request_):
         worker.submit(long)
         _wait(worker, lambda e: isinstance(e, Progress))
         os.kill(worker._process.pid, signal.SIGKILL)
+        worker._process.join(10)
+        worker.warm()  # the dock shown again before a poll: the crash must still be reported
         events = _wait(worker, lambda e: isinstance(e, Failed))
         assert "ended unexpectedly" in next(e for e in events if isinstance(e, Failed)).message
         assert not worker.busy
@@ -133,7 +135,7 @@ def test_a_warmed_child_loads_the_engine_before_its_first_job_and_runs_it(reques
         pid = worker._process.pid
         deadline = time.monotonic() + 120
         while not (_mapped(pid, "libtorch_cpu") and _mapped(pid, "lib_lightgbm")):
-            assert time.monotonic() < deadline, "the warmed child never loaded torch and LightGBM"
+            assert worker._process.is_alive() and time.monotonic() < deadline, "no torch and LightGBM"
             time.sleep(0.2)
         assert not worker.busy and worker.poll() == []
         worker.warm()  # a second call keeps the same child
@@ -142,6 +144,14 @@ def test_a_warmed_child_loads_the_engine_before_its_first_job_and_runs_it(reques
         assert any(isinstance(e, PredictionReady) for e in events) and worker._process.pid == pid
     finally:
         worker.close()
+
+
+def test_closing_an_idle_warmed_child_ends_it_at_once():
+    worker = Worker()
+    worker.warm()
+    child = worker._process
+    worker.close()  # the dock closed while the child still imports: no waiting for it
+    assert worker._process is None and child.exitcode == -signal.SIGTERM
 
 
 PARENT_SCRIPT = """

@@ -32,8 +32,9 @@ INTRO = ("Reproduce with `PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.b
          "of its batches (what a judge choosing alpha would count).")
 
 
-def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict:
-    """Train the default on ``name`` for ``budget`` s and score its correction scaled by each alpha."""
+def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict | None:
+    """Train the default on ``name`` for ``budget`` s and score its correction scaled by each alpha;
+    None if the budget left the U-Net no iteration."""
     dataset, annotation, chosen, config, (segmenter, images, annotations) = inprocess.default_round(
         name, budget, k, seed)
     weights = segmenter.net.config.prior_weight, segmenter.net.config.predict_prior_weight
@@ -43,12 +44,14 @@ def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict:
         add(self, logits, start, y)
         counts.append(_blends(logits, start, y, segmenter.n_classes, *weights))
 
-    judge.Judge.add, judge.Judge.improves = counted, lambda self: True
+    judge.Judge.add, judge.Judge.improves, trainer.LAST = counted, lambda self: True, 1.0  # every batch
     try:
         last = list(trainer.train(segmenter, images, annotations, config))[-1]
     finally:
-        judge.Judge.add, judge.Judge.improves = add, keep
-    tail = np.sum(counts[len(counts) - max(1, len(counts) // 4):], axis=0)
+        judge.Judge.add, judge.Judge.improves, trainer.LAST = add, keep, judge.LAST
+    if not counts:  # the budget skipped the U-Net
+        return None
+    tail = np.sum(counts[len(counts) - max(1, len(counts) // 4):], axis=0)  # the judge's last quarter
     head = segmenter.net.head
     trained = [p.detach().clone() for p in (head.weight, head.bias)]
     dice = []

@@ -40,8 +40,10 @@ class Worker:
 
     def warm(self) -> None:
         """Start the child now, without a job: it imports the engine (:func:`serve`) before the first
-        request arrives, which then starts seconds sooner."""
-        self._ensure_child()
+        request arrives, which then starts seconds sooner. While a job runs this does nothing: a
+        child that died meanwhile is for :meth:`poll` to report, not to be replaced unseen."""
+        if not self.busy:
+            self._ensure_child()
 
     def set_view(self, axis: int, index: int) -> None:
         """Tell a training child which plane to preview next."""
@@ -69,11 +71,12 @@ class Worker:
         return events
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop any job and end the child process."""
+        """Stop any job and end the child process: a running job is asked to stop first; an idle
+        child (maybe still importing the engine) holds nothing and is ended at once."""
         if self._process is None:
             return
         self._stop.set()
-        if self._process.is_alive():
+        if self.busy and self._process.is_alive():
             self._commands.put(None)
             self._process.join(timeout)
         if self._process.is_alive():
@@ -161,8 +164,9 @@ def _lower_priority() -> None:
 def _import_engine() -> None:
     """Import what every training job needs before the first job, instead of during it: torch and
     LightGBM (about 3 s on 2 cores), and what torch imports when a job builds its first optimiser
-    (torch._dynamo, 1.5 s of the U-Net's time budget). One that fails is left to the job to report."""
-    with contextlib.suppress(ImportError):
+    (torch._dynamo, 1.5 s of the U-Net's time budget). One that fails (an ImportError, or an OSError
+    from a library that does not load) is left to the job that needs it to report."""
+    with contextlib.suppress(Exception):
         import lightgbm  # noqa: F401
         import torch
 

@@ -240,8 +240,9 @@ def _predict_block(block: np.ndarray, payload: ModelPayload, plan: _Plan, block_
 def _window_crop(origin, core, plan: _Plan, per_voxel: bool = False):
     """The part of a block the windows read, as slices of the block, and its origin in the volume:
     the chunk plus the windows' halo, without the margin only the filters need. A model that
-    answers voxel by voxel reads no windows: the chunk alone (its features and trees are computed
-    there only).
+    answers voxel by voxel reads no windows: the chunk alone (the block is still read and smoothed
+    with the windows' halo, but the features' derivatives and the trees are computed on the chunk
+    only).
 
     Filter features within ``plan.filters`` of an inner block edge differ from the whole volume's,
     so that margin is only read, never predicted; at a volume border both use the same replicate padding.
