@@ -166,13 +166,13 @@ def _import_engine() -> None:
     LightGBM (about 3 s on 2 cores), and what torch imports when a job builds its first optimiser
     (torch._dynamo, 1.5 s of the U-Net's time budget). One that fails (an ImportError, or an OSError
     from a library that does not load) is left to the job that needs it to report."""
-    with contextlib.suppress(Exception):
-        import lightgbm  # noqa: F401
+    with contextlib.suppress(Exception):  # the engine first: LightGBM's library may fail to load alone
         import torch
 
         from .core import inference, jobs, trainer  # noqa: F401
 
         torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
+        import lightgbm  # noqa: F401
 
 
 def _next_job(commands, parent):
