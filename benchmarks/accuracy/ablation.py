@@ -69,6 +69,8 @@ VARIANTS = {
     "final trees 200 rounds, folds 100": ("fast", {"trees": 200, "fold_rounds": 100}, {}),
     "elastic 4": ("fast", {}, {"elastic_augment": 4.0}),
     "elastic 8": ("fast", {}, {"elastic_augment": 8.0}),
+    "structure tensors σ 1–20": ("fast", {"tensors": (1.0, 2.5, 5.0, 10.0, 20.0)}, {}),
+    "structure tensors σ 1–10": ("fast", {"tensors": (1.0, 2.5, 5.0, 10.0)}, {}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
 EARLIER = ("nearest-plane context", "v2.3, float32 features",

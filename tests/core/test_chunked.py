@@ -67,6 +67,19 @@ def test_filter_features_at_chunk_borders_equal_the_single_volume_result(filter_
     _check_chunked_equals_whole(filter_segmenter, (36, 70, 66), (12, 24, 24), 0.25)
 
 
+def test_structure_tensors_at_chunk_borders_equal_the_single_volume_result():
+    """A structure tensor reaches further than the smoothing it starts from: its gradients are
+    smoothed again (inner σ 2, outer σ 4: 6 + 1 + 12 voxels in y and x, 3 + 1 + 6 in z at spacing 2)."""
+    torch.manual_seed(0)
+    config = ModelConfig(features=(4, 8), filters=(1.0,), tensors=(2.0,), pointwise=4,
+                         spacing=(2.0, 1.0, 1.0))
+    segmenter = Segmenter.create(config, 3, Normalization(0.1, 0.9, 0.5, 0.2))
+    segmenter.net.stem.fit_scale(torch.randn(100, segmenter.net.stem.out_channels) * 0.1 + 0.5)
+    torch.nn.init.normal_(segmenter.net.head.weight, std=0.3)
+    assert segmenter.net.stem.halo() == (10, 19, 19)
+    _check_chunked_equals_whole(segmenter, (36, 76, 72), (18, 36, 36), 0.25)  # chunks: window + halo
+
+
 def test_a_first_stage_alone_is_predicted_without_windows_and_equals_the_windows_blend(filter_segmenter):
     """Without the U-Net's correction the model answers voxel by voxel: in memory and chunk by chunk
     it runs on slabs, and gives what blending its windows gives."""

@@ -59,18 +59,42 @@ def test_both_stencils_are_the_compact_bank_with_the_wide_one_at_the_finest_scal
     torch.testing.assert_close(both[11:], compact[7:])  # σ 2.5
 
 
-@pytest.mark.parametrize("derivatives", ["compact", "both"])
-def test_feature_volume_does_not_depend_on_the_slab_size(monkeypatch, derivatives):
-    bank = filters.FilterBank((1.0, 2.5), (2.0, 1.0, 1.0), derivatives)
+def test_the_structure_tensor_of_a_ramp_is_its_squared_gradient():
+    # intensity 0.5 z + 0.2 y (spacing 2 in z: 1.0 per finest-axis unit): one eigenvalue |∇|², two zero
+    z, y, _ = np.indices((24, 42, 42), dtype=np.float32)
+    x = torch.from_numpy(1.0 * z + 0.2 * y)[None, None]
+    bank = filters.FilterBank((1.0,), (2.0, 1.0, 1.0), tensors=(1.0, 2.0))
+    features = bank.raw(x)[0]
+    assert features.shape[0] == filters.n_features((1.0,), tensors=(1.0, 2.0)) == 1 + 6 + 6
+    assert bank.halo() == (10, 19, 19)
+    inside = (slice(None), slice(10, 14), slice(19, 23), slice(19, 23))  # beyond the borders' reach
+    expected = torch.tensor([0.5**2 + 0.2**2, 0.0, 0.0])[:, None, None, None].expand(3, 4, 4, 4)
+    for first in (7, 10):  # the tensors at σ 1, then at σ 2
+        torch.testing.assert_close(features[first : first + 3][inside], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_structure_tensor_needs_the_filter_bank():
+    with pytest.raises(ValueError, match="need filter-bank features"):
+        ModelConfig(tensors=(2.0,))
+    with pytest.raises(ValueError, match="must be positive"):
+        ModelConfig(filters=(1.0,), tensors=(0.0,))
+
+
+BANKS = [("compact", ()), ("both", ()), ("compact", (1.0, 2.5))]  # the last with structure tensors
+
+
+@pytest.mark.parametrize("derivatives, tensors", BANKS)
+def test_feature_volume_does_not_depend_on_the_slab_size(monkeypatch, derivatives, tensors):
+    bank = filters.FilterBank((1.0, 2.5), (2.0, 1.0, 1.0), derivatives, tensors)
     image = np.random.default_rng(2).random((23, 17, 19)).astype(np.float32)
     whole = bank.volume(image)
-    assert whole.shape == (filters.n_features((1.0, 2.5), derivatives), 23, 17, 19)
+    assert whole.shape == (filters.n_features((1.0, 2.5), derivatives, tensors), 23, 17, 19)
     monkeypatch.setattr(filters, "SLAB_VOXELS", 17 * 19 * 3)  # 3-plane slabs
     np.testing.assert_allclose(bank.volume(image), whole, rtol=1e-3, atol=1e-3)  # float16 rounding
 
 
 def test_feature_volumes_are_the_float32_features_rounded_once_to_float16():
-    bank = filters.FilterBank((1.0, 3.0), (2.0, 1.0, 1.0))
+    bank = filters.FilterBank((1.0, 3.0), (2.0, 1.0, 1.0), tensors=(1.0,))
     # a mean 50 times the spread: stored raw, float16 would keep little of the smoothed channels
     image = (5 + 0.1 * np.random.default_rng(6).random((12, 20, 18))).astype(np.float32)
     raw = torch.cat([values for _, values in bank.scales(image)])
@@ -103,20 +127,20 @@ def test_training_fits_each_scale_on_painted_voxels_of_every_image_before_storin
         np.testing.assert_allclose(v, stem.standardize(r[None].clone())[0].numpy(), rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("derivatives", ["compact", "both"])
-def test_features_of_a_crop_are_the_whole_volumes_there(monkeypatch, derivatives):
-    bank = filters.FilterBank((1.0, 6.0), (2.0, 1.0, 1.0), derivatives)  # σ 6 reaches past the crop
+@pytest.mark.parametrize("derivatives, tensors", BANKS)
+def test_features_of_a_crop_are_the_whole_volumes_there(monkeypatch, derivatives, tensors):
+    bank = filters.FilterBank((1.0, 6.0), (2.0, 1.0, 1.0), derivatives, tensors)  # σ 6 reaches past the crop
     image = np.random.default_rng(5).random((21, 30, 26)).astype(np.float32)
     whole = bank.volume(image, extra=2)
     crop = (slice(3, 17), slice(0, 11), slice(20, None))
     monkeypatch.setattr(filters, "SLAB_VOXELS", 11 * 6 * 4)  # 4-plane slabs
     part = bank.volume(image, extra=2, crop=crop)
-    assert part.shape == (filters.n_features((1.0, 6.0), derivatives) + 2, 14, 11, 6)
+    assert part.shape == (filters.n_features((1.0, 6.0), derivatives, tensors) + 2, 14, 11, 6)
     np.testing.assert_allclose(part[:-2], whole[(slice(None, -2), *crop)], rtol=1e-3, atol=1e-3)
 
 
 def test_features_are_invariant_to_flips():
-    bank = filters.FilterBank((1.0, 2.0), (1.0, 1.0, 1.0))
+    bank = filters.FilterBank((1.0, 2.0), (1.0, 1.0, 1.0), tensors=(1.0,))
     image = np.random.default_rng(3).random((16, 16, 16)).astype(np.float32)
     flipped = bank.volume(image[:, ::-1, :].copy())[:, :, ::-1, :]
     np.testing.assert_allclose(flipped, bank.volume(image), rtol=1e-3, atol=1e-3)  # float16 rounding

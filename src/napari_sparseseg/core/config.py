@@ -47,6 +47,10 @@ class ModelConfig:
         How the filter bank takes a second derivative along one axis (:class:`.filters.FilterBank`);
         ``'wide'`` is what models trained before 2026-12-06 were trained with; ``'both'`` adds the
         wide stencil's features at the finest σ (measured, not adopted: docs/accuracy.md).
+    tensors : tuple of float
+        Inner scales σ at which the filter bank adds the structure tensor's three eigenvalues (the
+        gradients' outer products smoothed at :data:`.filters.TENSOR_OUTER` σ); empty = none.
+        Needs ``filters``.
     pointwise : int
         Hidden width of a per-voxel classifier on the filter features, trained first; 0 = none.
         Needs ``filters``. The U-Net then also sees the classifier's class probabilities as
@@ -92,6 +96,7 @@ class ModelConfig:
     in_channels: int = 1
     filters: tuple[float, ...] = ()
     derivatives: str = "compact"
+    tensors: tuple[float, ...] = ()
     pointwise: int = 0
     trees: int = 0
     fold_rounds: int | None = None
@@ -118,8 +123,9 @@ class ModelConfig:
                 f"pools needs one factor per down-step ({len(self.features) - 1}), "
                 f"got {len(self.pools)}."
             )
-        if (self.pointwise or self.trees) and not self.filters:
-            raise ValueError("A pointwise classifier needs filter-bank features (set filters).")
+        if (self.pointwise or self.trees or self.tensors) and not self.filters:
+            raise ValueError("A pointwise classifier or structure tensors need filter-bank features "
+                             "(set filters).")
         if self.pointwise and self.trees:
             raise ValueError("Choose one first stage: a perceptron (pointwise) or trees, not both.")
         if self.pointwise < 0 or self.trees < 0 or (self.fold_rounds is not None and self.fold_rounds < 1):
@@ -128,7 +134,7 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
-        if any(not s > 0 for s in (*self.filters, *self.spacing)):
+        if any(not s > 0 for s in (*self.filters, *self.tensors, *self.spacing)):
             raise ValueError("Filter scales and spacing must be positive numbers.")
 
     @property

@@ -42,11 +42,14 @@ STORED = np.float16  # the dtype of feature volumes (FilterBank.volume); layers 
 
 
 WIDE_EXTRA = 4  # derivatives="both": the wide stencil's Laplacian and Hessian eigenvalues at the finest σ
+PER_TENSOR = 3  # the structure tensor's eigenvalues at each of its scales
+TENSOR_OUTER = 2.0  # the structure tensor's outer scale, as a multiple of its inner one
 
 
-def n_features(sigmas, derivatives: str = "compact") -> int:
-    """Channels the bank returns for ``sigmas`` and ``derivatives``."""
-    return 1 + PER_SIGMA * len(sigmas) + (WIDE_EXTRA if derivatives == "both" else 0)
+def n_features(sigmas, derivatives: str = "compact", tensors=()) -> int:
+    """Channels the bank returns for ``sigmas``, ``derivatives`` and structure-tensor scales ``tensors``."""
+    wide = WIDE_EXTRA if derivatives == "both" else 0
+    return 1 + PER_SIGMA * len(sigmas) + wide + PER_TENSOR * len(tensors)
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -135,6 +138,17 @@ def _laplacian(h: dict) -> torch.Tensor:
     return h[0, 0] + h[1, 1] + h[2, 2]
 
 
+def structure_tensor(g: torch.Tensor, outer, rel) -> dict:
+    """The structure tensor of the smoothed ``g`` (B, 1, Z, Y, X): the gradients' products, each
+    smoothed with the ``outer`` σ per axis (keys (i, j), i ≤ j, as :func:`hessian_eigenvalues` reads)."""
+    grad = [diff(g, a, rel[a]) for a in range(3)]
+    return {(i, j): smooth(grad[i] * grad[j], outer) for i in range(3) for j in range(i, 3)}
+
+
+def _radius(sigma: float) -> int:
+    return gaussian_kernel(sigma).numel() // 2
+
+
 class FilterBank(nn.Module):
     """Fixed multi-scale filter features of a one-channel volume, standardised.
 
@@ -156,14 +170,15 @@ class FilterBank(nn.Module):
     float32 whatever autocast is active.
     """
 
-    def __init__(self, sigmas, spacing, derivatives: str = "compact"):
+    def __init__(self, sigmas, spacing, derivatives: str = "compact", tensors=()):
         super().__init__()
         self.compact = derivatives != "wide"
         self.both = derivatives == "both"
         finest = min(spacing)
         self.rel = tuple(float(s) / finest for s in spacing)
         self.sigmas = tuple(float(s) for s in sigmas)
-        channels = n_features(self.sigmas, derivatives)
+        self.tensors = tuple(float(s) for s in tensors)
+        channels = n_features(self.sigmas, derivatives, self.tensors)
         self.out_channels = channels
         self.register_buffer("shift", torch.zeros(1, channels, 1, 1, 1))
         self.register_buffer("scale", torch.ones(1, channels, 1, 1, 1))
@@ -177,6 +192,9 @@ class FilterBank(nn.Module):
             parts = [x]
             for i, sigma in enumerate(self.sigmas):
                 parts.extend(self._derived(smooth(x, [sigma / r for r in self.rel]), i == 0))
+            for sigma in self.tensors:
+                g = smooth(x, [sigma / r for r in self.rel])
+                parts.extend(hessian_eigenvalues(structure_tensor(g, self._outer(sigma), self.rel)))
             return torch.cat(parts, dim=1)
 
     def _derived(self, g: torch.Tensor, finest: bool) -> list[torch.Tensor]:
@@ -207,8 +225,15 @@ class FilterBank(nn.Module):
         return features.sub_(self.shift).mul_(self.scale)
 
     def halo(self) -> tuple[int, int, int]:
-        """Voxels per axis that influence a feature: the largest Gaussian's radius plus two differences."""
-        return tuple(gaussian_kernel(max(self.sigmas) / r).numel() // 2 + 2 for r in self.rel)
+        """Voxels per axis that influence a feature: the largest Gaussian's radius plus two differences,
+        or a structure tensor's inner and outer radii plus one difference, whichever reaches further."""
+        return tuple(max([_radius(max(self.sigmas) / r) + 2,
+                          *(_radius(s / r) + 1 + _radius(self._outer(s)[a]) for s in self.tensors)])
+                     for a, r in enumerate(self.rel))
+
+    def _outer(self, sigma: float) -> list[float]:
+        """The structure tensor's outer σ per axis for its inner scale ``sigma``."""
+        return [TENSOR_OUTER * sigma / r for r in self.rel]
 
     @torch.no_grad()
     def volume(self, image: np.ndarray, extra: int = 0, crop=None) -> np.ndarray:
@@ -263,6 +288,27 @@ class FilterBank(nn.Module):
         for i, sigma in enumerate(self.sigmas):  # nothing of a scale is kept once it is yielded
             yield self._first_channel(i), self._slabs(
                 self._smoothed(x, [sigma / r for r in self.rel], near), offset, shape, i == 0)
+        first = self._first_channel(len(self.sigmas))
+        for i, sigma in enumerate(self.tensors):
+            yield first + PER_TENSOR * i, self._tensor(x, sigma, box, shape)
+
+    def _tensor(self, x: torch.Tensor, sigma: float, box, shape) -> torch.Tensor:
+        """The structure tensor's eigenvalues (3, *shape) at inner scale ``sigma`` within ``box`` of
+        ``x`` (Z, Y, X). Its gradients are taken over the box widened by the outer Gaussian's radius
+        and one voxel, so a crop's values are the whole volume's; the eigenvalues in z-slabs."""
+        outer = self._outer(sigma)
+        reach = [_radius(o) + 1 for o in outer]
+        near = [slice(max(0, b.start - m), min(n, b.stop + m)) for b, m, n in zip(box, reach, x.shape)]
+        g = self._smoothed(x, [sigma / r for r in self.rel], near)[None, None]
+        inside = tuple(slice(b.start - n.start, b.stop - n.start) for b, n in zip(box, near))
+        tensor = {k: v[(0, 0, *inside)] for k, v in structure_tensor(g, outer, self.rel).items()}
+        del g
+        out = torch.empty((PER_TENSOR, *shape))
+        step = max(1, SLAB_VOXELS // max(1, shape[1] * shape[2]))
+        for z in range(0, shape[0], step):
+            part = {k: v[z : z + step] for k, v in tensor.items()}
+            out[:, z : z + step] = torch.stack(hessian_eigenvalues(part))
+        return out
 
     def store(self, out: np.ndarray, channel: int, values: torch.Tensor) -> None:
         """Standardise raw float32 ``values`` (n, z, y, x) in place and store them in ``out[channel:]``

@@ -119,7 +119,8 @@ class UNet3D(nn.Module):
         feats = config.features
         pools = config.pools or ((2, 2, 2),) * (len(feats) - 1)
         self.config, self.n_classes, self.pools = config, n_classes, pools
-        self.stem = FilterBank(config.filters, config.spacing, config.derivatives) if config.filters else None
+        self.stem = (FilterBank(config.filters, config.spacing, config.derivatives, config.tensors)
+                     if config.filters else None)
         in_ch = self.stem.out_channels if self.stem else config.in_channels
         self.pointwise = first_stage(config, in_ch, n_classes)
         if self.pointwise is not None:
