@@ -69,7 +69,7 @@ VARIANTS = {
     "final trees 200 rounds, folds 100": ("fast", {"trees": 200, "fold_rounds": 100}, {}),
     "elastic 4": ("fast", {}, {"elastic_augment": 4.0}),
     "elastic 8": ("fast", {}, {"elastic_augment": 8.0}),
-    "structure tensors σ 1–20": ("fast", {"tensors": (1.0, 2.5, 5.0, 10.0, 20.0)}, {}),
+    "without structure tensors": ("fast", {"tensors": ()}, {}),
     "structure tensors σ 1–10": ("fast", {"tensors": (1.0, 2.5, 5.0, 10.0)}, {}),
 }
 # Rows of earlier designs stay in the log under their own names (measured with earlier commits).
@@ -158,17 +158,17 @@ def _grid_cell(cells, name: str, variant: str, budget: float) -> str:
 
 def table(rows: list[dict]) -> list[str]:
     """Mean foreground Dice per variant (rows) and dataset @ budget (columns): the mean over the
-    runs (seeds, or repeats of one seed) of the latest day a cell was measured on, with their
-    number when more than one."""
+    runs (seeds, or repeats of one seed) of the latest day and engine a cell was measured with,
+    with their number when more than one."""
     cells, columns = defaultdict(lambda: defaultdict(list)), []
     for r in rows:
         column = f"{r['dataset']} {r['budget_s']:g} s" + (f" K = {r['k']}" if r.get("k", 3) != 3 else "")
         if column not in columns:
             columns.append(column)
         runs = cells[r["variant"]][column]
-        if runs and runs[-1][0] != r["date"][:10]:
-            runs.clear()  # a later day's runs replace an earlier day's (the code changed since)
-        runs.append((r["date"][:10], r["mean_fg_dice"]))
+        if runs and (runs[-1][0], runs[-1][2]) != (r["date"][:10], r.get("engine")):
+            runs.clear()  # a later day's or engine's runs replace the earlier ones (the code changed since)
+        runs.append((r["date"][:10], r["mean_fg_dice"], r.get("engine")))
     lines = ["| variant | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for variant in (*VARIANTS, *EARLIER):
         if variant in cells:
@@ -179,7 +179,7 @@ def table(rows: list[dict]) -> list[str]:
 def _cell(runs: list) -> str:
     if not runs:
         return "–"
-    mean = sum(dice for _, dice in runs) / len(runs)
+    mean = sum(run[1] for run in runs) / len(runs)  # (date, Dice, ...)
     return f"{mean:.4f}" + (f" ({len(runs)} runs)" if len(runs) > 1 else "")
 
 

@@ -16,6 +16,7 @@ Triple = tuple[int, int, int]
 
 NORMS = ("none", "batch", "instance", "group")
 FILTER_SIGMAS = (1.0, 2.5, 5.0, 10.0, 20.0, 40.0)  # to σ 40: docs/accuracy.md, "Larger filter scales"
+TENSOR_SIGMAS = (1.0, 2.5, 5.0, 10.0, 20.0)  # structure tensors: docs/accuracy.md, "The structure tensor"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DERIVATIVES = ("compact", "wide", "both")
 BLOCKS = ("plain", "residual")
@@ -242,11 +243,11 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # The default: a fixed filter bank (σ 1 … 40) feeds boosted trees trained first on every
-    # painted voxel, and a 16-32-64 U-Net on the same features that corrects their logits
-    # (weighted 0.3 in training on out-of-fold trees, 0.6 when predicting on the final trees).
-    "fast": Preset(ModelConfig(filters=FILTER_SIGMAS, trees=100, predict_prior_weight=0.6), TrainConfig(),
-                   InferConfig()),
+    # The default: a fixed filter bank (σ 1 … 40, structure tensors σ 1 … 20) feeds boosted trees
+    # trained first on every painted voxel, and a 16-32-64 U-Net on the same features that corrects
+    # their logits (weighted 0.3 in training on out-of-fold trees, 0.6 when predicting on the final trees).
+    "fast": Preset(ModelConfig(filters=FILTER_SIGMAS, tensors=TENSOR_SIGMAS, trees=100,
+                               predict_prior_weight=0.6), TrainConfig(), InferConfig()),
     # The plain 3D U-Net on the intensity: widths 16-32-64, no norm layers, 32x64x64 patches, batch 2,
     # unweighted CE + Dice (the default before engine v2).
     "plain": Preset(ModelConfig(), TrainConfig(), InferConfig()),

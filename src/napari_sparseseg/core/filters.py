@@ -13,13 +13,20 @@ a structure one voxel across; ``derivatives="wide"`` keeps computing their featu
 The three-point one raised the first stage alone on all but one of the ten volumes of
 ``benchmarks/accuracy``: docs/accuracy.md, "The filter bank's second derivatives".)
 
+At each of the scales ``tensors`` the bank then adds the structure tensor's three eigenvalues,
+the rest of ilastik's set: the outer products of the gradients at σ, smoothed again at
+:data:`TENSOR_OUTER` σ (ilastik's default is σ/2; twice σ describes a voxel's neighbourhood, and
+raised the first stage alone on nine of the ten volumes: docs/accuracy.md, "The structure
+tensor"). They reach further than the smoothing they start from, which :meth:`FilterBank.halo`
+counts.
+
 The bank has no trainable weights. It standardises its outputs with a per-channel mean and scale
 (buffers set by :meth:`FilterBank.fit_scale` from painted voxels and saved with the model), so the
 layers after it see features of unit scale. :meth:`FilterBank.scales` smooths a whole volume one
 scale at a time and takes the derivatives in z-slabs, so the result does not depend on the slab
 size and large scales cost no multi-channel halo; :meth:`FilterBank.halo` is what a chunk needs
 around it to get exactly the whole-volume features. :meth:`FilterBank.volume` stores them as
-float16 (:data:`STORED`): 37 channels per voxel are most of the memory a volume needs. They are
+float16 (:data:`STORED`): their channels (52 in the default) are most of the memory a volume needs. They are
 computed in float32 and rounded once, after standardising: raw, a smoothed intensity whose mean
 is a hundred times its spread would keep only a few of float16's 11 bits.
 """
