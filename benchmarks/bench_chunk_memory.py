@@ -1,9 +1,9 @@
 """Peak memory of one interior chunk of the chunked prediction, default preset (not run by CI).
 
 :mod:`bench_dask` bounds memory with a tiny plain U-Net. With the default preset every chunk
-also holds its filter features (37 channels stored as float16, and the trees' logits) over the chunk plus
-the windows' halo, which dominates; the filters' own halo (122 voxels for σ 40) is read and
-smoothed one channel at a time. This computes exactly one chunk that has neighbours on every
+also holds its filter features (52 channels stored as float16, and the trees' logits) over the chunk plus
+the windows' halo, which dominates; the filters' own halo (181 voxels for the structure tensor at
+σ 20) is read and smoothed one channel at a time. This computes exactly one chunk that has neighbours on every
 side (the middle one of 3 x 3 x 3) of a float32 zarr volume, in a fresh process, and reports
 the process's peak RSS against its RSS before the chunk (model loaded, nothing computed)::
 

@@ -1,6 +1,6 @@
 """Peak memory of training the default preset on one volume, against the check made before it.
 
-Training keeps the network's inputs of every voxel (37 filter features and the trees' logits per
+Training keeps the network's inputs of every voxel (52 filter features and the trees' logits per
 class). :func:`napari_sparseseg.core.memory.check_memory` refuses a run whose estimate
 (:func:`~napari_sparseseg.core.memory.training_bytes`) exceeds the free memory; this measures
 the real peak of a run in a fresh process, so the estimate can be compared with it (not run by

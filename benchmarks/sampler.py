@@ -1,6 +1,7 @@
 """Milliseconds to draw one training batch of the default preset's shape, by share of turned patches.
 
-The default trains on 40 float16 channels (37 filter features and three classes' tree logits);
+The default trained on 40 float16 channels (37 filter features and three classes' tree logits;
+55 since the structure tensors of 2026-12-07, not measured here);
 every batch holds two 32×64×64 patches, half of them turned by a free yx angle and scaled, which
 resamples a box of every channel. This times the sampler alone on random features of a
 160 × 192 × 160 volume (MNI's size) with K = 3 painted planes per axis, beside the bf16 matmul of

@@ -189,6 +189,21 @@ def test_a_model_file_from_before_the_compact_derivatives_keeps_its_features(sam
     assert not torch.allclose(trained.net.stem.raw(x), wide)
 
 
+def test_a_model_file_from_before_the_structure_tensors_keeps_its_channels(sample, trained, tmp_path):
+    new = Segmenter.create(replace(trained.config, tensors=(2.5,)), trained.n_classes, trained.normalization,
+                           spacing=trained.spacing)
+    with_tensors = checkpoint.from_bytes(checkpoint.to_bytes(new))
+    assert with_tensors.net.stem.tensors == (2.5,)  # saved and read back
+    assert with_tensors.net.stem.out_channels == trained.net.stem.out_channels + 3
+    payload = torch.load(io.BytesIO(checkpoint.to_bytes(trained)), weights_only=True)
+    del payload["model_config"]["tensors"]  # as in files written before 2026-12-07
+    torch.save(payload, tmp_path / "old.pt")
+    old = checkpoint.load(tmp_path / "old.pt")
+    assert old.config.tensors == () and old.net.stem.out_channels == trained.net.stem.out_channels
+    np.testing.assert_array_equal(predict(old, sample.image).probabilities,
+                                  predict(trained, sample.image).probabilities)
+
+
 def test_damaged_trees_are_one_clear_error_at_load(trained, tmp_path):
     payload = torch.load(io.BytesIO(checkpoint.to_bytes(trained)), weights_only=True)
     payload["state_dict"]["pointwise.model"] = torch.frombuffer(bytearray(b"not trees"), dtype=torch.uint8)

@@ -145,11 +145,13 @@ def _laplacian(h: dict) -> torch.Tensor:
     return h[0, 0] + h[1, 1] + h[2, 2]
 
 
-def structure_tensor(g: torch.Tensor, outer, rel) -> dict:
+def structure_tensor(g: torch.Tensor, outer, rel, smoother=None) -> dict:
     """The structure tensor of the smoothed ``g`` (B, 1, Z, Y, X): the gradients' products, each
-    smoothed with the ``outer`` σ per axis (keys (i, j), i ≤ j, as :func:`hessian_eigenvalues` reads)."""
-    grad = [diff(g, a, rel[a]) for a in range(3)]
-    return {(i, j): smooth(grad[i] * grad[j], outer) for i in range(3) for j in range(i, 3)}
+    smoothed with the ``outer`` σ per axis (keys (i, j), i ≤ j, as :func:`hessian_eigenvalues` reads).
+    One product at a time is formed and handed to ``smoother`` (default: :func:`smooth` with
+    ``outer``), so that six volumes of ``g``'s size are never held at once."""
+    smoother = smoother or (lambda product: smooth(product, outer))
+    return {(i, j): smoother(diff(g, i, rel[i]) * diff(g, j, rel[j])) for i in range(3) for j in range(i, 3)}
 
 
 def _radius(sigma: float) -> int:
@@ -302,13 +304,14 @@ class FilterBank(nn.Module):
     def _tensor(self, x: torch.Tensor, sigma: float, box, shape) -> torch.Tensor:
         """The structure tensor's eigenvalues (3, *shape) at inner scale ``sigma`` within ``box`` of
         ``x`` (Z, Y, X). Its gradients are taken over the box widened by the outer Gaussian's radius
-        and one voxel, so a crop's values are the whole volume's; the eigenvalues in z-slabs."""
+        and one voxel, so a crop's values are the whole volume's; each product is smoothed slab by
+        slab (:meth:`_smoothed`) and kept only within the box; the eigenvalues come in z-slabs."""
         outer = self._outer(sigma)
         reach = [_radius(o) + 1 for o in outer]
         near = [slice(max(0, b.start - m), min(n, b.stop + m)) for b, m, n in zip(box, reach, x.shape)]
         g = self._smoothed(x, [sigma / r for r in self.rel], near)[None, None]
-        inside = tuple(slice(b.start - n.start, b.stop - n.start) for b, n in zip(box, near))
-        tensor = {k: v[(0, 0, *inside)] for k, v in structure_tensor(g, outer, self.rel).items()}
+        inside = [slice(b.start - n.start, b.stop - n.start) for b, n in zip(box, near)]
+        tensor = structure_tensor(g, outer, self.rel, lambda p: self._smoothed(p[0, 0], outer, inside))
         del g
         out = torch.empty((PER_TENSOR, *shape))
         step = max(1, SLAB_VOXELS // max(1, shape[1] * shape[2]))

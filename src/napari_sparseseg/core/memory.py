@@ -20,7 +20,7 @@ TRAIN_BASE = 1 << 30  # bytes whatever the volume: torch, the model, one slab's 
 
 def training_bytes(segmenter, images) -> int:
     """About the memory training needs for ``images``: the network's inputs of every voxel
-    (:func:`.trainer.training_inputs`; with the default preset 37 filter features and the trees' logits per
+    (:func:`.trainer.training_inputs`; with the default preset 52 filter features and the trees' logits per
     class, as float16), :data:`TRAIN_OVERHEAD` bytes per voxel besides and :data:`TRAIN_BASE`."""
     net, voxels = segmenter.net, sum(im.size for im in images)
     if net.stem is None:  # the normalised image, the image and the targets
