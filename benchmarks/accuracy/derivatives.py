@@ -40,20 +40,52 @@ INTRO = ("Reproduce with `PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.d
 
 
 def first_stage(dataset, annotation, derivatives: str, seed: int) -> float:
-    """Mean foreground Dice of the default's trees alone, with the bank's ``derivatives``."""
+    """Mean foreground Dice of the default's trees alone, with the bank's ``derivatives`` (no tensors)."""
+    model = replace(preset("fast").model, derivatives=derivatives, tensors=())
+    segmenter, _, features, painted, classes = bank_features(dataset, annotation, model)
+    return trees_dice(features.T, painted, classes, segmenter, dataset, annotation, seed)
+
+
+def bank_features(dataset, annotation, model):
+    """A new segmenter of ``model`` for ``dataset``, its images, the bank's stored features (C, N) of the
+    first, the painted voxels (flat indices) and their classes (0 = background)."""
     chosen = preset("fast")
-    model = replace(chosen.model, derivatives=derivatives)
     segmenter, images, annotations = trainer.prepare([dataset.image], [annotation], model, chosen.train,
                                                      dataset.spacing)
     targets = [annotation_to_target(a) for a in annotations]
     features = trainer.training_inputs(segmenter, images, targets, np.random.default_rng(0))[0]
-    features = features.reshape(features.shape[0], -1).T
     painted = np.flatnonzero(annotation.ravel() > 0)
-    classes = annotation.ravel()[painted].astype(np.int64) - 1  # 0 = background
-    trees = TreeClassifier(segmenter.n_classes, model.trees)
+    classes = annotation.ravel()[painted].astype(np.int64) - 1
+    return segmenter, images, features.reshape(features.shape[0], -1), painted, classes
+
+
+def trees_dice(features, painted, classes, segmenter, dataset, annotation, seed: int) -> float:
+    """Mean foreground Dice on the unpainted voxels of the segmenter's trees fitted to the painted rows
+    of ``features`` (N, C) and scored on every row."""
+    trees = TreeClassifier(segmenter.n_classes, segmenter.config.trees)
     list(trees.fit(np.asarray(features[painted], np.float32), classes, seed=seed))
     labels = trees.rows(features).argmax(1).reshape(dataset.truth.shape).astype(np.uint8)
     return protocol.score(labels, dataset.truth, annotation == 0, dataset.class_names)["mean_fg_dice"]
+
+
+def record(names, k: int, seeds, log, measure) -> None:
+    """For each volume and seed, a row with ``measure(dataset, annotation, seed)`` (a dict), to ``log``."""
+    for name in names:
+        dataset = data.load(name)
+        annotation = protocol.paint(dataset.truth, k)
+        for seed in seeds:
+            row = {"dataset": name, "k": k, "seed": seed, "engine": engine(),
+                   "date": time.strftime("%Y-%m-%d %H:%M")}
+            row.update(measure(dataset, annotation, seed))
+            print(json.dumps(row), flush=True)
+            with log.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+def render(log, heading: str, intro: str, table) -> None:
+    """Write ``table`` of every row of ``log`` under ``heading`` in docs/benchmarks.md."""
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    _docs.replace_section(heading, "\n".join([heading, "", intro, "", *table(rows)]))
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -81,19 +113,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--docs", action="store_true")
     args = parser.parse_args(argv)
-    for name in args.datasets:
-        dataset = data.load(name)
-        annotation = protocol.paint(dataset.truth, args.k)
-        for seed in args.seeds:
-            row = {"dataset": name, "k": args.k, "seed": seed, "engine": engine(),
-                   "date": time.strftime("%Y-%m-%d %H:%M")}
-            row.update({d: round(first_stage(dataset, annotation, d, seed), 4) for d in DERIVATIVES})
-            print(json.dumps(row), flush=True)
-            with LOG.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+    record(args.datasets, args.k, args.seeds, LOG,
+           lambda dataset, annotation, seed: {d: round(first_stage(dataset, annotation, d, seed), 4)
+                                              for d in DERIVATIVES})
     if args.docs:
-        rows = [json.loads(line) for line in LOG.read_text().splitlines()]
-        _docs.replace_section(HEADING, "\n".join([HEADING, "", INTRO, "", *table(rows)]))
+        render(LOG, HEADING, INTRO, table)
     return 0
 
 

@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import time
 
 import numpy as np
 import torch
 
-from napari_sparseseg.core import filters, trainer
-from napari_sparseseg.core.config import preset
-from napari_sparseseg.core.sampling import annotation_to_target
-from napari_sparseseg.core.trees import TreeClassifier
+from napari_sparseseg.core import filters
+from napari_sparseseg.core.config import preset, replace
 
-from .. import _docs
-from . import data, protocol
-from .run import RESULTS, engine
+from . import data
+from .derivatives import bank_features, record, render, trees_dice
+from .run import RESULTS
 
 LOG = RESULTS / "extra_features.jsonl"
 # name: (outer scale as a multiple of σ, the largest σ of the bank that gets a tensor); None = the DoG
@@ -80,26 +76,16 @@ def appended(volume: np.ndarray, variant: str, stem) -> np.ndarray:
 
 
 def first_stage(dataset, annotation, seed: int, variants) -> dict:
-    """Mean foreground Dice of the default's trees alone with each variant's features (one tree seed)."""
-    chosen = preset("fast")
-    segmenter, images, annotations = trainer.prepare([dataset.image], [annotation], chosen.model,
-                                                     chosen.train, dataset.spacing)
-    targets = [annotation_to_target(a) for a in annotations]
-    bank = trainer.training_inputs(segmenter, images, targets, np.random.default_rng(0))[0]
-    bank = bank.reshape(bank.shape[0], -1)
+    """Mean foreground Dice of the trees alone on the bank's features (without the default's structure
+    tensors) and with each variant's channels appended (one tree seed)."""
+    model = replace(preset("fast").model, tensors=())
+    segmenter, images, bank, painted, classes = bank_features(dataset, annotation, model)
     volume = segmenter.normalization.apply(images[0])
-    painted = np.flatnonzero(annotation.ravel() > 0)
-    classes = annotation.ravel()[painted].astype(np.int64) - 1  # 0 = background
-    unpainted = annotation == 0
     row = {}
     for variant in ("bank", *variants):
         extra = appended(volume, variant, segmenter.net.stem) if variant != "bank" else bank[:0]
         features = np.concatenate([bank, extra.astype(bank.dtype)]).T
-        trees = TreeClassifier(segmenter.n_classes, chosen.model.trees)
-        list(trees.fit(np.asarray(features[painted], np.float32), classes, seed=seed))
-        labels = trees.rows(features).argmax(1).reshape(dataset.truth.shape).astype(np.uint8)
-        scored = protocol.score(labels, dataset.truth, unpainted, dataset.class_names)
-        row[variant] = round(scored["mean_fg_dice"], 4)
+        row[variant] = round(trees_dice(features, painted, classes, segmenter, dataset, annotation, seed), 4)
         print(variant, row[variant], flush=True)
     return row
 
@@ -127,19 +113,10 @@ def main(argv=None) -> int:
     parser.add_argument("--docs", action="store_true")
     args = parser.parse_args(argv)
     names = data.NAMES if args.datasets == ["all"] else args.datasets
-    for name in names:
-        dataset = data.load(name)
-        annotation = protocol.paint(dataset.truth, args.k)
-        for seed in args.seeds:
-            row = {"dataset": name, "k": args.k, "seed": seed, "engine": engine(),
-                   "date": time.strftime("%Y-%m-%d %H:%M")}
-            row.update(first_stage(dataset, annotation, seed, args.variants))
-            print(json.dumps(row), flush=True)
-            with LOG.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+    record(names, args.k, args.seeds, LOG,
+           lambda dataset, annotation, seed: first_stage(dataset, annotation, seed, args.variants))
     if args.docs:
-        rows = [json.loads(line) for line in LOG.read_text().splitlines()]
-        _docs.replace_section(HEADING, "\n".join([HEADING, "", INTRO, "", *table(rows)]))
+        render(LOG, HEADING, INTRO, table)
     return 0
 
 

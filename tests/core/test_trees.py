@@ -246,7 +246,7 @@ def test_a_continued_round_stopped_early_keeps_its_trees(sample, trained):
 def test_a_model_config_has_one_first_stage():
     with pytest.raises(ValueError, match="one first stage"):
         ModelConfig(filters=(1.0,), pointwise=8, trees=10)
-    with pytest.raises(ValueError, match="needs filter"):
+    with pytest.raises(ValueError, match="need filter-bank features"):
         ModelConfig(trees=10)
     segmenter = Segmenter.create(ModelConfig(features=(4, 8), filters=(1.0,), trees=5), 3,
                                  Normalization(0.0, 1.0, 0.5, 0.2))

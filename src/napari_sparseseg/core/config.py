@@ -125,8 +125,8 @@ class ModelConfig:
                 f"got {len(self.pools)}."
             )
         if (self.pointwise or self.trees or self.tensors) and not self.filters:
-            raise ValueError("A pointwise classifier or structure tensors need filter-bank features "
-                             "(set filters).")
+            raise ValueError("A first stage (pointwise or trees) or structure tensors need filter-bank "
+                             "features (set filters).")
         if self.pointwise and self.trees:
             raise ValueError("Choose one first stage: a perceptron (pointwise) or trees, not both.")
         if self.pointwise < 0 or self.trees < 0 or (self.fold_rounds is not None and self.fold_rounds < 1):
