@@ -31,6 +31,16 @@ COMMAND = "\n".join([
     "# longer budgets, e.g. ct at 600 s:",
     ".venv/bin/python -m benchmarks.accuracy.v2 --dataset ct --budgets 600 --also --no-forest --docs",
 ])
+# sections of their own (--tag): the command that fills one and what its rows are
+TAGGED = {
+    "gpu": ("bash benchmarks/gpu.sh", ["- On the GPU named above; `paper` = `--preset paper`."]),
+    "structure-tensors": (
+        ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 120 600 --also --tag structure-tensors --docs",
+        ["- One fresh run of the default with the structure tensors (docs/accuracy.md, \"The structure",
+         "  tensor\") and of the forest, one command at a time, on one machine. The section above is",
+         "  the engine before the tensors, on another host; its plain U-Net rows and its K = 1, 2 and 5",
+         "  tables were not run again."]),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -180,13 +190,23 @@ def per_class(results: list[dict]) -> list[str]:
 def docs_section(results: list[dict], tag: str = "") -> str:
     m = results[0]["machine"]
     packages = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    command, notes = TAGGED[tag] if tag else (COMMAND, _notes())
     return "\n".join([
-        HEADING + (f" ({tag})" if tag else ""), "", "Reproduce with:", "", "```bash",
-        COMMAND if not tag else "bash benchmarks/gpu.sh", "```", "",
+        HEADING + (f" ({tag})" if tag else ""), "", "Reproduce with:", "", "```bash", command, "```", "",
         f"- Machine: {m['cpu']}, {m['cores']} cores; {packages}; latest run started {m['date']}.",
         "- K = 3 painted slices per axis, simulated as in the accuracy section below; mean foreground",
         "  Dice on the unpainted voxels; (wall s) = the whole `sparseseg segment` command (start-up,",
         "  reading, training for the budget, prediction, writing) or the whole forest command.",
+        *notes, "", *table(results), "",
+        "Dice against K at 120 s (K painted slices per axis):", "", *k_table(results), "",
+        "Other K, longer budgets and other seeds (same protocol):", "",
+        *extra_table(results), "", *per_class(results), "", *([] if tag else scan_rows()),
+    ])
+
+
+def _notes() -> list[str]:
+    """What the rows of the untagged section are: engine, sessions, volumes added later."""
+    return [
         "- v2 = the default preset (engine v2.3 since 2026-12-05: filter-bank stem with scales σ 1 … 40,",
         "  boosted trees as the first stage, a U-Net that sees their probabilities and corrects a soft",
         "  prior, trained on their out-of-fold answers); plain = `--preset plain`, the 3D U-Net on the",
@@ -221,11 +241,7 @@ def docs_section(results: list[dict], tag: str = "") -> str:
         "  1 260 iterations (the cap of 1000 passes over the painted voxels). Earlier runs of each row",
         "  are described in docs/accuracy.md. Rows from /tmp/wt, /tmp/wt2 or /tmp/dev paths ran from a",
         "  copy of the same commit.",
-        "", *table(results), "",
-        "Dice against K at 120 s (K painted slices per axis):", "", *k_table(results), "",
-        "Other K, longer budgets and other seeds (same protocol):", "",
-        *extra_table(results), "", *per_class(results), "", *([] if tag else scan_rows()),
-    ])
+    ]
 
 
 def scan_rows() -> list[str]:
