@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import subprocess
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -112,6 +113,7 @@ def describe(packages=("torch",)) -> dict:
     torch = sys.modules.get("torch")
     return {
         "cpu": cpu_model(),
+        "gpu": gpu_model(),
         "cores": os.cpu_count(),
         "isa": ", ".join(isa) or "unknown",
         "torch": package_version("torch"),
@@ -122,6 +124,16 @@ def describe(packages=("torch",)) -> dict:
         "load": round(os.getloadavg()[0], 2),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def gpu_model() -> str:
+    """The first NVIDIA GPU's name from ``nvidia-smi``, or 'none'."""
+    try:
+        found = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "none"
+    return found.splitlines()[0] if found else "none"
 
 
 def package_version(name: str) -> str:

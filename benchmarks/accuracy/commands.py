@@ -21,7 +21,9 @@ from pathlib import Path
 from napari_sparseseg.core.events import KEPT_FIRST
 
 REPO = Path(__file__).resolve().parents[2]
-SPARSESEG = Path(sys.executable).parent / "sparseseg"
+_SCRIPT = Path(sys.executable).parent / "sparseseg"
+# the installed command, or the package run as a module where it is only on PYTHONPATH (benchmarks/gpu.sh)
+SPARSESEG = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "napari_sparseseg"]
 _PREDICTED = re.compile(r"predicted ([\d,]+) voxels in ([\d.]+) s")
 _ITERATION = re.compile(r"it (\d+)\s+loss \S+\s+(\d+) s")
 
@@ -66,7 +68,7 @@ def net(
 ) -> dict:
     """``sparseseg segment IMAGE ANNOTATIONS --output MASK --max-time T --preset P``, timed."""
     command = [
-        str(SPARSESEG),
+        *SPARSESEG,
         "segment",
         str(image),
         str(annotations),

@@ -57,6 +57,8 @@ NAMES = ("mni", "nuclei", "synthetic", "ct", "abdomen", "abdomen-mr", "colin", "
 # not cropped to their labels (skull-on heads: to the head; organs: to the box of the four groups)
 SELF_CROPPED = ("synthetic", "colin", "spm-t1", "abdomen-organs", "abdomen-mr-organs")
 CT_AORTA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct-aorta"
+if not CT_AORTA.is_dir():  # a copy in the cache, where ../shared does not travel (benchmarks/gpu.sh)
+    CT_AORTA = CACHE / "ct-aorta"
 
 
 @dataclass(frozen=True)

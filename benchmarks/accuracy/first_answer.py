@@ -131,7 +131,7 @@ def _command_line(name: str, dataset, annotation, budget: float) -> tuple[float,
     painted = write_annotation(folder, "annotation_k3", annotation, dataset.spacing)
     first = folder / "first_answer_k3.nii.gz"
     first.unlink(missing_ok=True)
-    command = [str(commands.SPARSESEG), "segment", str(image), str(painted), "-o",
+    command = [*commands.SPARSESEG, "segment", str(image), str(painted), "-o",
                str(folder / "mask.nii.gz"), "--first-answer", str(first), "--max-time", f"{budget:g}"]
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -17,7 +17,7 @@ from .run import RESULTS, score_mask, write_annotation
 
 
 def predict(image, model, output, tta: bool) -> dict:
-    command = [str(commands.SPARSESEG), "predict", str(image), "--model", str(model), "--output", str(output)]
+    command = [*commands.SPARSESEG, "predict", str(image), "--model", str(model), "--output", str(output)]
     command += ["--tta"] if tta else []
     run = commands.timed(command)
     if run["returncode"] != 0:

@@ -193,7 +193,7 @@ def docs_section(results: list[dict], tag: str = "") -> str:
     command, notes = TAGGED[tag] if tag else (COMMAND, _notes())
     return "\n".join([
         HEADING + (f" ({tag})" if tag else ""), "", "Reproduce with:", "", "```bash", command, "```", "",
-        f"- Machine: {m['cpu']}, {m['cores']} cores; {packages}; latest run started {m['date']}.",
+        f"- Machine: {_gpu(m)}{m['cpu']}, {m['cores']} cores; {packages}; latest run started {m['date']}.",
         "- K = 3 painted slices per axis, simulated as in the accuracy section below; mean foreground",
         "  Dice on the unpainted voxels; (wall s) = the whole `sparseseg segment` command (start-up,",
         "  reading, training for the budget, prediction, writing) or the whole forest command.",
@@ -202,6 +202,10 @@ def docs_section(results: list[dict], tag: str = "") -> str:
         "Other K, longer budgets and other seeds (same protocol):", "",
         *extra_table(results), "", *per_class(results), "", *([] if tag else scan_rows()),
     ])
+
+
+def _gpu(machine: dict) -> str:
+    return f"{machine['gpu']}, " if machine.get("gpu", "none") != "none" else ""
 
 
 def _notes() -> list[str]:
