@@ -37,9 +37,13 @@ TAGGED = {
     "structure-tensors": (
         ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 120 600 --also --tag structure-tensors --docs",
         ["- One fresh run of the default with the structure tensors (docs/accuracy.md, \"The structure",
-         "  tensor\") and of the forest, one command at a time, on one machine. The section above is",
-         "  the engine before the tensors, on another host; its plain U-Net rows and its K = 1, 2 and 5",
-         "  tables were not run again."]),
+         "  tensor\") and of the forest, seed 0, one command at a time, on one machine. The section",
+         "  before this one is the engine before the tensors, on another host (an Intel Xeon: bf16",
+         "  matmul 1 530–2 521 GFLOP/s, against 370–422 on this AMD EPYC); its plain U-Net rows, its",
+         "  seeds 1 and 2 and its K = 1, 2 and 5 tables were not run again with the tensors.",
+         "- 2026-12-07 21:37–23:44, engine `ee729ba0d0`, from a clone; bf16 matmul 399 GFLOP/s just",
+         "  after it. The 600 s runs of the two small MRs end at the cap of 1000 passes over the",
+         "  painted voxels (498 and 519 s)."]),
 }
 
 
@@ -219,7 +223,8 @@ def _notes() -> list[str]:
         "  since 2026-12-07 20:20** (docs/accuracy.md, \"The structure tensor\"). The default with them",
         "  ran in-process at 120 s beside the default without them (the ablation table below, rows",
         "  `default` and `without structure tensors`, on an AMD EPYC): nine of ten volumes gained at",
-        "  seed 0, by +0.0007 (the tubules) to +0.055 (the CT organs); this table was not run again.",
+        "  seed 0, by +0.0007 (the tubules) to +0.055 (the CT organs). The next section is one fresh",
+        "  run of the default with them, as whole commands at 120 and 600 s, on that host.",
         "- `abdomen` was added after engine v2.0 was fixed; `abdomen-mr` after v2.1 was fixed.",
         "  `colin` (a brain mask) and `spm-t1` (grey and white matter), brain T1s with the skull on,",
         "  were added on 2026-12-04. The trees' fold count (v2.2) was chosen on `spm-t1`, `colin`,",

@@ -237,8 +237,8 @@ def predict(segmenter: Segmenter, image: np.ndarray, config: InferConfig | None 
 
     For volumes larger than memory, see :func:`.chunked.predict_dask`: it gives the same result
     chunk by chunk. A model with a filter-bank stem whose whole-volume inputs would pass
-    :data:`MAX_FEATURE_BYTES` (37 float16 channels per voxel and one per class) is predicted that
-    way here too.
+    :data:`MAX_FEATURE_BYTES` (float16: the default's 52 features per voxel and one per class) is
+    predicted that way here too.
     """
     config = config or segmenter.infer
     image = check_image(image)
