@@ -35,15 +35,30 @@ COMMAND = "\n".join([
 TAGGED = {
     "gpu": ("bash benchmarks/gpu.sh", ["- On the GPU named above; `paper` = `--preset paper`."]),
     "structure-tensors": (
-        ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 120 600 --also --tag structure-tensors --docs",
+        "\n".join([
+            "# K = 3, seed 0, at 120 and 600 s, and the forest:",
+            ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 120 600 --also --tag structure-tensors"
+            " --docs",
+            "# other K at 120 s, and the forest at that K:",
+            "for k in 1 2 5; do",
+            "  .venv/bin/python -m benchmarks.accuracy.v2 --k $k --budgets 120 --also --tag structure-tensors"
+            " --wait-quiet 30",
+            "done",
+            "# K = 3, seeds 1 and 2 at 120 s:",
+            ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 120 --seeds 1 2 --seeds-only --no-forest"
+            " --also --tag structure-tensors --wait-quiet 30 --docs",
+        ]),
         ["- One fresh run of the default with the structure tensors (docs/accuracy.md, \"The structure",
-         "  tensor\") and of the forest, seed 0, one command at a time, on one machine. The section",
-         "  before this one is the engine before the tensors, on another host (an Intel Xeon: bf16",
-         "  matmul 1 530–2 521 GFLOP/s, against 370–422 on this AMD EPYC); its plain U-Net rows, its",
-         "  seeds 1 and 2 and its K = 1, 2 and 5 tables were not run again with the tensors.",
-         "- 2026-12-07 21:37–23:44, engine `ee729ba0d0`, from a clone; bf16 matmul 399 GFLOP/s just",
-         "  after it. The 600 s runs of the two small MRs end at the cap of 1000 passes over the",
-         "  painted voxels (498 and 519 s)."]),
+         "  tensor\") and of the forest, one command at a time, on one machine. The section before this",
+         "  one is the engine before the tensors, on another host (an Intel Xeon: bf16 matmul",
+         "  1 530–2 521 GFLOP/s, against 370–422 on this AMD EPYC); its plain U-Net rows were not run",
+         "  again (the plain preset has not changed).",
+         "- K = 3 seed 0 at 120 and 600 s and the forest at K = 3: 2026-12-07 21:37–23:44, engine",
+         "  `ee729ba0d0`; bf16 matmul 399 GFLOP/s just after it. The 600 s runs of the two small MRs",
+         "  end at the cap of 1000 passes over the painted voxels (498 and 519 s).",
+         "- K = 1, 2 and 5 at 120 s with the forest at each K, then K = 3 seeds 1 and 2 at 120 s:",
+         "  2026-12-08 00:20–02:26, engine `3611290691` (the same code as `ee729ba0d0` but two",
+         "  docstrings); bf16 matmul not measured that session. All from a clone of the repository."]),
 }
 
 
@@ -156,6 +171,27 @@ def k_table(results: list[dict], budget: float = 120.0) -> list[str]:
     return lines
 
 
+def seed_table(results: list[dict], budget: float = 120.0) -> list[str]:
+    """K = 3 at ``budget``: the default's seeds, their mean and spread (max − min), against the forest."""
+    methods = {r["method"] for res in results for r in res["runs"]}
+    seeds = sorted(m for m in methods if m.startswith("net-seed"))
+    head = ["dataset", "seed 0", *[f"seed {m[8:]}" for m in seeds], "mean", "spread", "mean − forest"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for res in results:
+        found = {r["method"]: r["mean_fg_dice"] for r in res["runs"]
+                 if r["k"] == 3 and r.get("budget_s") in (budget, None)}
+        dice = [found.get(m) for m in ("net", *seeds)]
+        known = [d for d in dice if d is not None]
+        if len(known) < 2:
+            continue
+        mean = sum(known) / len(known)
+        gap = f"{mean - found['forest']:+.4f}" if "forest" in found else "–"
+        cells = ["–" if d is None else f"{d:.4f}" for d in dice]
+        lines.append(f"| {res['dataset']['name']} | " + " | ".join(cells)
+                     + f" | {mean:.4f} | {max(known) - min(known):.4f} | {gap} |")
+    return lines
+
+
 def _cell(run: dict | None) -> str:
     return "–" if run is None else f"{run['mean_fg_dice']:.4f} ({run['wall_s']:.0f})"
 
@@ -203,6 +239,7 @@ def docs_section(results: list[dict], tag: str = "") -> str:
         "  reading, training for the budget, prediction, writing) or the whole forest command.",
         *notes, "", *table(results), "",
         "Dice against K at 120 s (K painted slices per axis):", "", *k_table(results), "",
+        "Seeds at K = 3 and 120 s (spread = highest − lowest):", "", *seed_table(results), "",
         "Other K, longer budgets and other seeds (same protocol):", "",
         *extra_table(results), "", *per_class(results), "", *([] if tag else scan_rows()),
     ])
