@@ -162,8 +162,7 @@ def k_table(results: list[dict], budget: float = 120.0) -> list[str]:
     for res in results:
         cells = [res["dataset"]["name"]]
         for k in ks:
-            found = {r["method"]: r["mean_fg_dice"] for r in res["runs"] if r["k"] == k
-                     and r.get("budget_s") in (budget, None) and "seed" not in r["method"]}
+            found = _dice_at(res, k, budget)
             v2, forest, plain = (found.get(m) for m in ("net", "forest", "net-plain"))
             text = " / ".join("–" if v is None else f"{v:.4f}" for v in (v2, forest, plain))
             cells.append(text + (f" ({v2 - forest:+.4f})" if v2 is not None and forest is not None else ""))
@@ -178,8 +177,7 @@ def seed_table(results: list[dict], budget: float = 120.0) -> list[str]:
     head = ["dataset", "seed 0", *[f"seed {m[8:]}" for m in seeds], "mean", "spread", "mean − forest"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for res in results:
-        found = {r["method"]: r["mean_fg_dice"] for r in res["runs"]
-                 if r["k"] == 3 and r.get("budget_s") in (budget, None)}
+        found = _dice_at(res, 3, budget)
         dice = [found.get(m) for m in ("net", *seeds)]
         known = [d for d in dice if d is not None]
         if len(known) < 2:
@@ -190,6 +188,12 @@ def seed_table(results: list[dict], budget: float = 120.0) -> list[str]:
         lines.append(f"| {res['dataset']['name']} | " + " | ".join(cells)
                      + f" | {mean:.4f} | {max(known) - min(known):.4f} | {gap} |")
     return lines
+
+
+def _dice_at(res: dict, k: int, budget: float) -> dict[str, float]:
+    """Mean foreground Dice per method at K = ``k`` and ``budget`` (the forest has no budget)."""
+    return {r["method"]: r["mean_fg_dice"] for r in res["runs"]
+            if r["k"] == k and r.get("budget_s") in (budget, None)}
 
 
 def _cell(run: dict | None) -> str:
