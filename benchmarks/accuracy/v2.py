@@ -72,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tag", default="", help="results and docs apart from the CPU ones, e.g. gpu")
     parser.add_argument("--seeds", type=int, nargs="*", default=[], help="extra seeds at the longest budget")
     parser.add_argument("--seeds-only", action="store_true", help="only the --seeds rows (and the forest)")
+    parser.add_argument("--also-only", action="store_true",
+                        help="only the --also presets at the longest budget (and the forest)")
     parser.add_argument("--dense", action="store_true",
                         help="also the default trained on the dense truth at the longest budget (scored on "
                              "the same unpainted voxels): what that budget learns from complete labels")
@@ -97,7 +99,7 @@ def run_dataset(name: str, args) -> None:
     path = write_annotation(folder, f"annotation_k{args.k}", annotation, dataset.spacing)
     base = {"k": args.k, "painted_fraction": round(protocol.painted_fraction(annotation), 5)}
     print(f"{name}: {recorder.result['dataset']}", flush=True)
-    for budget in [] if args.seeds_only else sorted(args.budgets):
+    for budget in [] if args.seeds_only or args.also_only else sorted(args.budgets):
         recorder.add({"method": "net", **base, **run_net(dataset, folder, path, unpainted, budget, args)})
     for other in [] if args.seeds_only else args.also:
         args.preset = other
