@@ -36,9 +36,18 @@ TAGGED = {
     "gpu": ("bash benchmarks/gpu.sh", ["- On the GPU named above; `paper` = `--preset paper`."]),
     "structure-tensors": (
         "\n".join([
-            "# K = 3, seed 0, at 120 and 600 s, and the forest:",
+            "# K = 3, seed 0, at 20, 60, 120 and 600 s, and the forest:",
             ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 120 600 --also --tag structure-tensors"
             " --docs",
+            ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 20 60 --also --no-forest"
+            " --tag structure-tensors --wait-quiet 30",
+            "# the plain U-Net at 120 s, and the default trained on the dense truth (120 s):",
+            ".venv/bin/python -m benchmarks.accuracy.v2 --budgets 120 --also plain --also-only --no-forest"
+            " --tag structure-tensors --wait-quiet 30",
+            "for d in mni nuclei synthetic; do",
+            "  .venv/bin/python -m benchmarks.accuracy.v2 --dataset $d --budgets 120 --seeds-only --dense"
+            " --no-forest --also --tag structure-tensors --wait-quiet 30",
+            "done",
             "# other K at 120 s, and the forest at that K:",
             "for k in 1 2 5; do",
             "  .venv/bin/python -m benchmarks.accuracy.v2 --k $k --budgets 120 --also --tag structure-tensors"
@@ -49,16 +58,25 @@ TAGGED = {
             " --also --tag structure-tensors --wait-quiet 30 --docs",
         ]),
         ["- One fresh run of the default with the structure tensors (docs/accuracy.md, \"The structure",
-         "  tensor\") and of the forest, one command at a time, on one machine. The section before this",
-         "  one is the engine before the tensors, on another host (an Intel Xeon: bf16 matmul",
-         "  1 530–2 521 GFLOP/s, against 370–422 on this AMD EPYC); its plain U-Net rows were not run",
-         "  again (the plain preset has not changed).",
+         "  tensor\"), of the plain U-Net and of the forest, one command at a time, on one machine,",
+         "  from a clone of the repository. The section before this one is the engine before the",
+         "  tensors, on another host (an Intel Xeon: bf16 matmul 1 530–2 521 GFLOP/s, against",
+         "  370–422 on this AMD EPYC).",
          "- K = 3 seed 0 at 120 and 600 s and the forest at K = 3: 2026-12-07 21:37–23:44, engine",
          "  `ee729ba0d0`; bf16 matmul 399 GFLOP/s just after it. The 600 s runs of the two small MRs",
          "  end at the cap of 1000 passes over the painted voxels (498 and 519 s).",
          "- K = 1, 2 and 5 at 120 s with the forest at each K, then K = 3 seeds 1 and 2 at 120 s:",
          "  2026-12-08 00:20–02:26, engine `3611290691` (the same code as `ee729ba0d0` but two",
-         "  docstrings); bf16 matmul not measured that session. All from a clone of the repository."]),
+         "  docstrings); bf16 matmul not measured that session.",
+         "- K = 3 seed 0 at 20 and 60 s, the plain U-Net (`--preset plain`) at 120 s and the dense",
+         "  rows: 2026-12-08 04:29–05:09, engine `3611290691`; bf16 matmul 393 GFLOP/s just after.",
+         "  *dense* = the default trained for 120 s on every voxel's truth, scored on the same",
+         "  unpainted voxels: all three are the trees' answer (MNI's and the tubules' runs ended",
+         "  before a U-Net iteration; the nuclei's judge kept the trees after 68).",
+         "- A 20 s budget ends before the U-Net starts: that column is the trees' answer (napari's",
+         "  first answer). Where a later column is below it (the aorta CT at 60 s; the nuclei,",
+         "  Colin27 and SPM T1 at 120 s), the judge kept a U-Net correction that labels the unpainted",
+         "  voxels worse than the trees alone (docs/accuracy.md)."]),
 }
 
 
