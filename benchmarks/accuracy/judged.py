@@ -14,9 +14,13 @@ Each (dataset, budget) of a command (its K and seed) appends one JSON line to
 
 from __future__ import annotations
 
+import argparse
+import functools
+
 import numpy as np
 
 from napari_sparseseg.core import inference, judge, trainer
+from napari_sparseseg.core.config import replace
 
 from . import inprocess, protocol
 from .run import RESULTS, engine, machine
@@ -38,16 +42,23 @@ INTRO = ("Reproduce with `PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.j
          "end-of-training advice is composed moved).")
 
 
-def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict | None:
-    """Train the default on ``name`` for ``budget`` s, judging every batch; None if the U-Net was skipped."""
+def run(name: str, budget: float, k: int = 3, seed: int = 0, holdout: float = 0.0) -> dict | None:
+    """Train the default on ``name`` for ``budget`` s, judging every batch; None if the U-Net was skipped.
+    With ``holdout`` (``TrainConfig.judge_holdout``) the batches are also counted as the judge
+    without it would count them (the voxels the U-Net learns from)."""
     dataset, annotation, chosen, config, (segmenter, images, annotations) = inprocess.default_round(
         name, budget, k, seed)
-    batches, add, keep, last_share = [], judge.Judge.add, judge.Judge.improves, trainer.LAST
+    config = replace(config, judge_holdout=holdout)
+    batches, learnt, add, keep, last_share = [], [], judge.Judge.add, judge.Judge.improves, trainer.LAST
 
     def counted(self, *batch):
         before = self.counts.copy()
         add(self, *batch)
         batches.append(self.counts - before)
+        if self.held_out:
+            other = judge.Judge(self.counts.shape[1])
+            add(other, *batch)
+            learnt.append(other.counts)
 
     judge.Judge.add, judge.Judge.improves, trainer.LAST = counted, lambda self: True, 1.0
     try:
@@ -65,10 +76,12 @@ def run(name: str, budget: float, k: int = 3, seed: int = 0) -> dict | None:
         score[answer] = scored["mean_fg_dice"]
     judged = np.array(batches[len(batches) - max(1, len(batches) // 4):])
     low, high = np.percentile([margin(judged[draw]) for draw in resamples(len(judged))], [5, 95])
+    extra = {"holdout": holdout, "judged_learnt": round(margin(np.array(learnt[-len(judged):])), 4)}
     return {"dataset": name, "budget_s": budget, "k": k, "seed": seed, "iterations": last.iteration,
             "passes": round(last.passes, 1), "unet": score["U-Net"], "trees": score["trees"],
             "judged": round(margin(judged), 4), "judged_5": round(low, 4), "judged_95": round(high, 4),
-            "batches": len(judged), "date": machine()["date"], "engine": engine()}
+            "batches": len(judged), **(extra if holdout else {}), "date": machine()["date"],
+            "engine": engine()}
 
 
 def margin(batches: np.ndarray) -> float:
@@ -84,23 +97,49 @@ def resamples(n: int, draws: int = 1000) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    return inprocess.main(argv, __doc__.splitlines()[0], run, LOG, HEADING, INTRO, table, [60.0, 120.0])
+    """``--holdout H`` (before the other arguments' parsing) runs the judge on held-out voxels."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--holdout", type=float, default=0.0)
+    known, rest = parser.parse_known_args(argv)
+    chosen = functools.partial(run, holdout=known.holdout)
+    return inprocess.main(rest, __doc__.splitlines()[0], chosen, LOG, HEADING, INTRO, table, [60.0, 120.0])
 
 
 def table(rows: list[dict]) -> list[str]:
-    """The latest row of each (K, budget, dataset, seed): both answers, the judged difference, the choice."""
-    latest = {(r["k"], r["budget_s"], r["dataset"], r["seed"]): r for r in rows}
+    """The latest row of each (K, budget, dataset, seed): both answers, the judged difference, the choice;
+    then the rows with a holdout (``--holdout``), judged both ways."""
+    latest = {(r["k"], r["budget_s"], r["dataset"], r["seed"]): r for r in rows if "holdout" not in r}
     lines = ["| dataset | budget s | K | seed | U-Net iterations | passes | with the U-Net | trees alone | "
              "difference | judged | judged 5–95 % | kept | better or level | date |", "|---" * 14 + "|"]
     for (k, budget, name, seed), r in sorted(latest.items()):
         kept = "U-Net" if r["judged"] > 0 else "trees"
-        difference = r["unet"] - r["trees"]
-        right = "yes" if (difference >= 0) == (kept == "U-Net") or abs(difference) < 1e-4 else "**no**"
         spread = f"{r['judged_5']:+.4f} … {r['judged_95']:+.4f}" if "judged_5" in r else "–"
         lines.append(f"| {name} | {budget:g} | {k} | {seed} | {r['iterations']} | {r['passes']:g} | "
-                     f"{r['unet']:.4f} | {r['trees']:.4f} | {difference:+.4f} | {r['judged']:+.4f} | "
-                     f"{spread} | {kept} | {right} | {r['date']} |")
+                     f"{r['unet']:.4f} | {r['trees']:.4f} | {r['unet'] - r['trees']:+.4f} | "
+                     f"{r['judged']:+.4f} | {spread} | {kept} | {_right(r, r['judged'] > 0)} | {r['date']} |")
+    held = {(r["holdout"], r["k"], r["budget_s"], r["dataset"], r["seed"]): r for r in rows if "holdout" in r}
+    if not held:
+        return lines
+    lines += ["", "With a share of the painted voxels held out of the U-Net's loss (`--holdout`, "
+              "`TrainConfig.judge_holdout`): *learnt* = judged on the other painted voxels (today's judge), "
+              "*held out* = judged on the held-out ones; *5 % > 0* keeps the U-Net only where the 5th "
+              "percentile of the held-out margin is above 0.", "",
+              "| dataset | budget s | K | seed | held out | U-Net iterations | with the U-Net | "
+              "trees alone | difference | judged, learnt | judged, held out (5–95 %) | "
+              "right: learnt / held out / 5 % > 0 | date |", "|---" * 13 + "|"]
+    for (share, k, budget, name, seed), r in sorted(held.items()):
+        verdicts = " / ".join(_right(r, m > 0) for m in (r["judged_learnt"], r["judged"], r["judged_5"]))
+        lines.append(f"| {name} | {budget:g} | {k} | {seed} | {share:g} | {r['iterations']} | "
+                     f"{r['unet']:.4f} | {r['trees']:.4f} | {r['unet'] - r['trees']:+.4f} | "
+                     f"{r['judged_learnt']:+.4f} | {r['judged']:+.4f} ({r['judged_5']:+.4f} … "
+                     f"{r['judged_95']:+.4f}) | {verdicts} | {r['date']} |")
     return lines
+
+
+def _right(row: dict, kept_unet: bool) -> str:
+    """Whether keeping (or dropping) the U-Net's correction gave the better of the two answers."""
+    difference = row["unet"] - row["trees"]
+    return "yes" if (difference >= 0) == kept_unet or abs(difference) < 1e-4 else "**no**"
 
 
 if __name__ == "__main__":

@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 
 from napari_sparseseg.core.config import TrainConfig
-from napari_sparseseg.core.sampling import PatchSampler, _reach, _sample_at, annotation_to_target, fit_patch
+from napari_sparseseg.core.sampling import (
+    PatchSampler,
+    _reach,
+    _sample_at,
+    annotation_to_target,
+    fit_patch,
+    held_apart,
+)
 
 
 def _sampler(ann, patch=(4, 8, 8), spacing=(1.0, 1.0, 1.0), augment=True, seed=0):
@@ -27,6 +34,33 @@ def test_every_patch_holds_painted_voxels_and_classes_are_balanced():
         assert (y >= 0).any(axis=(1, 2, 3)).all()
         seen += [(y == 0).any(), (y == 1).any()]
     assert seen[1] >= 40  # the 4-voxel class appears in about half the batches, not 0.25 %
+
+
+@pytest.mark.parametrize("rotate", [0.0, 1.0])
+def test_held_out_squares_travel_in_patches_but_centre_none_and_split_back(rotate):
+    """``hold_out``: whole 16-voxel squares of a painted plane become class + n_classes; no patch is
+    centred on them, patches still carry them (turned or not), and ``held_apart`` gives back the
+    painted classes, split in two."""
+    ann = np.zeros((20, 64, 64), np.uint8)
+    ann[10] = 1
+    ann[10, 20:40, 20:40] = 2
+    target = annotation_to_target(ann)
+    sampler = PatchSampler([np.zeros(ann.shape, np.float32)], [target.copy()], (4, 16, 16), (1.0, 1.0, 1.0),
+                           np.random.default_rng(0), rotate=rotate)
+    sampler.hold_out(0.3)
+    marked = sampler.targets[0]
+    learn, held = held_apart(marked, 2)
+    squares = (held[10] >= 0).reshape(4, 16, 4, 16).any(axis=(1, 3))
+    assert 0 < squares.sum() < 16 and (held[10] >= 0).sum() == 256 * squares.sum()  # whole squares
+    np.testing.assert_array_equal(np.maximum(learn, held), target)  # together: the painted classes
+    assert not ((learn >= 0) & (held >= 0)).any()
+    assert all((marked.ravel()[flat] < 2).all() for _, flat in sampler.centres)
+    batches = [sampler.sample(4)[1] for _ in range(20)]
+    assert any((y >= 2).any() for y in batches)
+    assert all(set(np.unique(y)) <= {-1, 0, 1, 2, 3} for y in batches)
+    torch_learn, torch_held = held_apart(torch.from_numpy(marked.astype(np.int64)), 2)
+    np.testing.assert_array_equal(torch_held.numpy(), held)
+    np.testing.assert_array_equal(torch_learn.numpy(), learn)
 
 
 def test_partial_slice_and_volume_smaller_than_patch():

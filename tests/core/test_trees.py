@@ -472,6 +472,31 @@ def test_the_judge_keeps_the_u_net_only_where_it_labels_the_painted_voxels_bette
     assert not level.improves() and level.counts.sum() == 8
 
 
+def test_a_judge_of_held_out_voxels_counts_only_those():
+    y = torch.tensor([0, 1, 3 + 1, 3 + 2, -1]).reshape(1, 5, 1, 1)  # voxels 2 and 3 held out (k + 3)
+    held = Judge(3, held_out=True)
+    held.add(_one_hot([2, 2, 1, 2, 0]), _one_hot([0, 1, 0, 0, 0]), y)
+    assert held.counts.sum() == 4 and held.improves()  # on the held voxels the U-Net is right, the trees not
+    learnt = Judge(3)
+    learnt.add(_one_hot([2, 2, 1, 2, 0]), _one_hot([0, 1, 0, 0, 0]), y)
+    assert learnt.counts.sum() == 4 and not learnt.improves()  # on the others the trees are right
+
+
+def test_with_a_holdout_the_u_net_never_learns_from_the_voxels_it_is_judged_on(sample, monkeypatch):
+    """``judge_holdout``: patches carry held-out painted voxels, the loss never sees them (they are
+    unpainted to it), and the judge counts them and only them."""
+    losses, judged, loss, add = [], [], trainer.sparse_loss, Judge.add
+    monkeypatch.setattr(trainer, "sparse_loss", lambda out, y, *a: losses.append(y) or loss(out, y, *a))
+    monkeypatch.setattr(Judge, "add", lambda self, *a: judged.append((self.held_out, a[2])) or add(self, *a))
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=8, device="cpu", judge_holdout=0.3)
+    segmenter, *pairs = prepare([sample.image], [sample.annotation], MODEL, config, sample.spacing)
+    list(train(segmenter, *pairs, config))
+    n = segmenter.n_classes
+    assert len(losses) == 8 and all(int(t.max()) < n for t in losses)
+    assert len(judged) == 2 and all(held for held, _ in judged)
+    assert any(bool((y >= n).any()) for _, y in judged)  # the judged batches held voxels out
+
+
 def test_a_u_net_no_better_than_the_trees_leaves_their_answer_and_says_so(sample, monkeypatch):
     """The batches of the last quarter of the U-Net's iterations (two of eight) are judged before
     the step learns from them. Where the U-Net labels them no better than the trees' out-of-fold

@@ -168,6 +168,9 @@ class TrainConfig:
     whose learning rate warms up over its first 50 iterations (``trainer.WARMUP``).
     ``weight_average`` = w keeps the average of the U-Net's weights over the last share w of its
     training (stochastic weight averaging); 0 keeps the last weights.
+    ``judge_holdout`` = h keeps about a share h of the painted voxels (16-voxel squares of the
+    painted planes) out of the U-Net's loss, and the judge (``judge.Judge``) decides on those
+    alone; 0 judges on the voxels the U-Net learns from.
     """
 
     patch_size: Triple = (32, 64, 64)
@@ -189,6 +192,7 @@ class TrainConfig:
     pointwise_seconds: float = 25.0
     pointwise_learning_rate: float = 1e-2
     weight_average: float = 0.0
+    judge_holdout: float = 0.0
 
     def __post_init__(self):
         if self.iterations is None and self.max_time is None:
@@ -214,6 +218,8 @@ class TrainConfig:
                              f"{self.elastic_augment}.")
         if not 0.0 <= self.weight_average < 1.0:
             raise ValueError(f"weight_average must lie in [0, 1), got {self.weight_average}.")
+        if not 0.0 <= self.judge_holdout < 1.0:
+            raise ValueError(f"judge_holdout must lie in [0, 1), got {self.judge_holdout}.")
         if self.batch_size < 1 or min(self.patch_size) < 1:
             raise ValueError("batch_size and patch_size must be positive.")
 

@@ -11,7 +11,8 @@ mean foreground Dice is not above the first stage's, the round keeps the first s
 (docs/accuracy.md, "Keeping the trees' answer until the U-Net improves on it").
 
 The U-Net has seen most of those voxels in earlier batches, so the judge favours it: it keeps the
-trees only where the U-Net does not improve on them even there.
+trees only where the U-Net does not improve on them even there. With ``TrainConfig.judge_holdout``
+the U-Net never learns from a share of the painted voxels, and the judge counts those alone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from .metrics import from_confusion
+from .sampling import held_apart
 
 LAST = 0.25  # the judged share of the U-Net's stage: its last quarter
 
@@ -28,14 +30,17 @@ class Judge:
     """Confusion counts (rows predicted, columns true) of the U-Net's and the first stage's answers
     on the painted voxels of the judged batches."""
 
-    def __init__(self, n_classes: int):
+    def __init__(self, n_classes: int, held_out: bool = False):
         self.counts = np.zeros((2, n_classes, n_classes), np.int64)
+        self.held_out = held_out  # whether it counts voxels held out of the U-Net's loss
 
     def add(self, logits: torch.Tensor, start: torch.Tensor, y: torch.Tensor) -> None:
         """Count a batch: the U-Net's ``logits`` and the first stage's ``start`` (B, K, Z, Y, X)
-        against targets ``y`` (B, Z, Y, X), -1 where unpainted."""
-        painted = y >= 0
+        against targets ``y`` (B, Z, Y, X), -1 where unpainted, k + K where class k is held out
+        (:meth:`.sampling.PatchSampler.hold_out`): only those if :attr:`held_out`, else the rest."""
         n = self.counts.shape[1]
+        y = held_apart(y, n)[1 if self.held_out else 0]
+        painted = y >= 0
         truth = y[painted].long()
         for row, answer in zip(self.counts, (logits, start)):
             guess = answer.detach().argmax(1)[painted].long()

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 _MAX_CENTRES = 1_000_000
 SCALE_RANGE = 0.15  # rotated patches are also scaled by a factor in exp(±SCALE_RANGE)
+HELD_BLOCK = 16  # voxels across a cube of painted voxels held out from the U-Net for its judge
 ELASTIC_GRID = 32  # voxels between the random vectors of an elastic displacement (Çiçek et al. 2016)
 
 
@@ -82,6 +83,18 @@ class PatchSampler:
         # labels as the turned patches sample them (0 = unpainted), made once instead of every patch
         self._classes = [(t + 1).astype(np.uint8)[None] for t in self.targets] if self.rotate else []
         self.extra: list[np.ndarray] = []  # channels appended to every patch, e.g. classifier logits
+
+    def hold_out(self, share: float, block: int = HELD_BLOCK) -> None:
+        """Mark about ``share`` of the painted voxels, in ``block``-voxel cubes drawn at random (a
+        painted plane's squares), as held out: their class k becomes k + n_classes in the targets,
+        so that patches carry them (:func:`held_apart` splits them off) but are never centred on
+        them."""
+        for t in self.targets:
+            grid = self.rng.random([-(-s // block) for s in t.shape]) < share
+            held = grid[np.ix_(*(np.arange(s) // block for s in t.shape))] & (t >= 0)
+            t[held] += self.n_classes
+        self.centres = self._index_centres()
+        self._classes = [(t + 1).astype(np.uint8)[None] for t in self.targets] if self.rotate else []
 
     def _index_centres(self) -> list[tuple[np.ndarray, np.ndarray]]:
         centres = []
@@ -177,6 +190,14 @@ class PatchSampler:
             a = self.intensity
             x = x.astype(np.float32) * np.float32(rng.uniform(1 - a, 1 + a)) + np.float32(rng.uniform(-a, a))
         return x, y
+
+
+def held_apart(y, n_classes: int):
+    """Targets (-1 unpainted, k class k, k + ``n_classes`` class k held out, :meth:`PatchSampler.hold_out`)
+    as (what to learn from, what was held out), each -1 elsewhere; numpy arrays or torch tensors."""
+    held = y >= n_classes
+    where = np.where if isinstance(y, np.ndarray) else torch.where
+    return where(held, -1, y), where(held, y - n_classes, -1)
 
 
 def _sample_at(volume, points, mode: str, padding: str) -> torch.Tensor:

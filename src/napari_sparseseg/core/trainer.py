@@ -25,7 +25,7 @@ from .loss import class_weights, sparse_loss
 from .memory import check_memory
 from .normalize import fit_normalization
 from .pointwise import painted_index, volume_logits
-from .sampling import PatchSampler, annotation_to_target, fit_patch
+from .sampling import PatchSampler, annotation_to_target, fit_patch, held_apart
 from .stages import ANSWER, NO_TIME, pointwise_stage, tree_stage
 from .trees import TreeClassifier
 from .validate import check_pair, count_classes
@@ -79,7 +79,11 @@ def train(
     voxels = config.batch_size * int(np.prod(sampler.patch))
     averaged, kept, probe = None, copy.deepcopy(net.state_dict()) if warmup else None, None
     # the trees' answers on painted voxels are out-of-fold: a fair rival (a perceptron's are not)
-    judge = Judge(segmenter.n_classes) if isinstance(net.pointwise, TreeClassifier) else None
+    judge = None
+    if isinstance(net.pointwise, TreeClassifier):
+        judge = Judge(segmenter.n_classes, held_out=config.judge_holdout > 0)
+        if judge.held_out:
+            sampler.hold_out(config.judge_holdout)
     painted, passes = max(sum(int(np.count_nonzero(a)) for a in annotations), 1), 0.0
     while True:
         stopped = stop is not None and stop()
@@ -268,11 +272,12 @@ def train_step(net, optim, scaler, x, y, weight, dice_weight, device, judge: Jud
     optim.zero_grad(set_to_none=True)
     with dev.autocast(device):
         logits, *deeper = net.from_features(x, deep=True)
-    loss = sparse_loss(logits, y, weight, dice_weight)
+    learn = held_apart(y, logits.shape[1])[0]
+    loss = sparse_loss(logits, learn, weight, dice_weight)
     if deeper:  # deep supervision: weights 1, 1/2, 1/4 ... summing to 1, as in nnU-Net
         shares = [0.5**level for level in range(len(deeper) + 1)]
         for share, extra in zip(shares[1:], deeper):
-            loss = loss + share * sparse_loss(extra, y, weight, dice_weight)
+            loss = loss + share * sparse_loss(extra, learn, weight, dice_weight)
         loss = loss / sum(shares)
     if judge is not None:
         judge.add(logits, x[:, net.stem.out_channels:], y)
