@@ -42,13 +42,15 @@ INTRO = ("Reproduce with `PYTHONPATH=. .venv/bin/python -m benchmarks.accuracy.j
          "end-of-training advice is composed moved).")
 
 
-def run(name: str, budget: float, k: int = 3, seed: int = 0, holdout: float = 0.0) -> dict | None:
+def run(name: str, budget: float, k: int = 3, seed: int = 0, holdout: float = 0.0,
+        from_trees: bool = False) -> dict | None:
     """Train the default on ``name`` for ``budget`` s, judging every batch; None if the U-Net was skipped.
     With ``holdout`` (``TrainConfig.judge_holdout``) the batches are also counted as the judge
-    without it would count them (the voxels the U-Net learns from)."""
+    without it would count them (the voxels the U-Net learns from); ``from_trees`` holds them out of
+    the trees too (``TrainConfig.judge_holdout_trees``)."""
     dataset, annotation, chosen, config, (segmenter, images, annotations) = inprocess.default_round(
         name, budget, k, seed)
-    config = replace(config, judge_holdout=holdout)
+    config = replace(config, judge_holdout=holdout, judge_holdout_trees=from_trees)
     batches, learnt, add, keep, last_share = [], [], judge.Judge.add, judge.Judge.improves, trainer.LAST
 
     def counted(self, *batch):
@@ -76,7 +78,8 @@ def run(name: str, budget: float, k: int = 3, seed: int = 0, holdout: float = 0.
         score[answer] = scored["mean_fg_dice"]
     judged = np.array(batches[len(batches) - max(1, len(batches) // 4):])
     low, high = np.percentile([margin(judged[draw]) for draw in resamples(len(judged))], [5, 95])
-    extra = {"holdout": holdout, "judged_learnt": round(margin(np.array(learnt[-len(judged):])), 4)}
+    extra = {"holdout": holdout, "judged_learnt": round(margin(np.array(learnt[-len(judged):])), 4),
+             **({"holdout_trees": True} if from_trees else {})}
     return {"dataset": name, "budget_s": budget, "k": k, "seed": seed, "iterations": last.iteration,
             "passes": round(last.passes, 1), "unet": score["U-Net"], "trees": score["trees"],
             "judged": round(margin(judged), 4), "judged_5": round(low, 4), "judged_95": round(high, 4),
@@ -100,8 +103,9 @@ def main(argv=None) -> int:
     """``--holdout H`` (before the other arguments' parsing) runs the judge on held-out voxels."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--holdout", type=float, default=0.0)
+    parser.add_argument("--holdout-trees", action="store_true")
     known, rest = parser.parse_known_args(argv)
-    chosen = functools.partial(run, holdout=known.holdout)
+    chosen = functools.partial(run, holdout=known.holdout, from_trees=known.holdout_trees)
     return inprocess.main(rest, __doc__.splitlines()[0], chosen, LOG, HEADING, INTRO, table, [60.0, 120.0])
 
 
@@ -117,19 +121,22 @@ def table(rows: list[dict]) -> list[str]:
         lines.append(f"| {name} | {budget:g} | {k} | {seed} | {r['iterations']} | {r['passes']:g} | "
                      f"{r['unet']:.4f} | {r['trees']:.4f} | {r['unet'] - r['trees']:+.4f} | "
                      f"{r['judged']:+.4f} | {spread} | {kept} | {_right(r, r['judged'] > 0)} | {r['date']} |")
-    held = {(r["holdout"], r["k"], r["budget_s"], r["dataset"], r["seed"]): r for r in rows if "holdout" in r}
+    held = {(r["holdout"], r.get("holdout_trees", False), r["k"], r["budget_s"], r["dataset"], r["seed"]): r
+            for r in rows if "holdout" in r}
     if not held:
         return lines
     lines += ["", "With a share of the painted voxels held out of the U-Net's loss (`--holdout`, "
               "`TrainConfig.judge_holdout`): *learnt* = judged on the other painted voxels (today's judge), "
               "*held out* = judged on the held-out ones; *5 % > 0* keeps the U-Net only where the 5th "
-              "percentile of the held-out margin is above 0.", "",
-              "| dataset | budget s | K | seed | held out | U-Net iterations | with the U-Net | "
+              "percentile of the held-out margin is above 0; *trees too* = held out of the trees as well "
+              "(`--holdout-trees`: the judge's rival is then the final trees, not the out-of-fold ones).", "",
+              "| dataset | budget s | K | seed | held out | trees too | U-Net iterations | with the U-Net | "
               "trees alone | difference | judged, learnt | judged, held out (5–95 %) | "
-              "right: learnt / held out / 5 % > 0 | date |", "|---" * 13 + "|"]
-    for (share, k, budget, name, seed), r in sorted(held.items()):
+              "right: learnt / held out / 5 % > 0 | date |", "|---" * 14 + "|"]
+    for (share, too, k, budget, name, seed), r in sorted(held.items()):
         verdicts = " / ".join(_right(r, m > 0) for m in (r["judged_learnt"], r["judged"], r["judged_5"]))
-        lines.append(f"| {name} | {budget:g} | {k} | {seed} | {share:g} | {r['iterations']} | "
+        lines.append(f"| {name} | {budget:g} | {k} | {seed} | {share:g} | {'yes' if too else 'no'} | "
+                     f"{r['iterations']} | "
                      f"{r['unet']:.4f} | {r['trees']:.4f} | {r['unet'] - r['trees']:+.4f} | "
                      f"{r['judged_learnt']:+.4f} | {r['judged']:+.4f} ({r['judged_5']:+.4f} … "
                      f"{r['judged_95']:+.4f}) | {verdicts} | {r['date']} |")

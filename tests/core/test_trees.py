@@ -497,6 +497,23 @@ def test_with_a_holdout_the_u_net_never_learns_from_the_voxels_it_is_judged_on(s
     assert any(bool((y >= n).any()) for _, y in judged)  # the judged batches held voxels out
 
 
+def test_voxels_held_out_of_the_trees_too_are_judged_against_the_final_trees(sample, monkeypatch):
+    """``judge_holdout_trees``: the trees learn from the other painted voxels only, so the judge's
+    rival on the held-out voxels (the U-Net's context there) is the final trees' own answer."""
+    rows, judged, samples, add = [], [], stages.painted_samples, Judge.add
+    monkeypatch.setattr(stages, "painted_samples", lambda *a, **k: rows.append(samples(*a, **k)) or rows[-1])
+    monkeypatch.setattr(Judge, "add", lambda self, *a: judged.append(a) or add(self, *a))
+    config = TrainConfig(patch_size=(16, 48, 48), iterations=8, device="cpu", judge_holdout=0.3,
+                         judge_holdout_trees=True)
+    segmenter, *pairs = prepare([sample.image], [sample.annotation], MODEL, config, sample.spacing)
+    list(train(segmenter, *pairs, config))
+    n = segmenter.n_classes
+    painted = np.count_nonzero(sample.annotation)
+    labels = rows[0][1]  # the trees' rows: not the held-out voxels
+    assert 0.5 * painted < len(labels) < painted and int(labels.max()) < n
+    assert any(bool((y >= n).any()) for *_, y in judged)  # the judge counts the held-out voxels
+
+
 def test_a_u_net_no_better_than_the_trees_leaves_their_answer_and_says_so(sample, monkeypatch):
     """The batches of the last quarter of the U-Net's iterations (two of eight) are judged before
     the step learns from them. Where the U-Net labels them no better than the trees' out-of-fold

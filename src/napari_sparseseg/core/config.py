@@ -170,7 +170,8 @@ class TrainConfig:
     training (stochastic weight averaging); 0 keeps the last weights.
     ``judge_holdout`` = h keeps about a share h of the painted voxels (16-voxel squares of the
     painted planes) out of the U-Net's loss, and the judge (``judge.Judge``) decides on those
-    alone; 0 judges on the voxels the U-Net learns from.
+    alone; 0 judges on the voxels the U-Net learns from. ``judge_holdout_trees`` keeps them from
+    the trees too: the judge then weighs the U-Net against the final trees, as prediction does.
     """
 
     patch_size: Triple = (32, 64, 64)
@@ -193,6 +194,7 @@ class TrainConfig:
     pointwise_learning_rate: float = 1e-2
     weight_average: float = 0.0
     judge_holdout: float = 0.0
+    judge_holdout_trees: bool = False
 
     def __post_init__(self):
         if self.iterations is None and self.max_time is None:

@@ -19,6 +19,7 @@ import torch
 from .config import TrainConfig
 from .events import Progress
 from .pointwise import painted_index, painted_samples, train_pointwise
+from .sampling import held_apart
 from .trees import TreeClassifier, out_of_fold, plane_folds
 
 ANSWER = object()  # a first stage yields this once its classifier can answer: the early answer's turn
@@ -71,8 +72,9 @@ def tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     :data:`NO_TIME` instead and the round ends with the trees' answer.
     """
     net = segmenter.net
-    index = painted_index(sampler.targets, rng)
-    features, labels = (t.numpy() for t in painted_samples(sampler.images, sampler.targets, rng, index=index))
+    targets = [held_apart(t, segmenter.n_classes)[0] for t in sampler.targets]  # not the judge's voxels
+    index = painted_index(targets, rng)
+    features, labels = (t.numpy() for t in painted_samples(sampler.images, targets, rng, index=index))
     trees = TreeClassifier(segmenter.n_classes, segmenter.config.trees, segmenter.config.tree_margin)
     began = clock()
     yield from _progress(trees.fit(features, labels, config.seed), config, clock, stop)
@@ -82,7 +84,7 @@ def tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     if not continuing:
         net.pointwise = trees
         yield ANSWER  # the early answer comes from these trees: no need to wait for the folds
-    folds = np.concatenate([plane_folds(t, i) for t, i in zip(sampler.targets, index)])
+    folds = np.concatenate([plane_folds(t, i) for t, i in zip(targets, index)])
     short = _no_time_for_folds(config, clock, fitted - began, np.unique(folds).size)
     if not short:
         rounds = segmenter.config.fold_rounds or trees.rounds

@@ -59,6 +59,9 @@ def train(
     clock, it, loss = Clock(), 0, float("nan")
     continuing = segmenter.net.stem is not None and bool(segmenter.net.stem.fitted)
     sampler = _sampler(segmenter, images, annotations, config, rng)
+    trees_first = isinstance(segmenter.net.pointwise, TreeClassifier)
+    if trees_first and config.judge_holdout and config.judge_holdout_trees:
+        sampler.hold_out(config.judge_holdout)
     unet = True  # whether the U-Net stage gets its turn
     if segmenter.net.pointwise is not None:
         last = None
@@ -79,11 +82,9 @@ def train(
     voxels = config.batch_size * int(np.prod(sampler.patch))
     averaged, kept, probe = None, copy.deepcopy(net.state_dict()) if warmup else None, None
     # the trees' answers on painted voxels are out-of-fold: a fair rival (a perceptron's are not)
-    judge = None
-    if isinstance(net.pointwise, TreeClassifier):
-        judge = Judge(segmenter.n_classes, held_out=config.judge_holdout > 0)
-        if judge.held_out:
-            sampler.hold_out(config.judge_holdout)
+    judge = Judge(segmenter.n_classes, held_out=config.judge_holdout > 0) if trees_first else None
+    if judge is not None and judge.held_out and not config.judge_holdout_trees:
+        sampler.hold_out(config.judge_holdout)
     painted, passes = max(sum(int(np.count_nonzero(a)) for a in annotations), 1), 0.0
     while True:
         stopped = stop is not None and stop()
