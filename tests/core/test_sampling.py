@@ -47,8 +47,10 @@ def test_held_out_squares_travel_in_patches_but_centre_none_and_split_back(rotat
     target = annotation_to_target(ann)
     sampler = PatchSampler([np.zeros(ann.shape, np.float32)], [target.copy()], (4, 16, 16), (1.0, 1.0, 1.0),
                            np.random.default_rng(0), rotate=rotate)
+    assert not sampler.held
     sampler.hold_out(0.3)
     marked = sampler.targets[0]
+    assert sampler.held
     learn, held = held_apart(marked, 2)
     squares = (held[10] >= 0).reshape(4, 16, 4, 16).any(axis=(1, 3))
     assert 0 < squares.sum() < 16 and (held[10] >= 0).sum() == 256 * squares.sum()  # whole squares

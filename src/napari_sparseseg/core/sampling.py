@@ -83,6 +83,7 @@ class PatchSampler:
         # labels as the turned patches sample them (0 = unpainted), made once instead of every patch
         self._classes = [(t + 1).astype(np.uint8)[None] for t in self.targets] if self.rotate else []
         self.extra: list[np.ndarray] = []  # channels appended to every patch, e.g. classifier logits
+        self.held = False  # whether :meth:`hold_out` marked voxels
 
     def hold_out(self, share: float, block: int = HELD_BLOCK) -> None:
         """Mark about ``share`` of the painted voxels, in ``block``-voxel cubes drawn at random (a
@@ -95,6 +96,7 @@ class PatchSampler:
             t[held] += self.n_classes
         self.centres = self._index_centres()
         self._classes = [(t + 1).astype(np.uint8)[None] for t in self.targets] if self.rotate else []
+        self.held = True
 
     def _index_centres(self) -> list[tuple[np.ndarray, np.ndarray]]:
         centres = []

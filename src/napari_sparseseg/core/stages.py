@@ -72,7 +72,8 @@ def tree_stage(segmenter, sampler, config: TrainConfig, rng, stop, clock,
     :data:`NO_TIME` instead and the round ends with the trees' answer.
     """
     net = segmenter.net
-    targets = [held_apart(t, segmenter.n_classes)[0] for t in sampler.targets]  # not the judge's voxels
+    targets = sampler.targets  # without the judge's voxels, if any are held out
+    targets = [held_apart(t, segmenter.n_classes)[0] for t in targets] if sampler.held else targets
     index = painted_index(targets, rng)
     features, labels = (t.numpy() for t in painted_samples(sampler.images, targets, rng, index=index))
     trees = TreeClassifier(segmenter.n_classes, segmenter.config.trees, segmenter.config.tree_margin)
