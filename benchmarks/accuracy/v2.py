@@ -74,9 +74,9 @@ TAGGED = {
          "  unpainted voxels: all three are the trees' answer (MNI's and the tubules' runs ended",
          "  before a U-Net iteration; the nuclei's judge kept the trees after 68).",
          "- A 20 s budget ends before the U-Net starts: that column is the trees' answer (napari's",
-         "  first answer). Where a later column is below it (the aorta CT at 60 s; the nuclei,",
-         "  Colin27 and SPM T1 at 120 s), the judge kept a U-Net correction that labels the unpainted",
-         "  voxels worse than the trees alone (docs/accuracy.md)."]),
+         "  first answer). Where a later column is below it (the aorta CT and the abdominal MR at",
+         "  60 s; the nuclei, Colin27 and SPM T1 at 120 s), the judge kept a U-Net correction that",
+         "  labels the unpainted voxels worse than the trees alone (docs/accuracy.md)."]),
 }
 
 
