@@ -120,7 +120,7 @@ def table(rows: list[dict]) -> list[str]:
         spread = f"{r['judged_5']:+.4f} … {r['judged_95']:+.4f}" if "judged_5" in r else "–"
         lines.append(f"| {name} | {budget:g} | {k} | {seed} | {r['iterations']} | {r['passes']:g} | "
                      f"{r['unet']:.4f} | {r['trees']:.4f} | {r['unet'] - r['trees']:+.4f} | "
-                     f"{r['judged']:+.4f} | {spread} | {kept} | {_right(r, r['judged'] > 0)} | {r['date']} |")
+                     f"{r['judged']:+.4f} | {spread} | {kept} | {right(r, r['judged'] > 0)} | {r['date']} |")
     held = {(r["holdout"], r.get("holdout_trees", False), r["k"], r["budget_s"], r["dataset"], r["seed"]): r
             for r in rows if "holdout" in r}
     if not held:
@@ -134,7 +134,7 @@ def table(rows: list[dict]) -> list[str]:
               "trees alone | difference | judged, learnt | judged, held out (5–95 %) | "
               "right: learnt / held out / 5 % > 0 | date |", "|---" * 14 + "|"]
     for (share, too, k, budget, name, seed), r in sorted(held.items()):
-        verdicts = " / ".join(_right(r, m > 0) for m in (r["judged_learnt"], r["judged"], r["judged_5"]))
+        verdicts = " / ".join(right(r, m > 0) for m in (r["judged_learnt"], r["judged"], r["judged_5"]))
         lines.append(f"| {name} | {budget:g} | {k} | {seed} | {share:g} | {'yes' if too else 'no'} | "
                      f"{r['iterations']} | "
                      f"{r['unet']:.4f} | {r['trees']:.4f} | {r['unet'] - r['trees']:+.4f} | "
@@ -143,7 +143,7 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _right(row: dict, kept_unet: bool) -> str:
+def right(row: dict, kept_unet: bool) -> str:
     """Whether keeping (or dropping) the U-Net's correction gave the better of the two answers."""
     difference = row["unet"] - row["trees"]
     return "yes" if (difference >= 0) == kept_unet or abs(difference) < 1e-4 else "**no**"

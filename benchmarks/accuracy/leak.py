@@ -22,6 +22,7 @@ from napari_sparseseg.core import inference, judge, trainer, trees
 from napari_sparseseg.core.sampling import annotation_to_target
 
 from . import inprocess, protocol
+from .judged import right
 from .run import RESULTS, engine, machine
 
 LOG = RESULTS / "leak.jsonl"
@@ -112,11 +113,10 @@ def table(rows: list[dict]) -> list[str]:
              "difference | today's judge | leak-free | right: today / leak-free | date |", "|---" * 12 + "|"]
     for (k, budget, name, seed), r in sorted(latest.items()):
         difference = r["unet"] - r["trees"]
-        right = " / ".join("yes" if (difference >= 0) == (m > 0) or abs(difference) < 1e-4 else "**no**"
-                           for m in (r["judged"], r["leak_free"]))
+        verdicts = " / ".join(right(r, m > 0) for m in (r["judged"], r["leak_free"]))
         lines.append(f"| {name} | {budget:g} | {k} | {seed} | {r['iterations']} | {r['unet']:.4f} | "
                      f"{r['trees']:.4f} | {difference:+.4f} | {r['judged']:+.4f} | {r['leak_free']:+.4f} | "
-                     f"{right} | {r['date']} |")
+                     f"{verdicts} | {r['date']} |")
     return lines
 
 
